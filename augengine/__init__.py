@@ -1,0 +1,9 @@
+"""augengine: physically plausible breast-ultrasound augmentation at GPU and cluster scale.
+
+Subpackages: ``sources`` (readers and the RF phantom simulator), ``ops`` (reconstruction,
+despeckling, geometric and quality ops; NumPy references with CuPy kernels), ``store`` (Zarr v3
+shards plus a Parquet manifest), ``runner`` (Ray actors), ``models``/``explain``/``nst`` (ResNets,
+LRP, style transfer) and ``train`` (DALI + Horovod training jobs). Nothing heavy is imported here.
+"""
+
+__version__ = "0.1.0"

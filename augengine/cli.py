@@ -1,0 +1,150 @@
+"""The ``augengine`` command: simulate, plan, run, inspect, verify, preview, demo.
+
+Errors in user input end the command with one line on stderr (exit 2), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from augengine.errors import AugengineError
+
+
+def _cmd_simulate(args) -> int:
+    from augengine.simulate import simulate_dataset
+
+    summary = simulate_dataset(args.n_benign, args.n_malignant, args.out, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from augengine.config import load_job
+    from augengine.plan import format_plan, make_plan
+
+    print(format_plan(make_plan(load_job(args.job))))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from augengine.config import load_job
+    from augengine.runner import run_job
+
+    result = run_job(load_job(args.job), address=args.address, progress=not args.quiet)
+    print(f"{result.path}: {result.written} samples written, {result.quarantined} quarantined "
+          f"of {result.planned} planned ({result.shards_built} shards built, "
+          f"{result.shards_kept} kept from an earlier run) in {result.seconds:.1f} s")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from augengine.store import inspect_store
+
+    info = inspect_store(args.store)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key in ("path", "job", "images", "masks", "shards", "complete"):
+        print(f"{key:<14} {info[key]}")
+    print(f"{'size':<14} {info['bytes_on_disk'] / 1e6:.1f} MB on disk")
+    print(f"{'counts':<14} {info['counts']}")
+    print("by label:")
+    for label, n in info["by_label"].items():
+        print(f"  {label:<6} {n:>10}")
+    print("by op chain:")
+    for chain, n in info["by_chain"].items():
+        print(f"  {n:>10}  {chain}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from augengine.store import verify_store
+
+    problems = verify_store(args.store)
+    if problems:
+        print(f"{args.store}: NOT whole; first problems:")
+        for text in problems:
+            print(f"  - {text}")
+        return 1
+    print(f"{args.store}: whole (every planned sample present once, checksums match)")
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from augengine.preview import preview_store
+
+    print(preview_store(args.store, args.out, count=args.count))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from augengine.demo import run_demo
+
+    return run_demo(Path(args.out), n_benign=args.n_benign, n_malignant=args.n_malignant,
+                    seed=args.seed, address=args.address)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="augengine", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate RF phantoms (OASBUD .mat + .npz)")
+    p.add_argument("--n-benign", type=int, required=True)
+    p.add_argument("--n-malignant", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("plan", help="print the exact output counts and shard layout of a job")
+    p.add_argument("job", help="job YAML file")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("run", help="run a job on an embedded Ray or a cluster (resumes)")
+    p.add_argument("job", help="job YAML file")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("inspect", help="counts by label and op chain, sizes")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("verify", help="check a store is whole (exit 0) or list problems (exit 1)")
+    p.add_argument("store")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("preview", help="write a labelled PNG grid of samples")
+    p.add_argument("store")
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, default=32)
+    p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("demo", help="simulate phantoms, run the demo job, verify and preview")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--n-benign", type=int, default=24)
+    p.add_argument("--n-malignant", type=int, default=24)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AugengineError as error:
+        print(f"augengine {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"augengine {args.command}: interrupted; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

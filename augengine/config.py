@@ -1,0 +1,237 @@
+"""Job files as typed data: YAML -> validated ``JobConfig``, with errors that name the key.
+
+A job says where samples come from (``sources``), what to do with each (``steps``) and where the
+result goes (``output``). Each step is either one op or a ``one_of`` list of alternative ops; an op
+may ``sweep`` parameters over lists of values, draw parameters at random per sample
+(``{uniform: [lo, hi]}``, ``{choice: [...]}``) and be ``repeats``-ed. Every alternative of every
+step multiplies the number of outputs per input sample, so the plan is exact before anything runs::
+
+    name: demo
+    seed: 7
+    sources:
+      - {reader: oasbud, path: phantoms/phantoms.mat}
+    steps:
+      - {op: bmode, sweep: {dynamic_range_db: [40, 50, 60]}}      # x3
+      - {op: roi_crop, sweep: {margin_mm: [2, 5, 10]}}            # x3
+      - {op: scan_convert}
+      - one_of:                                                   # x3
+          - {op: identity}
+          - {op: flip, axis: horizontal}
+          - {op: rotate, angle_deg: {uniform: [-15, 15]}}
+    output: {path: out/dataset.zarr, size: [224, 224], shard_size: 256}
+
+Relative paths are resolved against the working directory of the process that loads the job.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from augengine.errors import ConfigError
+from augengine.pipeline import OPS, RANDOM_KINDS, validate_op_params
+
+READERS = ("oasbud", "rf_npz", "busi", "dicom")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    reader: Literal["oasbud", "rf_npz", "busi", "dicom"]
+    path: str
+    #: Reader keyword arguments, e.g. ``{fs_hz: 40e6, pitch_m: 3e-4}`` for OASBUD files.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputConfig(_Strict):
+    path: str
+    size: tuple[int, int] = (224, 224)
+    shard_size: int = 256
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, size):
+        if min(size) < 8 or max(size) > 8192:
+            raise ValueError(f"each side must be in [8, 8192] pixels, got {list(size)}")
+        return size
+
+    @field_validator("shard_size")
+    @classmethod
+    def _positive_shard(cls, value):
+        if not 1 <= value <= 65536:
+            raise ValueError(f"must be in [1, 65536] samples, got {value}")
+        return value
+
+
+class OpStep(BaseModel):
+    """One op; keys other than ``op``, ``sweep`` and ``repeats`` are the op's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    op: str
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    repeats: int = 1
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, name):
+        if name not in OPS:
+            raise ValueError(f"unknown op {name!r}; allowed: {', '.join(sorted(OPS))}")
+        return name
+
+    @field_validator("repeats")
+    @classmethod
+    def _positive_repeats(cls, value):
+        if value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_params(self):
+        for key, values in self.sweep.items():
+            if key in self.params:
+                raise ValueError(f"parameter {key!r} is both fixed and swept")
+            if not values:
+                raise ValueError(f"sweep.{key} is empty")
+        has_random = False
+        for combo in self.parameter_sets():
+            has_random |= any(_is_random(v) for v in combo.values())
+            validate_op_params(self.op, combo)
+        if self.repeats > 1 and not has_random:
+            raise ValueError("repeats > 1 only makes sense with a random parameter "
+                             "({uniform: [lo, hi]} or {choice: [...]}); otherwise outputs repeat")
+        return self
+
+    def parameter_sets(self) -> list[dict[str, Any]]:
+        """The op's alternatives: the product of the swept values, each ``repeats`` times."""
+        keys = sorted(self.sweep)
+        combos = [dict(self.params, **dict(zip(keys, values)))
+                  for values in itertools.product(*(self.sweep[k] for k in keys))]
+        return [combo for combo in combos for _ in range(self.repeats)]
+
+
+class OneOfStep(_Strict):
+    one_of: list[OpStep]
+
+    @field_validator("one_of")
+    @classmethod
+    def _non_empty(cls, value):
+        if not value:
+            raise ValueError("one_of needs at least one op")
+        return value
+
+
+def _is_random(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in RANDOM_KINDS
+
+
+class JobConfig(_Strict):
+    name: str = "augment"
+    seed: int = 0
+    sources: list[SourceConfig]
+    steps: list[OpStep | OneOfStep]
+    output: OutputConfig
+    #: Number of Ray actors; default: one per GPU, else one per CPU of the cluster.
+    workers: int | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _some_sources(cls, value):
+        if not value:
+            raise ValueError("at least one source is required")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _domains_chain(self):
+        rf = {s.reader for s in self.sources} & {"oasbud", "rf_npz"}
+        image = {s.reader for s in self.sources} - {"oasbud", "rf_npz"}
+        if rf and image:
+            raise ValueError("sources mix RF readers (oasbud, rf_npz) with image readers "
+                             "(busi, dicom); use one kind per job")
+        domain = "rf" if rf else "image"
+        for i, step in enumerate(self.steps):
+            ops = [step] if isinstance(step, OpStep) else step.one_of
+            outs = set()
+            for op in ops:
+                spec = OPS[op.op]
+                if spec.domain_in not in (domain, "any"):
+                    raise ValueError(
+                        f"steps[{i}]: op {op.op!r} takes {spec.domain_in} input but the data is "
+                        f"{domain} at this point" + (" (add a 'bmode' step first)" if domain == "rf" else ""))
+                outs.add(domain if spec.domain_out == "same" else spec.domain_out)
+            if len(outs) > 1:
+                raise ValueError(f"steps[{i}]: alternatives in one_of must produce the same kind of data")
+            domain = outs.pop()
+        if domain != "image":
+            raise ValueError("steps: RF data must be turned into an image; add a 'bmode' step")
+        return self
+
+    def chains(self) -> list[list[tuple[str, dict[str, Any]]]]:
+        """Every variant as a list of ``(op, params)``; params may hold random specs."""
+        per_step = []
+        for step in self.steps:
+            ops = [step] if isinstance(step, OpStep) else step.one_of
+            per_step.append([(op.op, params) for op in ops for params in op.parameter_sets()])
+        return [list(chain) for chain in itertools.product(*per_step)]
+
+    def config_hash(self) -> str:
+        """sha256 of everything that determines the output (not ``workers``)."""
+        payload = self.model_dump(mode="json", exclude={"workers"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if p not in ("OpStep", "OneOfStep"))
+        loc = loc.replace(".function-after[_check_params(), OpStep]", "")
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    # A step that fits neither form yields one error per form; keep the informative ones.
+    unique = list(dict.fromkeys(parts))
+    return f"{origin}: " + "; ".join(unique[:4])
+
+
+def parse_job(data: Any, origin: str = "job") -> JobConfig:
+    """Validate a job given as plain data (the parsed YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a job file must be a mapping with keys sources, steps, output")
+    steps = data.get("steps")
+    if isinstance(steps, list):
+        for i, step in enumerate(steps):
+            if not (isinstance(step, dict) and ("op" in step) != ("one_of" in step)):
+                raise ConfigError(f"{origin}: steps[{i}]: each step needs exactly one of 'op' or "
+                                  f"'one_of', got {step!r}")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, origin)) from None
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Read and validate a YAML job file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    return parse_job(data, origin=str(path))

@@ -1,0 +1,312 @@
+"""The op registry and the per-sample chain: which ops a job may name, their typed parameters,
+how random parameters are drawn, and how one input sample becomes one output image.
+
+This layer holds no image maths: each entry adapts an ``augengine.ops`` function to a ``Frame``
+(image + mask + pixel spacing), applying geometric ops to the mask with nearest-neighbour
+interpolation so that image and mask always stay aligned.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from augengine import ops
+from augengine.errors import ConfigError, InputError
+
+RANDOM_KINDS = ("uniform", "choice", "randint")
+
+
+@dataclass
+class Frame:
+    """What flows through a chain: RF (depth, lines) or a uint8 image, its mask and spacing."""
+
+    data: np.ndarray
+    mask: np.ndarray | None
+    spacing_mm: tuple[float, float] | None
+    domain: Literal["rf", "image"]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(_Params):
+    pass
+
+
+class BmodeParams(_Params):
+    dynamic_range_db: float = Field(gt=0, le=120)
+
+
+class RoiCropParams(_Params):
+    margin_mm: float | None = Field(default=None, ge=0)
+    margin_px: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_margin(self):
+        if (self.margin_mm is None) == (self.margin_px is None):
+            raise ValueError("give exactly one of margin_mm or margin_px")
+        return self
+
+
+class ScanConvertParams(_Params):
+    pixel_size_mm: float | None = Field(default=None, gt=0)
+
+
+class ResizeParams(_Params):
+    #: (height, width); default: the job's output size.
+    size: tuple[int, int] | None = None
+
+
+class Rotate90Params(_Params):
+    k: int = Field(ge=1, le=3)
+
+
+class FlipParams(_Params):
+    axis: Literal["horizontal", "vertical"]
+
+
+class RotateParams(_Params):
+    angle_deg: float = Field(ge=-360, le=360)
+
+
+class TranslateParams(_Params):
+    dy_px: float = 0.0
+    dx_px: float = 0.0
+
+
+class ScaleParams(_Params):
+    factor: float = Field(gt=0.1, le=10)
+
+
+class BlurParams(_Params):
+    sigma: float = Field(ge=0, le=50)
+
+
+class JpegParams(_Params):
+    quality: int = Field(ge=1, le=95)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A registry entry: parameter model, input/output domains and the frame adapter."""
+
+    params: type[_Params]
+    apply: Callable[[Frame, Any, tuple[int, int]], Frame]
+    domain_in: Literal["rf", "image", "any"] = "image"
+    domain_out: Literal["image", "same"] = "same"
+    #: False for reconstruction/cropping (part of making an "original"), True for augmentations.
+    augmentation: bool = True
+
+
+def _geometric(fn: Callable[..., np.ndarray], **kwargs_from_params):
+    """Adapter for an op that moves pixels: the mask follows with nearest-neighbour sampling."""
+
+    def apply(frame: Frame, params, output_size) -> Frame:
+        kwargs = {name: getter(params) for name, getter in kwargs_from_params.items()}
+        data = fn(frame.data, **kwargs)
+        mask = None if frame.mask is None else fn(frame.mask, **_nearest(fn, kwargs))
+        return replace(frame, data=data, mask=mask)
+
+    return apply
+
+
+def _nearest(fn, kwargs):
+    return kwargs if fn in (ops.rotate90, ops.flip) else dict(kwargs, order=0)
+
+
+def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
+    """Adapter for an op that changes grey levels only: the mask is untouched."""
+
+    def apply(frame: Frame, params, output_size) -> Frame:
+        kwargs = {name: getter(params) for name, getter in kwargs_from_params.items()}
+        return replace(frame, data=fn(frame.data, **kwargs))
+
+    return apply
+
+
+def _apply_bmode(frame: Frame, params: BmodeParams, output_size) -> Frame:
+    meta = frame.meta
+    try:
+        spacing = ops.geometry.rf_spacing_mm(meta["fs_hz"], meta["c_m_s"], meta["pitch_m"])
+    except (KeyError, TypeError):
+        raise InputError("RF sample lacks fs_hz, c_m_s or pitch_m in its metadata") from None
+    image = ops.bmode(frame.data, params.dynamic_range_db, axis=0)
+    return replace(frame, data=image, spacing_mm=spacing, domain="image")
+
+
+def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
+    if frame.mask is None:
+        raise InputError("roi_crop needs an ROI/mask and this sample has none")
+    if params.margin_mm is not None:
+        if frame.spacing_mm is None:
+            raise InputError("roi_crop with margin_mm needs the pixel spacing, which this sample "
+                             "lacks; use margin_px")
+        rows, cols = ops.roi_box(frame.mask, params.margin_mm, frame.spacing_mm)
+    else:
+        rows, cols = ops.roi_box(frame.mask, 0.0, (1.0, 1.0))
+        m = params.margin_px
+        rows = slice(max(rows.start - m, 0), min(rows.stop + m, frame.data.shape[0]))
+        cols = slice(max(cols.start - m, 0), min(cols.stop + m, frame.data.shape[1]))
+    return replace(frame, data=frame.data[rows, cols], mask=frame.mask[rows, cols])
+
+
+def _apply_scan_convert(frame: Frame, params: ScanConvertParams, output_size) -> Frame:
+    if frame.spacing_mm is None:
+        raise InputError("scan_convert needs the pixel spacing, which this sample lacks")
+    data = ops.scan_convert(frame.data, frame.spacing_mm, params.pixel_size_mm, order=3)
+    mask = None
+    if frame.mask is not None:
+        mask = ops.scan_convert(frame.mask, frame.spacing_mm, params.pixel_size_mm, order=0)
+    # Square pixels of the size actually produced (the op documents how it picks the default).
+    rows_mm = frame.data.shape[0] * frame.spacing_mm[0]
+    pixel = rows_mm / data.shape[0]
+    return replace(frame, data=data, mask=mask, spacing_mm=(pixel, pixel))
+
+
+def _apply_resize(frame: Frame, params: ResizeParams, output_size) -> Frame:
+    size = tuple(params.size or output_size)
+    data = ops.resize(frame.data, size, order=3)
+    mask = None if frame.mask is None else ops.resize(frame.mask, size, order=0)
+    spacing = None
+    if frame.spacing_mm is not None:
+        spacing = (frame.spacing_mm[0] * frame.data.shape[0] / size[0],
+                   frame.spacing_mm[1] * frame.data.shape[1] / size[1])
+    return replace(frame, data=data, mask=mask, spacing_mm=spacing)
+
+
+OPS: dict[str, OpSpec] = {
+    "identity": OpSpec(NoParams, lambda frame, params, size: frame, domain_in="any",
+                       augmentation=False),
+    "bmode": OpSpec(BmodeParams, _apply_bmode, domain_in="rf", domain_out="image",
+                    augmentation=False),
+    "roi_crop": OpSpec(RoiCropParams, _apply_roi_crop, augmentation=False),
+    "scan_convert": OpSpec(ScanConvertParams, _apply_scan_convert, augmentation=False),
+    "resize": OpSpec(ResizeParams, _apply_resize, augmentation=False),
+    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, k=lambda p: p.k)),
+    "flip": OpSpec(FlipParams, _geometric(ops.flip, axis=lambda p: p.axis)),
+    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, angle_deg=lambda p: p.angle_deg,
+                                              order=lambda p: 1)),
+    "translate": OpSpec(TranslateParams, _geometric(ops.translate,
+                                                    shift_px=lambda p: (p.dy_px, p.dx_px),
+                                                    order=lambda p: 1)),
+    "scale": OpSpec(ScaleParams, _geometric(ops.scale, factor=lambda p: p.factor,
+                                            order=lambda p: 1)),
+    "gaussian_blur": OpSpec(BlurParams, _intensity(ops.gaussian_blur, sigma=lambda p: p.sigma)),
+    "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
+}
+
+
+def _random_bounds(name: str, spec: dict) -> list[Any]:
+    kind, args = next(iter(spec.items()))
+    if kind in ("uniform", "randint"):
+        if not (isinstance(args, list) and len(args) == 2 and args[0] <= args[1]):
+            raise ConfigError(f"{name}: {{{kind}: [lo, hi]}} needs lo <= hi, got {args!r}")
+        return list(args)
+    if not (isinstance(args, list) and args):
+        raise ConfigError(f"{name}: {{choice: [...]}} needs a non-empty list, got {args!r}")
+    return list(args)
+
+
+def validate_op_params(op: str, params: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the parameter if ``params`` (random specs allowed) do not fit."""
+    model = OPS[op].params
+    random_keys = {k for k, v in params.items() if isinstance(v, dict) and len(v) == 1
+                   and next(iter(v)) in RANDOM_KINDS}
+    try:
+        bounds = {key: _random_bounds(key, params[key]) for key in random_keys}
+        # Check every bound/choice of each random key, the others held at their first value.
+        base = {k: (bounds[k][0] if k in bounds else v) for k, v in params.items()}
+        candidates = [base] + [dict(base, **{key: value}) for key in bounds for value in bounds[key]]
+        for candidate in candidates:
+            model.model_validate(candidate)
+    except ConfigError as error:
+        raise ValueError(f"op {op!r}: {error}") from None
+    except ValidationError as error:
+        item = error.errors()[0]
+        where = ".".join(str(p) for p in item["loc"]) or "parameters"
+        allowed = ", ".join(model.model_fields) or "none"
+        raise ValueError(f"op {op!r}: {where}: {item['msg'].removeprefix('Value error, ')} "
+                         f"(parameters of {op}: {allowed})") from None
+
+
+def sample_seed(job_seed: int, sample_id: str, variant: int) -> int:
+    """The per-output-sample seed: a stable 63-bit hash of (job seed, input sample, variant)."""
+    digest = hashlib.sha256(f"{job_seed}\x00{sample_id}\x00{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def realise_chain(chain: list[tuple[str, dict]], seed: int) -> list[tuple[str, dict]]:
+    """Draw every random parameter of ``chain`` from ``Generator(seed)``, in chain order.
+
+    The result holds only concrete values, so it can be recorded in the manifest and replayed.
+    """
+    rng = np.random.default_rng(seed)
+    concrete = []
+    for op, params in chain:
+        drawn = {}
+        for key in sorted(params):
+            value = params[key]
+            if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in RANDOM_KINDS:
+                kind, args = next(iter(value.items()))
+                if kind == "uniform":
+                    value = float(rng.uniform(args[0], args[1]))
+                elif kind == "randint":
+                    value = int(rng.integers(args[0], args[1], endpoint=True))
+                else:
+                    value = args[int(rng.integers(len(args)))]
+            drawn[key] = value
+        concrete.append((op, drawn))
+    return concrete
+
+
+def describe_chain(chain: list[tuple[str, dict]]) -> str:
+    """A short human-readable name for a chain template, e.g. ``bmode(40) > flip(horizontal)``."""
+
+    def fmt(value):
+        if isinstance(value, dict):
+            kind, args = next(iter(value.items()))
+            return f"{kind}{args}".replace(" ", "")
+        return str(value)
+
+    parts = []
+    for op, params in chain:
+        if op == "identity" and len(chain) > 1:
+            continue
+        args = ",".join(fmt(params[k]) for k in sorted(params))
+        parts.append(f"{op}({args})" if args else op)
+    return " > ".join(parts) or "identity"
+
+
+def apply_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
+                cache: dict | None = None) -> tuple[Frame, list[tuple[str, dict]]]:
+    """Run a concrete chain on one input frame; return the output and the ops actually applied.
+
+    A final bicubic ``resize`` to ``output_size`` is appended when the chain does not already end
+    at that size, and recorded. ``cache`` (keyed by the chain prefix) lets the variants of one
+    input sample share their common prefix, e.g. one ``bmode`` per dynamic range.
+    """
+    applied: list[tuple[str, dict]] = []
+    key: tuple = ()
+    for op, params in chain:
+        key = key + ((op, json.dumps(params, sort_keys=True)),)
+        if cache is not None and key in cache:
+            frame = cache[key]
+        else:
+            spec = OPS[op]
+            frame = spec.apply(frame, spec.params.model_validate(params), output_size)
+            if cache is not None:
+                cache[key] = frame
+        applied.append((op, params))
+    if tuple(frame.data.shape) != tuple(output_size):
+        frame = _apply_resize(frame, ResizeParams(size=tuple(output_size)), output_size)
+        applied.append(("resize", {"size": list(output_size)}))
+    if frame.data.dtype != np.uint8 or frame.data.ndim != 2:
+        raise InputError(f"chain produced {frame.data.dtype} {frame.data.shape}, not a uint8 image")
+    return frame, applied

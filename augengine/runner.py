@@ -1,0 +1,224 @@
+"""Run a job: the driver turns the plan into shard-sized work units, Ray actors build and write
+whole shards, and the driver alone records them (journal, manifest, attributes).
+
+Resuming is re-running: a shard whose journal exists and whose stored images match the recorded
+checksums is kept; every other shard is rebuilt. Shards are deterministic functions of the job
+(per-sample seeds), and Zarr rewrites a shard byte for byte, so a resumed run ends identical to an
+uninterrupted one. Ray's own machinery does the rest: an ``ActorPool`` hands out shards, actors are
+restarted (``max_restarts``) and their in-flight shard retried (``max_task_retries``) if they die.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from augengine import sources, store
+from augengine.config import JobConfig
+from augengine.errors import AugengineError
+from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
+from augengine.plan import Plan, make_plan
+from augengine.sources import SampleRef
+
+ACTOR_MAX_RESTARTS = 3
+ACTOR_MAX_TASK_RETRIES = 3
+
+
+def _frame(sample) -> Frame:
+    if sample.rf is not None:
+        return Frame(sample.rf, sample.roi, None, "rf", dict(sample.meta))
+    spacing = sample.meta.get("spacing_mm")
+    return Frame(sample.image, sample.roi, tuple(spacing) if spacing else None, "image",
+                 dict(sample.meta))
+
+
+def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed: int,
+                output_size: tuple[int, int], shard_size: int):
+    """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
+
+    ``items`` are ``(index, input ref, variant)`` in index order. A sample that fails (bad input,
+    or any error inside an op) is quarantined with its reason; the others are still made.
+    """
+    h, w = output_size
+    images = np.zeros((len(items), h, w), np.uint8)
+    masks = np.zeros((len(items), h, w), np.uint8)
+    labels = np.full(len(items), -1, np.int8)
+    rows, quarantined = [], []
+    loaded_id, frame, load_error, cache = None, None, None, {}
+    for slot, (index, ref, variant) in enumerate(items):
+        if ref.sample_id != loaded_id:
+            loaded_id, frame, load_error, cache = ref.sample_id, None, None, {}
+            try:
+                frame = _frame(sources.load_sample(ref))
+            except Exception as error:  # noqa: BLE001 - one bad input must not stop the shard
+                load_error = _reason(error)
+        seed = sample_seed(job_seed, ref.sample_id, variant)
+        concrete = realise_chain(chains[variant], seed)
+        reason = load_error
+        if reason is None:
+            try:
+                out, applied = apply_chain(frame, concrete, output_size, cache)
+            except Exception as error:  # noqa: BLE001
+                reason = _reason(error)
+        if reason is not None:
+            quarantined.append({"index": index, "input_id": ref.sample_id,
+                                "source_path": ref.path, "variant": variant,
+                                "shard": index // shard_size, "reason": reason})
+            continue
+        images[slot] = out.data
+        if out.mask is not None:
+            masks[slot] = out.mask
+        labels[slot] = ref.label
+        rows.append({
+            "index": index, "sample_id": f"{ref.sample_id}:{variant}", "input_id": ref.sample_id,
+            "source_id": ref.source_id, "source_path": ref.path, "reader": ref.reader,
+            "label": ref.label, "variant": variant, "chain": describe_chain(chains[variant]),
+            "ops": _ops_json(applied), "seed": seed, "shard": index // shard_size,
+            "has_mask": out.mask is not None, "sha256": store.image_sha256(images[slot]),
+        })
+    return images, masks, labels, rows, quarantined
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return text if isinstance(error, AugengineError) else f"{type(error).__name__}: {text}"
+
+
+def _ops_json(applied) -> str:
+    return json.dumps([{"op": op, **params} for op, params in applied], sort_keys=True)
+
+
+class ShardWorker:
+    """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given."""
+
+    def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int):
+        self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
+        self.output_size, self.shard_size = tuple(output_size), shard_size
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def process_shard(self, shard: int, start: int, items: list):
+        images, masks, labels, rows, quarantined = build_shard(
+            items, self.chains, self.job_seed, self.output_size, self.shard_size)
+        store.write_shard(self.store_path, start, images, labels, masks)
+        return shard, rows, quarantined
+
+
+@dataclass
+class RunResult:
+    path: str
+    planned: int
+    written: int
+    quarantined: int
+    shards_built: int
+    shards_kept: int
+    seconds: float
+
+
+def _ray_connect(address: str | None):
+    """Connect to ``address`` (or $RAY_ADDRESS, as under ``ray job submit``), else start an
+    embedded Ray. Returns True when this call started Ray and should shut it down."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+                 object_store_memory=128 * 1024**2, logging_level=logging.WARNING)
+    return True
+
+
+def _actor_options(config: JobConfig, shards_todo: int) -> tuple[int, dict]:
+    """One actor per GPU where the cluster has GPUs, else CPU actors with a little headroom
+    (whole-CPU actors filling a small node starve Ray's own tasks)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1)
+    if gpus:
+        workers = config.workers or gpus
+        options = {"num_gpus": 1, "num_cpus": 1}
+    else:
+        workers = config.workers or max(1, int(cpus))
+        options = {"num_cpus": min(1.0, round(cpus / (workers + 1), 2))}
+    workers = max(1, min(workers, shards_todo))
+    options.update(max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_TASK_RETRIES)
+    return workers, options
+
+
+def finished_shards(plan: Plan) -> dict[int, tuple[list, list]]:
+    """Shards of an existing store that a resumed run can keep: journaled and checksums intact."""
+    done = {}
+    for shard in range(plan.n_shards):
+        journal = store.read_journal(plan.config.output.path, shard)
+        if journal is None:
+            continue
+        indices = plan.shard_indices(shard)
+        rows, quarantined = journal
+        recorded = sorted([r["index"] for r in rows] + [q["index"] for q in quarantined])
+        if recorded == list(indices) and store.shard_matches(
+                plan.config.output.path, indices.start, indices.stop, rows):
+            done[shard] = journal
+    return done
+
+
+def run_job(config: JobConfig, address: str | None = None, progress: bool = True,
+            on_shard_done: Callable[[int, list], None] | None = None) -> RunResult:
+    """Plan, build every unfinished shard on Ray actors, and finalize the store.
+
+    ``on_shard_done(shard, actors)`` is called on the driver after each shard is recorded (tests
+    use it to kill an actor mid-run).
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    plan = make_plan(config)
+    out = config.output
+    store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,
+                       config.config_hash(), config.model_dump(mode="json"))
+    done = finished_shards(plan)
+    todo = [s for s in range(plan.n_shards) if s not in done]
+    bar = tqdm(total=plan.n_samples, initial=sum(len(plan.shard_indices(s)) for s in done),
+               unit="img", desc=config.name, disable=not progress, smoothing=0.1)
+    if todo:
+        import ray
+        from ray.util import ActorPool
+
+        owns_ray = _ray_connect(address)
+        try:
+            workers, options = _actor_options(config, len(todo))
+            actor_class = ray.remote(ShardWorker).options(**options)
+            actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed, out.size,
+                                         out.shard_size) for _ in range(workers)]
+            pool = ActorPool(actors)
+            work = [(s, plan.shard_indices(s).start,
+                     [(i, *plan.item(i)) for i in plan.shard_indices(s)]) for s in todo]
+            for shard, rows, quarantined in pool.map_unordered(
+                    lambda actor, unit: actor.process_shard.remote(*unit), work):
+                store.write_journal(out.path, shard, rows, quarantined)
+                done[shard] = (rows, quarantined)
+                bar.update(len(plan.shard_indices(shard)))
+                if on_shard_done is not None:
+                    on_shard_done(shard, actors)
+            for actor in actors:
+                ray.kill(actor)
+        finally:
+            if owns_ray:
+                ray.shutdown()
+    bar.close()
+    rows = [row for shard in sorted(done) for row in done[shard][0]]
+    quarantined = [q for shard in sorted(done) for q in done[shard][1]]
+    counts = store.finalize(out.path, rows, quarantined, plan.n_samples, plan.source_errors)
+    return RunResult(str(out.path), plan.n_samples, counts["written"], counts["quarantined"],
+                     len(todo), plan.n_shards - len(todo), time.perf_counter() - started)

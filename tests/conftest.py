@@ -1,0 +1,62 @@
+"""Shared fixtures: backends to parametrize over, and a GPU marker that skips cleanly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _cuda_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, no driver, or no device
+        return False
+
+
+CUDA = _cuda_available()
+requires_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (none found)")
+
+#: Parametrize a test over every available array module: ``@pytest.mark.parametrize("xp", BACKENDS)``
+BACKENDS = [pytest.param(np, id="numpy")]
+if CUDA:
+    import cupy
+
+    BACKENDS.append(pytest.param(cupy, id="cupy", marks=pytest.mark.gpu))
+else:
+    BACKENDS.append(pytest.param(None, id="cupy", marks=requires_gpu))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray per pytest run (starting one costs seconds and ~500 MB)."""
+    import logging
+    import os
+    import shutil
+    import tempfile
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are limited
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
+             _temp_dir=temp_dir, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """A few simulated RF frames in the OASBUD layout (2 benign + 2 malignant)."""
+    from augengine.simulate import simulate_dataset
+
+    out = tmp_path_factory.mktemp("phantoms")
+    simulate_dataset(2, 2, out, seed=11)
+    return out

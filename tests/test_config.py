@@ -1,0 +1,118 @@
+"""Job files: validation with errors that name the key, exact variant counts, stable hashing."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from augengine.config import load_job, parse_job
+from augengine.errors import ConfigError
+
+BASE = {
+    "name": "t",
+    "seed": 3,
+    "sources": [{"reader": "oasbud", "path": "x.mat"}],
+    "steps": [
+        {"op": "bmode", "sweep": {"dynamic_range_db": [40, 50, 60]}},
+        {"op": "roi_crop", "sweep": {"margin_mm": [2, 5, 10]}},
+        {"op": "scan_convert"},
+        {"one_of": [
+            {"op": "identity"},
+            {"op": "rotate90", "sweep": {"k": [1, 2, 3]}},
+            {"op": "rotate", "angle_deg": {"uniform": [-15, 15]}, "repeats": 2},
+        ]},
+    ],
+    "output": {"path": "out.zarr", "size": [224, 224], "shard_size": 256},
+}
+
+
+def job(**changes):
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+def test_variant_count_is_product_of_step_alternatives():
+    config = parse_job(job())
+    # 3 dynamic ranges x 3 margins x 1 x (1 + 3 + 2)
+    assert len(config.chains()) == 54, f"expected 54 variants, got {len(config.chains())}"
+
+
+def test_chains_hold_swept_values_in_order():
+    chains = parse_job(job()).chains()
+    assert chains[0][0] == ("bmode", {"dynamic_range_db": 40})
+    assert chains[-1][0] == ("bmode", {"dynamic_range_db": 60})
+    assert chains[1][3] == ("rotate90", {"k": 1})
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"steps": [{"op": "bmode", "dynamic_range_db": -3}]}, "dynamic_range_db"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "warp"}]}, "unknown op 'warp'"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "rotate90", "k": 5}]}, "k"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "flip", "axis": "diagonal"}]},
+     "'horizontal' or 'vertical'"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "jpeg", "quality": 100}]},
+     "quality"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "rotate", "angle_deg": {"uniform": [10, -10]}}]}, "lo <= hi"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "flip", "axis": "horizontal",
+                                                          "repeats": 2}]}, "repeats > 1"),
+    ({"steps": [{"op": "scan_convert"}]}, "add a 'bmode' step first"),
+    ({"steps": [{"op": "bmode", "sweep": {"dynamic_range_db": []}}]}, "sweep.dynamic_range_db is empty"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50, "sweep": {"dynamic_range_db": [40]}}]},
+     "both fixed and swept"),
+    ({"steps": [{"nop": 1}]}, "exactly one of 'op' or 'one_of'"),
+    ({"output": {"path": "o", "shard_size": 0}}, "shard_size"),
+    ({"output": {"path": "o", "size": [2, 224]}}, "size"),
+    ({"sources": [{"reader": "tiff", "path": "x"}]}, "reader"),
+    ({"sources": [{"reader": "oasbud", "path": "x"}, {"reader": "busi", "path": "y"}]},
+     "mix RF readers"),
+    ({"workers": 0}, "workers"),
+    ({"seeds": 1}, "seeds"),
+])
+def test_bad_job_names_the_key(changes, needle):
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(**changes), origin="job.yaml")
+    message = str(info.value)
+    assert needle in message, f"error should mention {needle!r}: {message}"
+    assert message.startswith("job.yaml: ") and "\n" not in message
+
+
+def test_unknown_op_lists_allowed_ops():
+    with pytest.raises(ConfigError, match="allowed: .*bmode.*rotate90"):
+        parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 40}, {"op": "twirl"}]))
+
+
+def test_image_sources_need_no_bmode():
+    config = parse_job(job(sources=[{"reader": "busi", "path": "b"}],
+                           steps=[{"op": "roi_crop", "margin_px": 4}, {"op": "flip",
+                                                                        "axis": "vertical"}]))
+    assert len(config.chains()) == 1
+
+
+def test_config_hash_ignores_workers_but_not_output():
+    a, b = parse_job(job()), parse_job(job(workers=4))
+    assert a.config_hash() == b.config_hash()
+    c = parse_job(job(seed=4))
+    assert a.config_hash() != c.config_hash()
+
+
+def test_load_job_reads_yaml_and_reports_bad_files(tmp_path: Path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job()))
+    assert load_job(path).name == "t"
+    with pytest.raises(ConfigError, match="not found"):
+        load_job(tmp_path / "missing.yaml")
+    path.write_text("steps: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_job(path)
+
+
+def test_packaged_demo_job_matches_jobs_demo_yaml():
+    root = Path(__file__).resolve().parents[1]
+    packaged = yaml.safe_load((root / "augengine/data/demo.yaml").read_text())
+    example = yaml.safe_load((root / "jobs/demo.yaml").read_text())
+    assert packaged == example, "jobs/demo.yaml drifted from augengine/data/demo.yaml"
+    assert len(parse_job(packaged).chains()) == 36
