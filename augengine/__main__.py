@@ -1,0 +1,6 @@
+"""``python -m augengine`` is the ``augengine`` command."""
+import sys
+
+from augengine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,504 @@
+"""Geometric ops on one 2-D image or mask: scan conversion, ROI crop box, resize and augmentations.
+
+Every op is a pure function of one array ``(H, W)`` plus parameters. The pipeline applies the same
+op with the same parameters to the image and, with ``order=0`` (nearest), to its lesion mask, so
+both stay aligned. Interpolating ops keep the dtype: floats stay floats, integer images are
+rounded half to even and clipped to their range (uint8 in -> uint8 out), boolean masks come back
+boolean (``> 0.5`` after interpolation; exact with ``order=0``).
+
+Array-module generic: NumPy in -> NumPy out (``scipy.ndimage``), CuPy in -> CuPy out
+(``cupyx.scipy.ndimage``); :func:`resize` is a pair of matrix products, so it runs on either.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from augengine._xp import get_array_module, is_cupy
+from augengine.errors import ConfigError, InputError
+
+#: Interpolation orders the ops accept: 0 nearest, 1 linear, 3 cubic.
+ORDERS = (0, 1, 3)
+
+# Keys' cubic convolution coefficient; -0.5 is the value PIL's BICUBIC (and Matlab's imresize) use.
+_KEYS_A = -0.5
+
+
+def _image(image, op: str):
+    """Validate a 2-D image/mask and return it as an array of its own module."""
+    image = image if is_cupy(image) else np.asarray(image)
+    if image.ndim != 2:
+        raise InputError(f"{op}: expected a 2-D image (H, W), got shape {tuple(image.shape)}")
+    if image.size == 0:
+        raise InputError(f"{op}: image is empty, shape {tuple(image.shape)}")
+    if np.dtype(image.dtype).kind not in "biuf":
+        raise InputError(f"{op}: image must be bool, integer or float, got dtype {image.dtype}")
+    return image
+
+
+def _order(order) -> int:
+    if isinstance(order, bool) or order not in ORDERS:
+        raise ConfigError(f"order must be 0 (nearest), 1 (linear) or 3 (cubic), got {order!r}")
+    return int(order)
+
+
+def _finite(value, name: str, positive: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or (positive and number <= 0):
+        need = "a finite number > 0" if positive else "a finite number"
+        raise ConfigError(f"{name} must be {need}, got {value}")
+    return number
+
+
+def _pair(value, name: str, positive: bool = False) -> tuple[float, float]:
+    """A scalar or a (rows, cols) pair of finite numbers."""
+    if np.ndim(value) == 0:
+        number = _finite(value, name, positive)
+        return number, number
+    if np.ndim(value) != 1 or len(value) != 2:
+        raise ConfigError(f"{name} must be a number or a (rows, cols) pair, got {value!r}")
+    return _finite(value[0], name, positive), _finite(value[1], name, positive)
+
+
+def _work_dtype(dtype):
+    """Float type the interpolation runs in: float64 stays float64, everything else float32."""
+    return np.float64 if dtype == np.float64 else np.float32
+
+
+def _restore_dtype(result, dtype):
+    """Cast an interpolated float result back to the input dtype (round/clip integers)."""
+    xp = get_array_module(result)
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return result > 0.5
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        result = xp.clip(xp.rint(result), info.min, info.max)
+    return result.astype(dtype, copy=False)
+
+
+def _ndimage(xp):
+    if xp is np:
+        import scipy.ndimage
+
+        return scipy.ndimage
+    import cupyx.scipy.ndimage
+
+    return cupyx.scipy.ndimage
+
+
+def _warp(image, matrix, offset, order: int, fill: float):
+    """``out[o] = image[matrix @ o + offset]`` in pixel-centre coordinates, ``fill`` outside."""
+    xp = get_array_module(image)
+    work = image.astype(_work_dtype(image.dtype))
+    result = _ndimage(xp).affine_transform(
+        work,
+        xp.asarray(matrix, dtype=np.float64),
+        offset=tuple(float(o) for o in offset),
+        order=order,
+        mode="constant",
+        cval=fill,
+    )
+    return _restore_dtype(result, image.dtype)
+
+
+def _centre(shape) -> np.ndarray:
+    return (np.asarray(shape, dtype=np.float64) - 1.0) / 2.0
+
+
+def rf_spacing_mm(fs_hz, c_m_s, pitch_m) -> tuple[float, float]:
+    """Pixel spacing of an RF frame ``(depth samples, lines)`` of a linear array, in mm.
+
+    Parameters
+    ----------
+    fs_hz : float
+        RF sampling frequency [Hz] (OASBUD: 40 MHz).
+    c_m_s : float
+        Speed of sound [m/s] (1540 m/s in soft tissue).
+    pitch_m : float
+        Distance between neighbouring scan lines [m] (the element pitch for a linear array).
+
+    Returns
+    -------
+    (axial_mm, lateral_mm) : tuple of float
+        ``axial = c / (2 fs)`` (pulse-echo: the echo travels the depth twice) and
+        ``lateral = pitch``, both in mm.
+
+    Examples
+    --------
+    >>> rf_spacing_mm(40e6, 1540.0, 0.3e-3)
+    (0.01925, 0.3)
+    """
+    fs = _finite(fs_hz, "fs_hz", positive=True)
+    c = _finite(c_m_s, "c_m_s", positive=True)
+    pitch = _finite(pitch_m, "pitch_m", positive=True)
+    return c / (2.0 * fs) * 1e3, pitch * 1e3
+
+
+def scan_convert(image, spacing_mm, pixel_size_mm=None, order: int = 3):
+    """Resample an image on the RF grid of a linear array to square pixels.
+
+    Parameters
+    ----------
+    image : ndarray (depth, lines), any real dtype or bool
+        B-mode image (or mask) on the acquisition grid.
+    spacing_mm : (float, float)
+        ``(axial_mm, lateral_mm)`` of that grid, e.g. from :func:`rf_spacing_mm`.
+    pixel_size_mm : float, optional
+        Side of the square output pixels [mm]. Default: the geometric mean
+        ``sqrt(axial_mm * lateral_mm)``, which keeps the pixel count ``H * W`` of the input: the
+        finely sampled depth axis is decimated (with antialiasing) and the coarse lateral axis is
+        interpolated by the same factor, so the image neither loses nor invents samples overall.
+        (``max/2`` would still decimate little but oversample the lateral axis far more; the
+        lateral step alone would throw away most of the axial speckle detail.)
+    order : {0, 1, 3}, optional
+        As :func:`resize` (3: bicubic; 0 for masks).
+
+    Returns
+    -------
+    ndarray (H', W'), same dtype as ``image``
+        ``H' = round(H * axial / p)``, ``W' = round(W * lateral / p)`` (at least 1), covering the
+        same physical extent; its spacing is ``(p, p)`` up to that rounding (less than half a pixel
+        over the whole image).
+
+    Notes
+    -----
+    For a linear array the lines are parallel, so scan conversion is an anisotropic resampling;
+    sector and convex geometries are not handled.
+
+    Examples
+    --------
+    >>> image = np.zeros((2000, 100), np.uint8)
+    >>> scan_convert(image, (0.02, 0.2), pixel_size_mm=0.1).shape
+    (400, 200)
+    """
+    image = _image(image, "scan_convert")
+    axial, lateral = _pair(spacing_mm, "spacing_mm", positive=True)
+    if pixel_size_mm is None:
+        pixel = math.sqrt(axial * lateral)
+    else:
+        pixel = _finite(pixel_size_mm, "pixel_size_mm", positive=True)
+    height, width = image.shape
+    size = (max(1, round(height * axial / pixel)), max(1, round(width * lateral / pixel)))
+    return resize(image, size, order=order)
+
+
+def roi_box(roi, margin_mm, spacing_mm) -> tuple[slice, slice]:
+    """Crop box: the bounding box of an ROI grown by a physical margin, clipped to the image.
+
+    Parameters
+    ----------
+    roi : ndarray (H, W), bool or any number (nonzero = inside)
+        Lesion ROI drawn by the radiologist.
+    margin_mm : float
+        Band of surrounding tissue on every side [mm], >= 0 (seed 001: 2, 5 or 10 mm).
+    spacing_mm : float or (float, float)
+        Pixel spacing ``(rows_mm, cols_mm)`` of ``roi`` (anisotropic on the RF grid).
+
+    Returns
+    -------
+    (slice, slice)
+        ``image[box]`` is the crop. Rows ``[r0 - m_r, r1 + 1 + m_r)`` and columns likewise, with
+        ``m = ceil(margin_mm / spacing_mm)`` per axis (rounded outwards, so the band is at least
+        ``margin_mm`` wide) and clipped to ``[0, H)`` and ``[0, W)``.
+
+    Raises
+    ------
+    InputError
+        ROI not 2-D or with no pixel inside.
+    ConfigError
+        Negative or non-finite margin; spacing not > 0.
+
+    Examples
+    --------
+    >>> roi = np.zeros((100, 50), bool); roi[40:60, 20:30] = True
+    >>> roi_box(roi, 1.0, (0.1, 0.5))       # 10 rows and 2 columns of margin
+    (slice(30, 70, None), slice(18, 32, None))
+    """
+    roi = _image(roi, "roi_box")
+    margin = _finite(margin_mm, "margin_mm")
+    if margin < 0:
+        raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
+    spacing = _pair(spacing_mm, "spacing_mm", positive=True)
+    xp = get_array_module(roi)
+    inside = roi.astype(bool)
+    rows = xp.flatnonzero(inside.any(axis=1))
+    cols = xp.flatnonzero(inside.any(axis=0))
+    if rows.size == 0:
+        raise InputError("roi_box: ROI is empty (no pixel inside)")
+    box = []
+    for hits, step, length in zip((rows, cols), spacing, roi.shape):
+        # The 1e-9 px slack keeps exact multiples (1.1 mm / 0.1 mm = 11.000000000000002) from
+        # growing by a whole extra pixel through float rounding.
+        grow = math.ceil(margin / step - 1e-9)
+        box.append(slice(max(0, int(hits[0]) - grow), min(length, int(hits[-1]) + 1 + grow)))
+    return box[0], box[1]
+
+
+def _keys_cubic(x, xp):
+    """Keys' cubic convolution kernel with ``a = -0.5`` (support 2)."""
+    x = xp.abs(x)
+    a = _KEYS_A
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    return xp.where(x < 1.0, near, xp.where(x < 2.0, far, 0.0))
+
+
+def _triangle(x, xp):
+    return xp.maximum(0.0, 1.0 - xp.abs(x))
+
+
+def _resample_matrix(n_in: int, n_out: int, order: int, xp, dtype):
+    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme)."""
+    scale = n_in / n_out
+    centres = (xp.arange(n_out, dtype=np.float64) + 0.5) * scale
+    # Downscaling widens the kernel by the scale factor, which low-pass filters (antialiases).
+    stretch = max(scale, 1.0)
+    taps = xp.arange(n_in, dtype=np.float64) + 0.5
+    distance = (taps[None, :] - centres[:, None]) / stretch
+    kernel = _keys_cubic if order == 3 else _triangle
+    weights = kernel(distance, xp)
+    # Rows are renormalised, so at the borders the missing taps are simply left out.
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights.astype(dtype)
+
+
+def resize(image, size, order: int = 3):
+    """Resize an image or mask to ``size = (H, W)`` pixels.
+
+    Parameters
+    ----------
+    image : ndarray (h, w), any real dtype or bool
+    size : (int, int)
+        Output ``(H, W)``, both >= 1.
+    order : {0, 1, 3}, optional
+        3: bicubic (default; seed 001 resizes ROI crops "using bi-cubic interpolation"),
+        1: bilinear, 0: nearest (use for masks).
+
+    Returns
+    -------
+    ndarray (H, W), same dtype as ``image``
+        Integer images are rounded half to even and clipped; bool masks stay bool.
+
+    Notes
+    -----
+    Separable convolution resampling with PIL's conventions (pixel centres at ``i + 0.5``, output
+    pixel ``i`` centred at ``(i + 0.5) h / H`` of the input): order 3 uses Keys' cubic
+    convolution kernel with ``a = -0.5``, order 1 the triangle kernel, and when downscaling the
+    kernel is stretched by ``h / H`` so that it also low-pass filters (antialiasing), exactly as
+    ``PIL.Image.resize(..., BICUBIC/BILINEAR)``. Order 0 picks input pixel
+    ``floor((i + 0.5) h / H)``, like PIL's NEAREST (computed exactly; where an output centre
+    falls exactly on an input pixel border PIL's float arithmetic may pick the pixel before).
+    Each axis is one matrix product with a dense
+    ``(H, h)`` weight matrix (memory ``H h + W w`` floats: fine for images up to a few thousand
+    pixels a side), in float32 (float64 for float64 input), so CuPy input runs on the GPU
+    unchanged. Float results match PIL's ``"F"`` mode to float32 precision. PIL's 8-bit mode
+    rounds and clips to [0, 255] between the two passes and we do not, so uint8 results differ by
+    at most one grey level on smooth images, more where cubic overshoot hits 0 or 255 after the
+    first pass (e.g. upscaled noise).
+
+    References
+    ----------
+    R. Keys, "Cubic convolution interpolation for digital image processing", IEEE Trans. ASSP
+    29(6), 1981.
+
+    Examples
+    --------
+    >>> image = np.full((30, 41), 7, np.uint8)
+    >>> out = resize(image, (224, 224))
+    >>> out.shape, out.dtype, int(out.min()), int(out.max())
+    ((224, 224), dtype('uint8'), 7, 7)
+    """
+    image = _image(image, "resize")
+    order = _order(order)
+    if np.ndim(size) != 1 or len(size) != 2:
+        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {size!r}")
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+               for s in size):
+        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {tuple(size)}")
+    height, width = int(size[0]), int(size[1])
+    xp = get_array_module(image)
+    if order == 0:
+        # Integer arithmetic: floor((2i + 1) h / 2H) is exact, even for a centre on a border.
+        rows = ((2 * xp.arange(height) + 1) * image.shape[0]) // (2 * height)
+        cols = ((2 * xp.arange(width) + 1) * image.shape[1]) // (2 * width)
+        return image[rows[:, None], cols[None, :]]
+    dtype = _work_dtype(image.dtype)
+    weights_rows = _resample_matrix(image.shape[0], height, order, xp, dtype)
+    weights_cols = _resample_matrix(image.shape[1], width, order, xp, dtype)
+    result = weights_rows @ image.astype(dtype) @ weights_cols.T
+    return _restore_dtype(result, image.dtype)
+
+
+def rotate90(image, k: int = 1):
+    """Rotate by ``k`` quarter turns counter-clockwise (as displayed, rows pointing down).
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any dtype
+    k : int
+        Number of quarter turns; any integer (taken modulo 4; negative turns clockwise).
+
+    Returns
+    -------
+    ndarray (W, H) for odd ``k``, (H, W) for even ``k``; same dtype, C-contiguous copy
+        Exact (no interpolation). Seed 000 and seed 004 (rot_90, rot_180) use these.
+
+    Examples
+    --------
+    >>> rotate90(np.array([[1, 2], [3, 4]]), 1)
+    array([[2, 4],
+           [1, 3]])
+    """
+    image = _image(image, "rotate90")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"k must be an integer number of quarter turns, got {k!r}")
+    xp = get_array_module(image)
+    return xp.ascontiguousarray(xp.rot90(image, int(k) % 4))
+
+
+_FLIP_AXES = {0: 0, 1: 1, "vertical": 0, "horizontal": 1}
+
+
+def flip(image, axis):
+    """Mirror an image: ``axis`` 0 / ``"vertical"`` flips up-down, 1 / ``"horizontal"`` left-right.
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any dtype
+    axis : {0, 1, "vertical", "horizontal"}
+
+    Returns
+    -------
+    ndarray (H, W), same dtype, C-contiguous copy
+        Exact; an involution (``flip(flip(x, a), a) == x``). Seed 004: fliph, flipv.
+
+    Examples
+    --------
+    >>> flip(np.array([[1, 2], [3, 4]]), "horizontal")
+    array([[2, 1],
+           [4, 3]])
+    """
+    image = _image(image, "flip")
+    key = axis.lower() if isinstance(axis, str) else axis
+    if isinstance(key, bool) or key not in _FLIP_AXES:
+        raise ConfigError(f"axis must be 0, 1, 'vertical' or 'horizontal', got {axis!r}")
+    xp = get_array_module(image)
+    return xp.ascontiguousarray(xp.flip(image, _FLIP_AXES[key]))
+
+
+def _cos_sin_deg(angle: float) -> tuple[float, float]:
+    """cos and sin of an angle in degrees, exact at multiples of 90 degrees."""
+    quarter, rest = divmod(angle, 90.0)
+    if rest == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
+    radians = math.radians(angle)
+    return math.cos(radians), math.sin(radians)
+
+
+def rotate(image, angle_deg, order: int = 1, fill=0):
+    """Rotate about the image centre by ``angle_deg`` counter-clockwise, keeping the shape.
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any real dtype or bool
+    angle_deg : float
+        Angle in degrees, counter-clockwise as displayed (rows pointing down), like
+        :func:`rotate90`.
+    order : {0, 1, 3}, optional
+        Interpolation: 0 nearest (masks), 1 linear (default), 3 cubic B-spline.
+    fill : float, optional
+        Value of pixels that come from outside the input (corners).
+
+    Returns
+    -------
+    ndarray (H, W), same dtype
+        ``out[o] = image[R (o - c) + c]`` with ``c = ((H-1)/2, (W-1)/2)`` and
+        ``R = [[cos t, sin t], [-sin t, cos t]]`` in (row, col) coordinates. Multiples of 90
+        degrees use exact cosines, so on a square image ``rotate(x, 90, order=0)`` equals
+        ``rotate90(x, 1)``.
+
+    Examples
+    --------
+    >>> x = np.arange(9).reshape(3, 3)
+    >>> rotate(x, 90, order=0)
+    array([[2, 5, 8],
+           [1, 4, 7],
+           [0, 3, 6]])
+    """
+    image = _image(image, "rotate")
+    order = _order(order)
+    angle = _finite(angle_deg, "angle_deg")
+    fill = _finite(fill, "fill")
+    cos, sin = _cos_sin_deg(angle)
+    matrix = np.array([[cos, sin], [-sin, cos]])
+    centre = _centre(image.shape)
+    return _warp(image, matrix, centre - matrix @ centre, order, fill)
+
+
+def translate(image, shift_px, order: int = 1, fill=0):
+    """Shift an image by ``shift_px = (dy, dx)`` pixels (may be fractional), keeping the shape.
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any real dtype or bool
+    shift_px : (float, float)
+        ``dy`` down, ``dx`` right, in pixels (seed 004: trans_20_20).
+    order : {0, 1, 3}, optional
+        Interpolation: 0 nearest (masks), 1 linear (default), 3 cubic B-spline.
+    fill : float, optional
+        Value of the pixels uncovered by the shift.
+
+    Returns
+    -------
+    ndarray (H, W), same dtype
+        ``out[y, x] = image[y - dy, x - dx]``; for integer shifts this is ``np.roll`` with the
+        wrapped-around band replaced by ``fill``.
+
+    Examples
+    --------
+    >>> translate(np.array([[1, 2, 3]]), (0, 1))
+    array([[0, 1, 2]])
+    """
+    image = _image(image, "translate")
+    order = _order(order)
+    if np.ndim(shift_px) != 1 or len(shift_px) != 2:
+        raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift_px!r}")
+    shift = np.array([_finite(s, "shift_px") for s in shift_px])
+    fill = _finite(fill, "fill")
+    return _warp(image, np.ones(2), -shift, order, fill)
+
+
+def scale(image, factor, order: int = 1, fill=0):
+    """Zoom about the image centre by ``factor``, keeping the shape (crop if > 1, pad if < 1).
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any real dtype or bool
+    factor : float or (float, float)
+        Magnification (> 0), one for both axes or ``(rows, cols)``.
+    order : {0, 1, 3}, optional
+        Interpolation: 0 nearest (masks), 1 linear (default), 3 cubic B-spline.
+    fill : float, optional
+        Value of the border that appears when ``factor < 1``.
+
+    Returns
+    -------
+    ndarray (H, W), same dtype
+        ``out[o] = image[(o - c) / factor + c]`` with ``c = ((H-1)/2, (W-1)/2)``.
+
+    Examples
+    --------
+    >>> scale(np.arange(1, 6)[None, :], 0.5, order=0)
+    array([[0, 1, 3, 5, 0]])
+    """
+    image = _image(image, "scale")
+    order = _order(order)
+    factors = np.array(_pair(factor, "factor", positive=True))
+    fill = _finite(fill, "fill")
+    centre = _centre(image.shape)
+    return _warp(image, 1.0 / factors, centre - centre / factors, order, fill)

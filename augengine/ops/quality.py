@@ -1,0 +1,102 @@
+"""Image-quality degradations: Gaussian blur and JPEG re-encoding.
+
+Seed 003 builds image-quality pseudo-labels from exactly these two degradations (original = 100,
+JPEG-compressed = 60, Gaussian-blurred = 30); seed 004 uses a blur of 1.5 as an augmentation.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from augengine._xp import get_array_module, is_cupy
+from augengine.errors import ConfigError, InputError
+from augengine.ops.geometry import _finite, _image, _ndimage, _restore_dtype, _work_dtype
+
+
+def gaussian_blur(image, sigma):
+    """Blur an image with an isotropic Gaussian of standard deviation ``sigma`` pixels.
+
+    Parameters
+    ----------
+    image : ndarray (H, W), any real dtype or bool
+    sigma : float
+        Standard deviation in pixels, >= 0 (0 returns an unchanged copy).
+
+    Returns
+    -------
+    ndarray (H, W), same dtype
+        ``out = image * G_sigma`` with ``G_sigma(y, x) = exp(-(x^2 + y^2) / (2 sigma^2))``
+        normalised to sum 1 and truncated at 4 sigma, applied separably; borders are mirrored
+        (``scipy.ndimage`` mode ``"reflect"``). Computed in float32 (float64 for float64 input);
+        integers are rounded half to even and clipped back to their range.
+
+    Raises
+    ------
+    ConfigError
+        ``sigma`` negative or not finite.
+    InputError
+        Image not 2-D, empty or not numeric.
+
+    Examples
+    --------
+    >>> image = np.zeros((9, 9), np.uint8); image[4, 4] = 255
+    >>> gaussian_blur(image, 1.0)[4, 2:7]       # 255 * g(0) * [g(2), g(1), g(0), g(1), g(2)]
+    array([ 5, 25, 41, 25,  5], dtype=uint8)
+    """
+    image = _image(image, "gaussian_blur")
+    sigma = _finite(sigma, "sigma")
+    if sigma < 0:
+        raise ConfigError(f"sigma must be >= 0 pixels, got {sigma}")
+    xp = get_array_module(image)
+    work = image.astype(_work_dtype(image.dtype))
+    blurred = _ndimage(xp).gaussian_filter(work, sigma, mode="reflect", truncate=4.0)
+    return _restore_dtype(blurred, image.dtype)
+
+
+def jpeg(image, quality):
+    """Re-encode a grey image as JPEG in memory and decode it again.
+
+    Parameters
+    ----------
+    image : ndarray (H, W) of uint8
+        Grey levels.
+    quality : int
+        libjpeg quality 1..95 (1 worst; above 95 the encoder's own docs advise against it).
+
+    Returns
+    -------
+    ndarray (H, W) of uint8
+        The decoded image: blocking and ringing artefacts of 8x8 DCT quantisation that grow as
+        ``quality`` falls. Deterministic: the same input and quality give the same bytes (PIL's
+        baseline encoder, no optimisation pass). CuPy input is encoded on the host and returned
+        as CuPy.
+
+    Raises
+    ------
+    ConfigError
+        ``quality`` not an integer in 1..95.
+    InputError
+        Image not 2-D uint8.
+
+    Examples
+    --------
+    >>> image = np.full((16, 16), 128, np.uint8)
+    >>> np.array_equal(jpeg(image, 60), image)    # a flat image survives JPEG exactly
+    True
+    """
+    from PIL import Image
+
+    image = _image(image, "jpeg")
+    if image.dtype != np.uint8:
+        raise InputError(f"jpeg: image must be uint8 grey levels, got dtype {image.dtype}")
+    is_integer = isinstance(quality, (int, np.integer)) and not isinstance(quality, bool)
+    if not is_integer or not 1 <= quality <= 95:
+        raise ConfigError(f"quality must be an integer in 1..95, got {quality!r}")
+    host = image.get() if is_cupy(image) else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(host)).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        result = np.asarray(decoded.convert("L"))
+    return get_array_module(image).asarray(result)

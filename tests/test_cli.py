@@ -1,0 +1,87 @@
+"""The ``augengine`` command: every verb, exit codes, and one-line errors for bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from augengine.cli import main
+from tests.test_runner import small_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def job_file(phantom_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    path = root / "job.yaml"
+    path.write_text(yaml.safe_dump(small_job(phantom_dir, root / "ds.zarr")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_path(ray_session, job_file):
+    assert main(["run", str(job_file), "--quiet"]) == 0
+    return job_file.parent / "ds.zarr"
+
+
+def test_plan(job_file, capsys):
+    assert main(["plan", str(job_file)]) == 0
+    out = capsys.readouterr().out
+    assert "x 6 variants" in out and "per label:" in out and "shards of up to 5" in out
+
+
+def test_inspect_verify_preview(store_path, tmp_path, capsys):
+    assert main(["inspect", str(store_path)]) == 0
+    assert "by op chain:" in capsys.readouterr().out
+    assert main(["verify", str(store_path)]) == 0
+    assert "whole" in capsys.readouterr().out
+    png = tmp_path / "grid.png"
+    assert main(["preview", str(store_path), "--out", str(png), "--count", "8"]) == 0
+    with Image.open(png) as image:
+        assert image.size[0] >= 8 * 100 and image.mode == "RGB"
+
+
+def test_verify_exits_1_on_a_broken_store(store_path, tmp_path, capsys):
+    import shutil
+
+    import zarr
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store_path, broken)
+    zarr.open_group(broken, mode="r+")["images"][0:5] = 1
+    assert main(["verify", str(broken)]) == 1
+    assert "NOT whole" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["plan", "missing.yaml"], "job file not found"),
+    (["verify", "no-such-store"], None),
+    (["inspect", "no-such-store"], "not an augengine store"),
+])
+def test_errors_are_one_line(argv, needle, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    if needle is None:
+        assert code == 1 and "not an augengine store" in captured.out
+        return
+    assert code == 2
+    assert needle in captured.err and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_missing_source_names_the_key(tmp_path, capsys):
+    job = small_job(Path("/nonexistent"), tmp_path / "x.zarr")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    assert main(["plan", str(path)]) == 2
+    assert "sources[0].path: /nonexistent/phantoms.mat does not exist" in capsys.readouterr().err
+
+
+def test_simulate(tmp_path, capsys):
+    assert main(["simulate", "--n-benign", "1", "--n-malignant", "1", "--out",
+                 str(tmp_path / "p"), "--seed", "3"]) == 0
+    assert (tmp_path / "p" / "phantoms.mat").exists()
+    assert len(list((tmp_path / "p" / "npz").glob("*.npz"))) == 2
