@@ -1,6 +1,7 @@
 """Preview grids: a labelled PNG of samples from a store, masks drawn as outlines."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +24,43 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return m & ~inner
 
 
-def pick_indices(rows: list[dict], count: int) -> list[int]:
-    """Spread ``count`` picks over the manifest, alternating labels so every class shows."""
+def pick_indices(rows: list[dict], count: int, seed: int = 0) -> list[int]:
+    """A fixed random pick of ``count`` samples, balanced over labels so every class shows."""
+    rng = np.random.default_rng(seed)
     by_label: dict[int, list[int]] = {}
     for row in rows:
         by_label.setdefault(row["label"], []).append(row["index"])
-    picks: list[int] = []
-    labels = sorted(by_label)
-    per_label = max(1, count // max(len(labels), 1))
-    for label in labels:
-        pool = by_label[label]
-        step = max(1, len(pool) // per_label)
-        picks.extend(pool[::step][:per_label])
-    return sorted(picks)[:count]
+    per_label = max(1, count // max(len(by_label), 1))
+    picks = [int(i) for label in sorted(by_label)
+             for i in sorted(rng.choice(by_label[label], min(per_label, len(by_label[label])),
+                                        replace=False))]
+    return picks[:count]
+
+
+_CAPTION = {
+    "bmode": lambda p: f"{p['dynamic_range_db']:g}dB",
+    "roi_crop": lambda p: f"+{p['margin_mm']:g}mm" if p.get("margin_mm") is not None
+    else f"+{p['margin_px']}px",
+    "flip": lambda p: f"flip-{p['axis'][0]}",
+    "rotate": lambda p: f"rot{p['angle_deg']:+.0f}",
+    "rotate90": lambda p: f"rot{90 * p['k']}",
+    "translate": lambda p: f"shift{p['dy_px']:+.0f},{p['dx_px']:+.0f}",
+    "scale": lambda p: f"x{p['factor']:.2f}",
+    "gaussian_blur": lambda p: f"blur{p['sigma']:g}",
+    "jpeg": lambda p: f"jpeg{p['quality']}",
+}
+
+
+def caption(ops_json: str) -> str:
+    """A compact summary of a sample's concrete op chain, e.g. ``50dB +5mm rot-7``."""
+    parts = []
+    for step in json.loads(ops_json):
+        name = step.pop("op")
+        if name in _CAPTION:
+            parts.append(_CAPTION[name](step))
+        elif name not in ("identity", "scan_convert", "resize"):
+            parts.append(name)
+    return " ".join(parts) or "original"
 
 
 def render_grid(images, masks, captions, colours, columns: int = 8, tile: int = 160) -> Image.Image:
@@ -64,7 +89,7 @@ def preview_store(path: str | Path, out: str | Path, count: int = 32, columns: i
     images = [view.group["images"][i] for i in picks]
     masks = [view.group["masks"][i] for i in picks] if "masks" in view.group else None
     captions = [f"{LABEL_NAMES.get(rows[i]['label'], rows[i]['label'])} #{i}\n"
-                f"{rows[i]['chain'].split(' > ')[-1]}" for i in picks]
+                f"{caption(rows[i]['ops'])}" for i in picks]
     colours = [_LABEL_COLOURS.get(rows[i]["label"], (255, 255, 255)) for i in picks]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
