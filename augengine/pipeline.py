@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -93,6 +94,35 @@ class JpegParams(_Params):
     quality: int = Field(ge=1, le=95)
 
 
+class _SradOptions(_Params):
+    time_step: float = Field(default=0.5, gt=0, le=1)
+    #: Fixed speckle scale; None re-estimates q0 from the whole image each iteration.
+    q0: float | None = Field(default=None, gt=0)
+    rho: float | None = Field(default=None, ge=0)
+    #: Dynamic range of the uint8 input; default: the one its ``bmode`` step used.
+    dynamic_range_db: float | None = Field(default=None, gt=0, le=120)
+
+    def srad_options(self) -> dict:
+        return {"time_step": self.time_step, "q0": self.q0, "rho": self.rho}
+
+
+class SradParams(_SradOptions):
+    iterations: int = Field(ge=1, le=10000)
+
+
+class SradSeriesParams(_SradOptions):
+    #: Which snapshot (0-based): the image after (scale + 1) * iterations_per_scale iterations.
+    scale: int = Field(ge=0)
+    scales: int = Field(default=8, ge=1, le=64)
+    iterations_per_scale: int = Field(default=10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _scale_in_series(self):
+        if self.scale >= self.scales:
+            raise ValueError(f"scale must be < scales ({self.scales}), got {self.scale}")
+        return self
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """A registry entry: parameter model, input/output domains and the frame adapter."""
@@ -138,7 +168,41 @@ def _apply_bmode(frame: Frame, params: BmodeParams, output_size) -> Frame:
     except (KeyError, TypeError):
         raise InputError("RF sample lacks fs_hz, c_m_s or pitch_m in its metadata") from None
     image = ops.bmode(frame.data, params.dynamic_range_db, axis=0)
-    return replace(frame, data=image, spacing_mm=spacing, domain="image")
+    return replace(frame, data=image, spacing_mm=spacing, domain="image",
+                   meta=dict(meta, dynamic_range_db=params.dynamic_range_db))
+
+
+def _dynamic_range(frame: Frame, params: _SradOptions) -> float:
+    value = params.dynamic_range_db or frame.meta.get("dynamic_range_db")
+    if value is None:
+        raise InputError("srad on a B-mode image needs dynamic_range_db: give it in the step "
+                         "(image sources do not record how they were compressed)")
+    return value
+
+
+def _apply_srad(frame: Frame, params: SradParams, output_size) -> Frame:
+    data = ops.srad_bmode(frame.data, params.iterations, _dynamic_range(frame, params),
+                          **params.srad_options())
+    return replace(frame, data=data)
+
+
+#: The last few whole series, so the ``scales`` variants of one image diffuse it once.
+_SERIES_MEMO: OrderedDict[tuple, object] = OrderedDict()
+
+
+def _apply_srad_series(frame: Frame, params: SradSeriesParams, output_size) -> Frame:
+    dynamic_range = _dynamic_range(frame, params)
+    data = frame.data
+    host = data.get() if hasattr(data, "get") else data
+    key = (hashlib.sha256(host.tobytes()).hexdigest(), host.shape, dynamic_range,
+           params.model_dump_json(exclude={"scale"}))
+    if key not in _SERIES_MEMO:
+        _SERIES_MEMO[key] = ops.srad_series_bmode(
+            data, dynamic_range, params.scales, params.iterations_per_scale,
+            **params.srad_options())
+        while len(_SERIES_MEMO) > 4:
+            _SERIES_MEMO.popitem(last=False)
+    return replace(frame, data=_SERIES_MEMO[key][params.scale])
 
 
 def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
@@ -200,6 +264,8 @@ OPS: dict[str, OpSpec] = {
                                             order=lambda p: 1)),
     "gaussian_blur": OpSpec(BlurParams, _intensity(ops.gaussian_blur, sigma=lambda p: p.sigma)),
     "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
+    "srad": OpSpec(SradParams, _apply_srad),
+    "srad_series": OpSpec(SradSeriesParams, _apply_srad_series),
 }
 
 

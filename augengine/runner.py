@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from augengine import sources, store
+from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import AugengineError
 from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
@@ -38,12 +39,27 @@ def _frame(sample) -> Frame:
                  dict(sample.meta))
 
 
+def _on_device(frame: Frame, device: str) -> Frame:
+    """Move a frame's arrays to the GPU, where every op dispatches to its CuPy path."""
+    if device == "cpu":
+        return frame
+    import cupy
+
+    mask = None if frame.mask is None else cupy.asarray(frame.mask)
+    return replace(frame, data=cupy.asarray(frame.data), mask=mask)
+
+
+def _host(array) -> np.ndarray:
+    return array.get() if is_cupy(array) else array
+
+
 def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed: int,
-                output_size: tuple[int, int], shard_size: int):
+                output_size: tuple[int, int], shard_size: int, device: str = "cpu"):
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
     ``items`` are ``(index, input ref, variant)`` in index order. A sample that fails (bad input,
     or any error inside an op) is quarantined with its reason; the others are still made.
+    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
     """
     h, w = output_size
     images = np.zeros((len(items), h, w), np.uint8)
@@ -55,7 +71,7 @@ def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed:
         if ref.sample_id != loaded_id:
             loaded_id, frame, load_error, cache = ref.sample_id, None, None, {}
             try:
-                frame = _frame(sources.load_sample(ref))
+                frame = _on_device(_frame(sources.load_sample(ref)), device)
             except Exception as error:  # noqa: BLE001 - one bad input must not stop the shard
                 load_error = _reason(error)
         seed = sample_seed(job_seed, ref.sample_id, variant)
@@ -71,9 +87,9 @@ def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed:
                                 "source_path": ref.path, "variant": variant,
                                 "shard": index // shard_size, "reason": reason})
             continue
-        images[slot] = out.data
+        images[slot] = _host(out.data)
         if out.mask is not None:
-            masks[slot] = out.mask
+            masks[slot] = _host(out.mask)
         labels[slot] = ref.label
         rows.append({
             "index": index, "sample_id": f"{ref.sample_id}:{variant}", "input_id": ref.sample_id,
@@ -94,19 +110,37 @@ def _ops_json(applied) -> str:
     return json.dumps([{"op": op, **params} for op, params in applied], sort_keys=True)
 
 
+def _actor_device() -> str:
+    """"cuda" when Ray gave this actor a GPU and CuPy can use it, else "cpu"."""
+    import ray
+
+    if not ray.get_gpu_ids():
+        return "cpu"
+    try:
+        import cupy
+
+        return "cuda" if cupy.cuda.runtime.getDeviceCount() > 0 else "cpu"
+    except Exception:  # noqa: BLE001 - no CuPy or no driver: run the NumPy path
+        return "cpu"
+
+
 class ShardWorker:
     """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given."""
 
     def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int):
         self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
         self.output_size, self.shard_size = tuple(output_size), shard_size
+        self.device = _actor_device()
+
+    def device_name(self) -> str:
+        return self.device
 
     def pid(self) -> int:
         return os.getpid()
 
     def process_shard(self, shard: int, start: int, items: list):
         images, masks, labels, rows, quarantined = build_shard(
-            items, self.chains, self.job_seed, self.output_size, self.shard_size)
+            items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device)
         store.write_shard(self.store_path, start, images, labels, masks)
         return shard, rows, quarantined
 

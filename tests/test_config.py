@@ -116,3 +116,16 @@ def test_packaged_demo_job_matches_jobs_demo_yaml():
     example = yaml.safe_load((root / "jobs/demo.yaml").read_text())
     assert packaged == example, "jobs/demo.yaml drifted from augengine/data/demo.yaml"
     assert len(parse_job(packaged).chains()) == 36
+
+
+def test_srad_steps_validate_and_count():
+    steps = [{"op": "bmode", "dynamic_range_db": 50},
+             {"op": "srad_series", "sweep": {"scale": list(range(8))}},
+             {"op": "srad", "iterations": 10}]
+    assert len(parse_job(job(steps=steps)).chains()) == 8
+    with pytest.raises(ConfigError, match="scale must be < scales"):
+        parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 50},
+                             {"op": "srad_series", "scale": 8}]))
+    with pytest.raises(ConfigError, match="time_step"):
+        parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 50},
+                             {"op": "srad", "iterations": 5, "time_step": 1.5}]))

@@ -123,3 +123,36 @@ def test_describe_chain():
              ("rotate", {"angle_deg": {"uniform": [-15, 15]}})]
     assert describe_chain(chain) == "bmode(40) > rotate(uniform[-15,15])"
     assert describe_chain([("identity", {})]) == "identity"
+
+
+def speckle_frame(rng, dynamic_range=50):
+    amplitude = np.sqrt(rng.exponential(1.0, (48, 48)))
+    image = __import__("augengine").ops.log_compress(amplitude, dynamic_range)
+    return Frame(image, None, (0.1, 0.1), "image", {"dynamic_range_db": dynamic_range})
+
+
+def test_srad_step_despeckles_in_the_intensity_domain(rng):
+    frame = speckle_frame(rng)
+    out, _ = apply_chain(frame, [("srad", {"iterations": 20})], (48, 48))
+    assert out.data.astype(float).std() < 0.7 * frame.data.astype(float).std()
+
+
+def test_srad_series_snapshot_equals_srad_with_as_many_iterations(rng):
+    from augengine.ops import srad_bmode
+
+    frame = speckle_frame(rng)
+    for scale in (0, 2):
+        out, _ = apply_chain(frame, [("srad_series", {"scale": scale, "scales": 3,
+                                                      "iterations_per_scale": 4, "q0": 0.5})],
+                             (48, 48))
+        expected = srad_bmode(frame.data, 4 * (scale + 1), 50, q0=0.5)
+        np.testing.assert_array_equal(out.data, expected, err_msg=f"snapshot {scale}")
+
+
+def test_srad_without_a_known_dynamic_range_is_a_clear_error(rng):
+    frame = speckle_frame(rng)
+    frame = Frame(frame.data, None, None, "image", {})
+    with pytest.raises(InputError, match="needs dynamic_range_db"):
+        apply_chain(frame, [("srad", {"iterations": 2})], (48, 48))
+    out, _ = apply_chain(frame, [("srad", {"iterations": 2, "dynamic_range_db": 50})], (48, 48))
+    assert out.data.dtype == np.uint8

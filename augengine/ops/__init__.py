@@ -14,6 +14,7 @@ from augengine.ops.geometry import (
     translate,
 )
 from augengine.ops.quality import gaussian_blur, jpeg
+from augengine.ops.despeckle import srad, srad_bmode, srad_series, srad_series_bmode
 
 __all__ = [
     "bmode",
@@ -28,5 +29,9 @@ __all__ = [
     "rotate90",
     "scale",
     "scan_convert",
+    "srad",
+    "srad_bmode",
+    "srad_series",
+    "srad_series_bmode",
     "translate",
 ]

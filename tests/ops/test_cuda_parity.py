@@ -1,0 +1,226 @@
+"""GPU (cuda/*.cu through CuPy) against the NumPy references; skipped cleanly without a GPU.
+
+Tolerances, float32:
+- SRAD with a fixed q0: bitwise equal (kernels compiled with --fmad=false, same operation order).
+- SRAD with an estimated q0: the GPU sums the ROI in double, NumPy in float32 (two passes), so
+  q0 differs in the ~7th digit; max |GPU - CPU| <= 1e-4 * max(image) after 20 iterations.
+- envelope: cuFFT vs pocketfft rounding, max |GPU - CPU| <= 1e-5 * max(envelope) (float64: 1e-12).
+- log_compress / bmode: log10f vs NumPy's log10 can flip a value sitting on a .5 boundary:
+  at most 1 grey level apart, on at most 0.1 % of the pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augengine.errors import InputError
+from augengine.ops.despeckle import srad, srad_bmode, srad_series
+from augengine.ops.reconstruction import bmode, envelope, log_compress
+from tests.conftest import requires_gpu
+
+pytestmark = requires_gpu
+
+
+@pytest.fixture
+def cp():
+    import cupy
+
+    return cupy
+
+
+def speckle_batch(rng, batch, shape, dtype=np.float32):
+    """Exponential speckle on a smooth per-image ramp, so images differ in mean and CoV."""
+    ramp = np.linspace(1.0, 20.0, shape[1])[None, None, :]
+    gains = rng.uniform(0.5, 50.0, (batch, 1, 1))
+    return (gains * ramp * rng.exponential(1.0, (batch,) + shape)).astype(dtype)
+
+
+def simulated_rf(rng, frames, depth, lines, dtype=np.int16):
+    """RF-like lines: random scatterers convolved with a 7 MHz Gaussian pulse sampled at 40 MHz,
+    with a lesion-like dark ellipse, scaled to the int16 range."""
+    t = np.arange(-24, 25) / 40e6
+    pulse = np.exp(-((t / 0.12e-6) ** 2)) * np.cos(2 * np.pi * 7e6 * t)
+    scatterers = rng.standard_normal((frames, depth, lines))
+    z, x = np.mgrid[0:depth, 0:lines]
+    lesion = ((z - depth / 2) / (depth / 5)) ** 2 + ((x - lines / 2) / (lines / 5)) ** 2 < 1
+    scatterers[:, lesion] *= 0.1
+    rf = np.apply_along_axis(lambda line: np.convolve(line, pulse, mode="same"), 1, scatterers)
+    rf *= 20000 / np.abs(rf).max()
+    return rf.astype(dtype)
+
+
+def assert_grey_close(gpu, cpu, what):
+    diff = np.abs(gpu.astype(np.int16) - cpu.astype(np.int16))
+    assert diff.max() <= 1, f"{what}: grey levels differ by up to {diff.max()}, expected <= 1"
+    fraction = np.count_nonzero(diff) / diff.size
+    assert fraction <= 1e-3, f"{what}: {fraction:.4%} of pixels differ, expected <= 0.1%"
+
+
+# --- SRAD --------------------------------------------------------------------------------------
+
+SIZES = [(64, 64), (127, 131), (512, 512)]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("shape", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
+def test_srad_fixed_q0_is_bitwise_equal(cp, rng, shape, batch):
+    images = speckle_batch(rng, batch, shape)
+    cpu = srad(images, 20, q0=0.8, rho=0.05)
+    gpu = srad(cp.asarray(images), 20, q0=0.8, rho=0.05)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.float32 and gpu.shape == images.shape
+    np.testing.assert_array_equal(gpu.get(), cpu, err_msg=f"SRAD {batch}x{shape}, q0=0.8, rho=0.05")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"roi": (slice(10, 50), slice(5, 40))}, {"rho": 0.2}, {"time_step": 1.0}],
+    ids=["whole-image", "roi", "rho", "dt=1"],
+)
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("shape", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
+def test_srad_estimated_q0_matches(cp, rng, shape, batch, options):
+    images = speckle_batch(rng, batch, shape)
+    cpu = srad(images, 20, **options)
+    gpu = srad(cp.asarray(images), 20, **options).get()
+    error = np.abs(gpu - cpu).max(axis=(1, 2)) / cpu.max(axis=(1, 2))
+    worst = int(np.argmax(error))
+    assert error[worst] <= 1e-4, (
+        f"SRAD {batch}x{shape} {options}: image {worst} differs by {error[worst]:.2e} of its max, "
+        "expected <= 1e-4"
+    )
+
+
+def test_srad_float64_and_single_image(cp, rng):
+    image = rng.exponential(1.0, (127, 131)) + 0.1
+    cpu = srad(image, 15, q0=0.6)
+    gpu = srad(cp.asarray(image), 15, q0=0.6)
+    assert gpu.dtype == np.float64 and gpu.shape == image.shape
+    np.testing.assert_array_equal(gpu.get(), cpu, err_msg="float64 127x131, q0=0.6")
+
+
+@pytest.mark.parametrize("options", [{"q0": 0.8}, {}], ids=["q0-fixed", "q0-estimated"])
+def test_srad_series_matches(cp, rng, options):
+    images = speckle_batch(rng, 3, (64, 80))
+    cpu = srad_series(images, scales=4, iterations_per_scale=5, **options)
+    gpu = srad_series(cp.asarray(images), scales=4, iterations_per_scale=5, **options).get()
+    assert gpu.shape == (3, 4, 64, 80)
+    error = np.abs(gpu - cpu).max() / cpu.max()
+    limit = 0.0 if options else 1e-4
+    assert error <= limit, f"series {options}: max error {error:.2e} of max, expected <= {limit}"
+
+
+def test_srad_errors_match(cp):
+    batch = np.ones((3, 8, 8), np.float32)
+    batch[1, 2, 2] = np.nan
+    with pytest.raises(InputError, match="image 1 of the batch contains NaN or Inf"):
+        srad(cp.asarray(batch), 2)
+
+
+def test_srad_bmode_matches(cp, rng):
+    grey = log_compress(np.sqrt(rng.exponential(1.0, (2, 96, 64))), 50)
+    cpu = srad_bmode(grey, 25, 50)
+    gpu = srad_bmode(cp.asarray(grey), 25, 50)
+    assert gpu.dtype == np.uint8
+    assert_grey_close(gpu.get(), cpu, "srad_bmode 2x96x64, 25 iterations, 50 dB")
+
+
+# --- envelope, log compression, B-mode --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((2048,), 0),
+        ((1001,), 0),
+        ((512, 64), 0),
+        ((64, 512), 1),
+        ((3, 513, 40), 0),
+        ((3, 40, 513), 1),
+        ((512, 1), 0),
+    ],
+    ids=["line", "odd-line", "depth-major", "line-major", "frames-odd", "frames-line-major",
+         "one-line"],
+)
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64, np.int32])
+def test_envelope_matches(cp, rng, shape, axis, dtype):
+    rf = (rng.standard_normal(shape) * 3000).astype(dtype)
+    cpu = envelope(rf, axis)
+    gpu = envelope(cp.asarray(rf), axis)
+    assert gpu.dtype == cpu.dtype and gpu.shape == cpu.shape, (
+        f"GPU {gpu.dtype}{gpu.shape} vs CPU {cpu.dtype}{cpu.shape}"
+    )
+    tolerance = 1e-12 if cpu.dtype == np.float64 else 1e-5
+    error = np.abs(gpu.get() - cpu).max() / cpu.max()
+    assert error <= tolerance, (
+        f"envelope {dtype.__name__}{shape} axis {axis}: error {error:.2e} of max > {tolerance}"
+    )
+
+
+def test_envelope_of_simulated_rf(cp, rng):
+    rf = simulated_rf(rng, 4, 1024, 96)
+    cpu = envelope(rf, 0)
+    error = np.abs(envelope(cp.asarray(rf), 0).get() - cpu).max() / cpu.max()
+    assert error <= 1e-5, f"simulated RF 4x1024x96: envelope error {error:.2e} of max > 1e-5"
+
+
+@pytest.mark.parametrize("reference", [None, 0.5])
+@pytest.mark.parametrize("dynamic_range_db", [40, 50, 60])
+def test_log_compress_matches(cp, rng, dynamic_range_db, reference):
+    env = rng.rayleigh(0.2, (3, 256, 128)).astype(np.float32)
+    env[0, :4] = 0.0  # -inf dB -> 0
+    cpu = log_compress(env, dynamic_range_db, reference)
+    gpu = log_compress(cp.asarray(env), dynamic_range_db, reference)
+    assert gpu.dtype == np.uint8 and gpu.shape == env.shape
+    assert_grey_close(gpu.get(), cpu, f"log_compress DR {dynamic_range_db} reference {reference}")
+
+
+def test_log_compress_half_to_even(cp):
+    # 20 log10(0.1) = -20 dB: DR 24 -> g = 42.5 -> 42, DR 40 -> 127.5 -> 128 (see log_compress).
+    env = cp.asarray(np.array([[1.0, 0.1]], np.float64))
+    assert log_compress(env, 24).get().tolist() == [[255, 42]]
+    assert log_compress(env, 40).get().tolist() == [[255, 128]]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [(0.0, "envelope is all zeros \\(Amax = 0\\) in frame 1"),
+     (-1.0, "envelope has negative values \\(min -1 in frame 1\\)"),
+     (np.nan, "envelope contains NaN or Inf in frame 1")],
+)
+def test_log_compress_errors_match(cp, values, message):
+    env = np.ones((3, 4, 4), np.float32)
+    env[1] = values
+    with pytest.raises(InputError, match=message):
+        log_compress(env, 50)
+    with pytest.raises(InputError, match=message):
+        log_compress(cp.asarray(env), 50)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("dynamic_range_db", [40, 60])
+def test_bmode_matches_on_simulated_rf(cp, rng, axis, dynamic_range_db):
+    rf = simulated_rf(rng, 3, 1024, 64)
+    if axis == 1:
+        rf = np.ascontiguousarray(rf.transpose(0, 2, 1))
+    cpu = bmode(rf, dynamic_range_db, axis)
+    gpu = bmode(cp.asarray(rf), dynamic_range_db, axis)
+    assert gpu.dtype == np.uint8 and gpu.shape == rf.shape
+    assert_grey_close(gpu.get(), cpu, f"bmode simulated RF axis {axis} DR {dynamic_range_db}")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_bmode_matches_on_random_rf(cp, rng, dtype):
+    rf = (rng.standard_normal((5, 512, 48)) * 4000).astype(dtype)
+    gpu = bmode(cp.asarray(rf), 50).get()
+    assert_grey_close(gpu, bmode(rf, 50), f"bmode random {dtype.__name__} 5x512x48")
+
+
+def test_bmode_errors_match(cp, rng):
+    rf = (rng.standard_normal((3, 64, 8)) * 100).astype(np.int16)
+    rf[2] = 0
+    with pytest.raises(InputError, match="envelope is all zeros \\(Amax = 0\\) in frame 2"):
+        bmode(cp.asarray(rf), 50)
+    bad = rng.standard_normal((2, 64, 8)).astype(np.float32)
+    bad[0, 3, 3] = np.inf
+    with pytest.raises(InputError, match="RF contains NaN or Inf samples"):
+        bmode(cp.asarray(bad), 50)
