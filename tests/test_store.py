@@ -49,6 +49,7 @@ def test_layout_chunks_and_shards(whole_store):
     assert images.chunks == (1, *SIZE), "one sample per chunk"
     assert images.shards == (SHARD, *SIZE)
     assert group["labels"].dtype == np.int8 and group["masks"].shape == (N, *SIZE)
+    assert group["labels"].chunks == (SHARD,), "labels chunked along the image shards"
     attrs = dict(group.attrs)
     assert attrs["schema_version"] == store.SCHEMA_VERSION and attrs["complete"] is True
     assert attrs["counts"] == {"planned": N, "written": N, "quarantined": 0,
