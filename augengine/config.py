@@ -36,15 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from augengine.errors import ConfigError
 from augengine.pipeline import OPS, RANDOM_KINDS, validate_op_params
 
-READERS = ("oasbud", "rf_npz", "busi", "dicom")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourceConfig(_Strict):
-    reader: Literal["oasbud", "rf_npz", "busi", "dicom"]
+    reader: Literal["oasbud", "rf_npz", "busi", "dicom", "store"]
     path: str
     #: Reader keyword arguments, e.g. ``{fs_hz: 40e6, pitch_m: 3e-4}`` for OASBUD files.
     options: dict[str, Any] = Field(default_factory=dict)
@@ -164,7 +161,7 @@ class JobConfig(_Strict):
         image = {s.reader for s in self.sources} - {"oasbud", "rf_npz"}
         if rf and image:
             raise ValueError("sources mix RF readers (oasbud, rf_npz) with image readers "
-                             "(busi, dicom); use one kind per job")
+                             "(busi, dicom, store); use one kind per job")
         domain = "rf" if rf else "image"
         for i, step in enumerate(self.steps):
             ops = [step] if isinstance(step, OpStep) else step.one_of

@@ -151,3 +151,24 @@ def test_plan_prints_exact_counts(phantom_dir, tmp_path):
     n = len(plan.refs)
     assert f"{n} input samples x 6 variants = {6 * n} output samples" in text
     assert "bmode(40) > roi_crop(5) > scan_convert > flip(horizontal)" in text
+
+
+def test_a_store_feeds_the_next_job(ray_session, reference, tmp_path):
+    """Originals of one store -> despeckled + flipped in a second store; ids carry over."""
+    _, result, _ = reference
+    out = tmp_path / "second.zarr"
+    job = {"name": "second", "seed": 1,
+           "sources": [{"reader": "store", "path": result.path,
+                        "options": {"originals_only": True}}],
+           "steps": [{"op": "srad", "iterations": 5},
+                     {"one_of": [{"op": "identity"}, {"op": "flip", "axis": "vertical"}]}],
+           "output": {"path": str(out), "size": [48, 48], "shard_size": 8}}
+    second = run_job(parse_job(job), progress=False)
+    first_rows = store.open_store(result.path).manifest.to_pylist()
+    originals = [r for r in first_rows if r["chain"].endswith("scan_convert")]
+    assert second.written == 2 * len(originals) and second.quarantined == 0
+    assert store.verify_store(out) == []
+    rows = store.open_store(out).manifest.to_pylist()
+    assert {r["source_id"] for r in rows} == {r["source_id"] for r in originals}
+    assert rows[0]["input_id"] == originals[0]["sample_id"]
+    assert store.open_store(out).group["masks"][0].any(), "masks travel with the images"

@@ -15,6 +15,7 @@ from augengine.sources.busi import discover_busi, load_busi
 from augengine.sources.dicom import discover_dicom, load_dicom
 from augengine.sources.oasbud import discover_oasbud, load_oasbud
 from augengine.sources.rf_npz import discover_rf_npz, load_rf_npz
+from augengine.sources.store import discover_store, load_store
 
 #: reader name -> (discover(path, **options) -> list[SampleRef], load(ref) -> Sample)
 READERS = {
@@ -22,6 +23,7 @@ READERS = {
     "rf_npz": (discover_rf_npz, load_rf_npz),
     "busi": (discover_busi, load_busi),
     "dicom": (discover_dicom, load_dicom),
+    "store": (discover_store, load_store),
 }
 
 
@@ -30,13 +32,14 @@ def discover(reader: str, path: str, **options) -> list[SampleRef]:
 
     Parameters
     ----------
-    reader : {"oasbud", "rf_npz", "busi", "dicom"}
+    reader : {"oasbud", "rf_npz", "busi", "dicom", "store"}
     path : str
         The ``.mat`` file; an ``.npz`` file or a directory of them; the BUSI root folder; a
-        DICOM file or directory.
+        DICOM file or directory; an augengine store.
     **options
         The reader's keyword arguments (``fs_hz``, ``fc_hz``, ``c_m_s``, ``pitch_m`` for
-        ``oasbud``; ``label`` for ``dicom``); an unknown one raises ``TypeError``.
+        ``oasbud``; ``label`` for ``dicom``; ``originals_only`` for ``store``); an unknown one
+        raises ``TypeError``.
 
     Returns
     -------

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from augengine.pipeline import OPS
 from augengine.errors import ConfigError, InputError
 
 #: Split names, in the order of ``fractions``.
 SPLITS = ("train", "val", "test")
 
 #: Ops that make a variant rather than reconstruct/crop/resize an original.
-AUGMENTATION_OPS = frozenset({"rotate", "rotate90", "flip", "translate", "scale", "gaussian_blur",
-                              "jpeg", "srad", "srad_series", "nst"})
+#: Ops that make a variant rather than an original: the registry's augmentations, plus style
+#: transfer (not a per-sample op).
+AUGMENTATION_OPS = frozenset({name for name, spec in OPS.items() if spec.augmentation} | {"nst"})
 
 
 def _column(name: str, values) -> list:
