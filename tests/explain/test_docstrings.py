@@ -1,0 +1,14 @@
+"""The Examples in the explain docstrings run and print what they show."""
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["augengine.explain.lrp", "augengine.explain.heatmap"])
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module}: no examples found"
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
