@@ -132,11 +132,39 @@ def _is_random(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in RANDOM_KINDS
 
 
+class NstConfig(_Strict):
+    """Style transfer between the job's input images (seed 002): every pair the ``pairing`` rule
+    plans becomes one output, then goes through the job's ``steps`` (e.g. SRAD, as the paper
+    post-processes)."""
+
+    mode: Literal["feedforward"] = "feedforward"
+    #: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file).
+    checkpoint: str
+    #: The local encoder weights the decoder was trained with (checked by sha256); None when it
+    #: was trained on the seeded random encoder.
+    encoder_weights: str | None = None
+    pairing: Literal["within_class_all", "within_class_k"] = "within_class_all"
+    k: int | None = None
+    #: Content-style trade-off of AdaIN, 1 = full style.
+    alpha: float = Field(default=1.0, ge=0, le=1)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _k_matches_rule(self):
+        if (self.pairing == "within_class_k") != (self.k is not None):
+            raise ValueError("k is required with pairing 'within_class_k' and only then")
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        return self
+
+
 class JobConfig(_Strict):
     name: str = "augment"
     seed: int = 0
     sources: list[SourceConfig]
-    steps: list[OpStep | OneOfStep]
+    #: Style transfer before ``steps``: outputs are (content, style) pairs of the inputs.
+    nst: NstConfig | None = None
+    steps: list[OpStep | OneOfStep] = Field(default_factory=list)
     output: OutputConfig
     #: Number of Ray actors; default: one per GPU, else one per CPU of the cluster.
     workers: int | None = None
@@ -163,6 +191,9 @@ class JobConfig(_Strict):
             raise ValueError("sources mix RF readers (oasbud, rf_npz) with image readers "
                              "(busi, dicom, store); use one kind per job")
         domain = "rf" if rf else "image"
+        if self.nst is not None and domain != "image":
+            raise ValueError("nst: style transfer works on B-mode images; read them from a store "
+                             "(reader: store) or an image folder, not from RF")
         for i, step in enumerate(self.steps):
             ops = [step] if isinstance(step, OpStep) else step.one_of
             outs = set()
@@ -182,6 +213,8 @@ class JobConfig(_Strict):
 
     def chains(self) -> list[list[tuple[str, dict[str, Any]]]]:
         """Every variant as a list of ``(op, params)``; params may hold random specs."""
+        if not self.steps:
+            return [[("identity", {})]]
         per_step = []
         for step in self.steps:
             ops = [step] if isinstance(step, OpStep) else step.one_of

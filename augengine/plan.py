@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from augengine import sources
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, InputError
@@ -24,14 +26,21 @@ class Plan:
     chains: list[list[tuple[str, dict]]]
     #: Sources that could not even be listed: ``(path, reason)``; their samples are not planned.
     source_errors: list[tuple[str, str]] = field(default_factory=list)
+    #: With style transfer: (rows, 1 + K) indices into ``refs``, column 0 the content image.
+    pairs: np.ndarray | None = None
 
     @property
     def variants(self) -> int:
         return len(self.chains)
 
     @property
+    def n_rows(self) -> int:
+        """Inputs to the chains: the input samples, or the planned style-transfer pairs."""
+        return len(self.refs) if self.pairs is None else len(self.pairs)
+
+    @property
     def n_samples(self) -> int:
-        return len(self.refs) * self.variants
+        return self.n_rows * self.variants
 
     @property
     def shard_size(self) -> int:
@@ -50,16 +59,30 @@ class Plan:
         return range(start, min(start + self.shard_size, self.n_samples))
 
     def item(self, index: int) -> tuple[SampleRef, int]:
-        """The input sample and variant number behind output ``index``."""
-        return self.refs[index // self.variants], index % self.variants
+        """The input (content) sample and variant number behind output ``index``."""
+        row, variant = divmod(index, self.variants)
+        return self.refs[row if self.pairs is None else int(self.pairs[row, 0])], variant
+
+    def style_indices(self, index: int) -> list[int]:
+        """Indices into ``refs`` of the style reference(s) of output ``index`` (NST jobs)."""
+        return [int(i) for i in self.pairs[index // self.variants, 1:]]
 
     def counts_by_label(self) -> dict[str, int]:
-        counts = Counter(LABEL_NAMES.get(ref.label, str(ref.label)) for ref in self.refs)
+        if self.pairs is None:
+            labels = (ref.label for ref in self.refs)
+        else:
+            labels = (self.refs[int(i)].label for i in self.pairs[:, 0])
+        counts = Counter(LABEL_NAMES.get(label, str(label)) for label in labels)
         return {name: n * self.variants for name, n in sorted(counts.items())}
 
     def counts_by_chain(self) -> dict[str, int]:
-        counts = Counter(describe_chain(chain) for chain in self.chains)
-        return {name: n * len(self.refs) for name, n in counts.items()}
+        prefix = ""
+        if self.config.nst is not None:
+            nst = self.config.nst
+            rule = nst.pairing + (f",k={nst.k}" if nst.k else "")
+            prefix = f"nst({nst.mode},{rule}) > "
+        counts = Counter(prefix + describe_chain(chain) for chain in self.chains)
+        return {name: n * self.n_rows for name, n in counts.items()}
 
 
 def make_plan(config: JobConfig) -> Plan:
@@ -87,14 +110,24 @@ def make_plan(config: JobConfig) -> Plan:
     if not refs:
         detail = "; ".join(f"{path}: {reason}" for path, reason in errors)
         raise InputError(f"no readable samples in any source{': ' + detail if detail else ''}")
-    return Plan(config=config, refs=refs, chains=config.chains(), source_errors=errors)
+    pairs = None
+    if config.nst is not None:
+        from augengine.nst.pairs import plan_pairs
+
+        pairs = plan_pairs([ref.label for ref in refs], rule=config.nst.pairing, k=config.nst.k,
+                           seed=config.seed)
+    return Plan(config=config, refs=refs, chains=config.chains(), source_errors=errors,
+                pairs=pairs)
 
 
 def format_plan(plan: Plan) -> str:
     """The text ``augengine plan`` prints: counts per label and per op chain, and the shards."""
     out = plan.config.output
+    inputs = f"{len(plan.refs)} input samples"
+    if plan.pairs is not None:
+        inputs += f" -> {plan.n_rows} style-transfer pairs ({plan.config.nst.pairing})"
     lines = [
-        f"job {plan.config.name!r}: {len(plan.refs)} input samples x {plan.variants} variants "
+        f"job {plan.config.name!r}: {inputs} x {plan.variants} variants "
         f"= {plan.n_samples} output samples",
         f"output {out.path}: images ({plan.n_samples}, {out.size[0]}, {out.size[1]}) uint8"
         + (", masks" if plan.has_masks else "") + f", {plan.n_shards} shards of up to "

@@ -1,0 +1,92 @@
+"""Exact plans, including style transfer: the paper's 800 images give 325,408 outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augengine import store
+from augengine.cli import main
+from augengine.config import parse_job
+from augengine.errors import ConfigError
+from augengine.plan import make_plan
+
+
+@pytest.fixture(scope="module")
+def paper_store(tmp_path_factory):
+    """A store shaped like the paper's set: 348 benign + 452 malignant (tiny 8x8 images)."""
+    path = tmp_path_factory.mktemp("paper") / "originals.zarr"
+    n, shard = 800, 256
+    labels = np.array([0] * 348 + [1] * 452, np.int8)
+    images = np.random.default_rng(0).integers(0, 256, (n, 8, 8), dtype=np.uint8)
+    store.create_store(path, n, (8, 8), shard, False, "paper", {})
+    rows = []
+    for start in range(0, n, shard):
+        stop = min(start + shard, n)
+        store.write_shard(path, start, images[start:stop], labels[start:stop], None)
+    for i in range(n):
+        rows.append({"index": i, "sample_id": f"img{i:03d}:0", "input_id": f"img{i:03d}",
+                     "source_id": f"img{i:03d}", "source_path": "/x", "reader": "busi",
+                     "label": int(labels[i]), "variant": 0, "chain": "identity",
+                     "ops": '[{"op": "identity"}]', "seed": 0, "shard": i // shard,
+                     "has_mask": False, "sha256": store.image_sha256(images[i])})
+    store.finalize(path, rows, [], n)
+    return path
+
+
+def nst_job(source, **nst):
+    return {"name": "nst", "seed": 1,
+            "sources": [{"reader": "store", "path": str(source)}],
+            "nst": {"checkpoint": "runs/nst/checkpoint.pt", **nst},
+            "output": {"path": "out.zarr", "size": [8, 8], "shard_size": 256}}
+
+
+def test_within_class_all_gives_the_papers_325408(paper_store):
+    plan = make_plan(parse_job(nst_job(paper_store)))
+    assert plan.n_samples == 325_408 == 348**2 + 452**2
+    assert plan.counts_by_label() == {"benign": 121_104, "malignant": 204_304}
+    assert plan.n_shards == 1272
+    ref, variant = plan.item(349)
+    assert ref.sample_id == "img001:0" and plan.style_indices(349) == [1] and variant == 0
+
+
+def test_post_steps_multiply_the_pairs(paper_store):
+    job = nst_job(paper_store)
+    job["steps"] = [{"one_of": [{"op": "identity"}, {"op": "srad", "iterations": 10,
+                                                      "dynamic_range_db": 50}]}]
+    plan = make_plan(parse_job(job))
+    assert plan.n_samples == 2 * 325_408
+    assert "nst(feedforward,within_class_all) > srad(50,10)" in plan.counts_by_chain()
+
+
+def test_within_class_k(paper_store):
+    plan = make_plan(parse_job(nst_job(paper_store, pairing="within_class_k", k=3)))
+    assert plan.n_samples == 800 and len(plan.style_indices(0)) == 3
+
+
+def test_plan_command_prints_the_count(paper_store, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "nst.yaml"
+    path.write_text(yaml.safe_dump(nst_job(paper_store)))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "800 input samples -> 325408 style-transfer pairs" in out and "= 325408 output" in out
+
+
+@pytest.mark.parametrize("nst, needle", [
+    ({"pairing": "within_class_k"}, "k is required"),
+    ({"k": 2}, "k is required"),
+    ({"alpha": 2}, "alpha"),
+    ({"mode": "iterative"}, "mode"),
+])
+def test_bad_nst_settings(paper_store, nst, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_job(nst_job(paper_store, **nst))
+
+
+def test_nst_needs_images_not_rf(tmp_path):
+    job = nst_job(tmp_path)
+    job["sources"] = [{"reader": "oasbud", "path": "x.mat"}]
+    job["steps"] = [{"op": "bmode", "dynamic_range_db": 50}]
+    with pytest.raises(ConfigError, match="style transfer works on B-mode images"):
+        parse_job(job)
