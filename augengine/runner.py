@@ -22,7 +22,7 @@ import numpy as np
 from augengine import sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
-from augengine.errors import AugengineError
+from augengine.errors import AugengineError, ConfigError
 from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
 from augengine.plan import Plan, make_plan
 from augengine.sources import SampleRef
@@ -217,6 +217,9 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    if config.nst is not None:
+        raise ConfigError("nst: running style-transfer jobs is not wired into the runner yet; "
+                          "`augengine plan` counts them, `augengine.nst.generate` runs them")
     plan = make_plan(config)
     out = config.output
     store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,

@@ -40,3 +40,37 @@ __all__ = [
     "relevance_weights",
     "total_loss",
 ]
+
+# The style-transfer engine: iterative optimisation, the feed-forward (AdaIN) network, its
+# training and mass generation, and per-sample quality checks.
+from augengine.nst.feedforward import Decoder, StyleNet, adain, align_statistics, feature_stats
+from augengine.nst.generate import generate
+from augengine.nst.iterative import StylizeResult, stylize
+from augengine.nst.quality import QualityScores, assess_quality, ssim, style_distance
+from augengine.nst.training import (
+    TrainResult,
+    load_checkpoint,
+    load_style_net,
+    state_sha256,
+    train_feedforward,
+)
+
+__all__ += [
+    "Decoder",
+    "QualityScores",
+    "StyleNet",
+    "StylizeResult",
+    "TrainResult",
+    "adain",
+    "align_statistics",
+    "assess_quality",
+    "feature_stats",
+    "generate",
+    "load_checkpoint",
+    "load_style_net",
+    "ssim",
+    "state_sha256",
+    "style_distance",
+    "stylize",
+    "train_feedforward",
+]
