@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augengine.errors import InputError
 from augengine.sources import discover, load_sample, read_busi
 from augengine.sources._image import to_gray_uint8
+from tests.sources.helpers import one_line_error as _error
 
 H, W = 6, 5
 
@@ -41,14 +41,6 @@ def busi(tmp_path):
     save(tmp_path / "normal" / "c.png", sixteen)
     save(tmp_path / "normal" / "c_mask.png", np.zeros((H, W), np.uint8))
     return tmp_path
-
-
-def _error(call) -> str:
-    with pytest.raises(InputError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, f"multi-line error: {message!r}"
-    return message
 
 
 def test_reads_every_class_with_ids_and_labels(busi):

@@ -6,9 +6,9 @@ import pytest
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 
-from augengine.errors import InputError
 from augengine.sources import discover, load_sample, read_dicom
 from augengine.sources.dicom import _read_pixels_cached
+from tests.sources.helpers import one_line_error as _error
 
 
 def write_dicom(path, pixels, photometric="MONOCHROME2", frames=None, bits_stored=None,
@@ -47,14 +47,6 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", frames=None, bits_store
 
 
 GREY = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
-
-
-def _error(call) -> str:
-    with pytest.raises(InputError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, f"multi-line error: {message!r}"
-    return message
 
 
 def test_mono_with_pixel_spacing(tmp_path):

@@ -9,6 +9,7 @@ from augengine.errors import ConfigError, InputError
 from augengine.simulate import simulate_dataset
 from augengine.sources import UNKNOWN_LABEL, discover, load_sample, read_oasbud
 from augengine.sources.oasbud import _read_mat_cached
+from tests.sources.helpers import one_line_error as _error
 
 SHAPE = (32, 8)
 
@@ -94,14 +95,6 @@ def test_empty_rf2_means_single_scan_and_numeric_ids(tmp_path):
     path = write_mat(tmp_path / "x.mat", [lesion(7, rf2=np.zeros((0, 0), np.int16))])
     samples = read_oasbud(path)
     assert [s.sample_id for s in samples] == ["7/rf1"], [s.sample_id for s in samples]
-
-
-def _error(call) -> str:
-    with pytest.raises(InputError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, f"multi-line error: {message!r}"
-    return message
 
 
 def test_truncated_file(tmp_path, phantoms):

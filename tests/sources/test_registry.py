@@ -21,11 +21,11 @@ def phantoms(tmp_path_factory):
 
 
 def test_reader_names():
-    assert sorted(READERS) == ["busi", "dicom", "oasbud", "rf_npz"]
+    assert sorted(READERS) == ["busi", "dicom", "oasbud", "rf_npz", "store"]
 
 
 def test_unknown_reader():
-    allowed = "unknown reader 'png'; allowed: oasbud, rf_npz, busi, dicom"
+    allowed = "unknown reader 'png'; allowed: oasbud, rf_npz, busi, dicom, store"
     with pytest.raises(ConfigError, match=allowed):
         discover("png", "x")
     ref = SampleRef("png", "x", "", "a", "a", 0, False)

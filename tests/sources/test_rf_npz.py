@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augengine.errors import InputError
 from augengine.sources import UNKNOWN_LABEL, discover, load_sample, read_oasbud, read_rf_npz
+from tests.sources.helpers import one_line_error as _error
 
 SHAPE = (32, 8)
 
@@ -19,14 +19,6 @@ def write(path, **members):
     contents.update(members)
     np.savez(path, **{k: v for k, v in contents.items() if v is not None})
     return path
-
-
-def _error(call) -> str:
-    with pytest.raises(InputError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, f"multi-line error: {message!r}"
-    return message
 
 
 def test_minimal_file_uses_documented_defaults(tmp_path):
