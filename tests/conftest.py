@@ -27,6 +27,18 @@ else:
     BACKENDS.append(pytest.param(None, id="cupy", marks=requires_gpu))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests use tiny tensors: one thread is fastest and avoids OpenMP contention on a busy
+    2-core machine (measured 0.02 s vs 1.5 s per ResNet-18 forward with 2 threads under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
