@@ -22,9 +22,12 @@ $(VENV)/.installed-core: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(PIP) install --quiet -e .
 	touch $@
 
-# Tests also compile every CUDA kernel (CuPy + NVRTC wheels) and compare with the `srad` package.
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PIP) install --quiet -e ".[gpu,test]"
+# Tests also compile every CUDA kernel (CuPy + NVRTC wheels), compare with the `srad` package,
+# run the DALI loaders and launch Horovod ranks. Horovod is built from its sdist with a C++17
+# patch (about 5 minutes once; the wheel is cached under ~/.cache/augengine/wheels).
+$(VENV)/.installed-test: pyproject.toml .ci/build-horovod.sh $(VENV)/.torch-$(TORCH_VERSION)
+	$(PIP) install --quiet -e ".[gpu,train,test]"
+	bash .ci/build-horovod.sh $(VENV)
 	touch $@
 
 demo: $(VENV)/.installed-core
@@ -37,6 +40,9 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_reconstruction.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_srad.py
+	$(PY) benchmarks/bench_bmode_gpu.py
+	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_nst.py
 
 clean:
 	rm -rf demo-output .pytest_cache

@@ -73,9 +73,13 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_preview(args) -> int:
-    from augengine.preview import preview_store
+    from augengine.preview import preview_nst, preview_store
 
-    print(preview_store(args.store, args.out, count=args.count))
+    if args.nst:
+        print(preview_nst(args.store, args.out, count=min(args.count, 12),
+                          classifier=args.classifier))
+    else:
+        print(preview_store(args.store, args.out, count=args.count))
     return 0
 
 
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=int, default=32)
+    p.add_argument("--nst", action="store_true",
+                   help="style-transfer rows: content | style | result (| relevance)")
+    p.add_argument("--classifier", default=None,
+                   help="with --nst: a local classifier checkpoint for the LRP relevance column")
     p.set_defaults(func=_cmd_preview)
 
     p = sub.add_parser("demo", help="simulate phantoms, run the demo job, verify and preview")

@@ -19,6 +19,26 @@ from augengine.pipeline import describe_chain
 from augengine.sources import LABEL_NAMES, SampleRef
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One output sample to make: its index, input sample, chain variant and, for style
+    transfer, the style reference (``content``/``style`` are positions in the plan's refs)."""
+
+    index: int
+    ref: SampleRef
+    variant: int
+    content: int = -1
+    style: SampleRef | None = None
+    style_position: int = -1
+
+    @property
+    def input_key(self) -> str:
+        """What the sample is made from: the input id, or ``content~style`` for NST."""
+        if self.style is None:
+            return self.ref.sample_id
+        return f"{self.ref.sample_id}~{self.style.sample_id}"
+
+
 @dataclass
 class Plan:
     config: JobConfig
@@ -62,6 +82,14 @@ class Plan:
         """The input (content) sample and variant number behind output ``index``."""
         row, variant = divmod(index, self.variants)
         return self.refs[row if self.pairs is None else int(self.pairs[row, 0])], variant
+
+    def work_item(self, index: int) -> WorkItem:
+        """Everything an actor needs to make output ``index``."""
+        ref, variant = self.item(index)
+        if self.pairs is None:
+            return WorkItem(index, ref, variant)
+        content, style = (int(i) for i in self.pairs[index // self.variants])
+        return WorkItem(index, ref, variant, content, self.refs[style], style)
 
     def style_indices(self, index: int) -> list[int]:
         """Indices into ``refs`` of the style reference(s) of output ``index`` (NST jobs)."""
@@ -116,6 +144,9 @@ def make_plan(config: JobConfig) -> Plan:
 
         pairs = plan_pairs([ref.label for ref in refs], rule=config.nst.pairing, k=config.nst.k,
                            seed=config.seed)
+        # Feed-forward AdaIN takes one style per output: k references make k pairs each.
+        pairs = np.column_stack([np.repeat(pairs[:, 0], pairs.shape[1] - 1),
+                                 pairs[:, 1:].reshape(-1)])
     return Plan(config=config, refs=refs, chains=config.chains(), source_errors=errors,
                 pairs=pairs)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from augengine.errors import InputError
 from augengine.sources import LABEL_NAMES
 from augengine.store import open_store
 
@@ -64,13 +65,14 @@ def caption(ops_json: str) -> str:
 
 
 def render_grid(images, masks, captions, colours, columns: int = 8, tile: int = 160) -> Image.Image:
-    """Tile images (with optional mask outlines) and draw a caption bar under each."""
+    """Tile grey (H, W) or RGB (H, W, 3) uint8 images (with optional mask outlines) and draw a
+    caption bar under each."""
     rows = -(-len(images) // columns)
     caption_h = 30
     grid = Image.new("RGB", (columns * tile, rows * (tile + caption_h)), (24, 24, 24))
     draw = ImageDraw.Draw(grid)
     for k, image in enumerate(images):
-        rgb = np.repeat(image[..., None], 3, axis=2)
+        rgb = image.copy() if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
         if masks is not None and masks[k] is not None and masks[k].any():
             rgb[_outline(masks[k])] = (255, 220, 0)
         x, y = (k % columns) * tile, (k // columns) * (tile + caption_h)
@@ -94,4 +96,70 @@ def preview_store(path: str | Path, out: str | Path, count: int = 32, columns: i
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     render_grid(images, masks, captions, colours, columns=columns).save(out)
+    return out
+
+
+def _rows_by_sample_id(view) -> dict[str, int]:
+    table = view.manifest.select(["sample_id", "index"])
+    return dict(zip(table["sample_id"].to_pylist(), table["index"].to_pylist()))
+
+
+def _relevance_maps(classifier_path: str, images: list[np.ndarray], labels: list[int]):
+    """LRP relevance of each content image for its own class, from a local classifier."""
+    import torch
+
+    from augengine.explain import lrp
+    from augengine.models import imagenet_normalize, load_weights, resnet18, resnet50
+
+    checkpoint = torch.load(classifier_path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint))
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    # Bottleneck blocks (ResNet-50) have a third convolution; BasicBlocks (ResNet-18) do not.
+    build = resnet50 if "layer1.0.conv3.weight" in state else resnet18
+    model = load_weights(build(num_classes=state["fc.weight"].shape[0]), classifier_path).eval()
+    x = torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1).repeat(1, 3, 1, 1)
+    relevance = lrp(model, imagenet_normalize(x), torch.tensor(labels))
+    return relevance.sum(dim=1).numpy()
+
+
+def preview_nst(path: str | Path, out: str | Path, count: int = 6,
+                classifier: str | None = None) -> Path:
+    """Rows of content | style | result (| LRP relevance of the content) for a style-transfer
+    store; contents and styles are read from the store the job read them from."""
+    from augengine.explain import relevance_heatmap
+
+    view = open_store(path)
+    rows = [r for r in view.manifest.to_pylist() if json.loads(r["ops"])[0]["op"] == "nst"]
+    if not rows:
+        raise InputError(f"{path}: no style-transfer samples (no 'nst' op in the manifest)")
+    source = open_store(view.attrs["job"]["sources"][0]["path"])
+    source_index = _rows_by_sample_id(source)
+    picks = [rows[i] for i in pick_indices(
+        [{"index": k, "label": r["label"]} for k, r in enumerate(rows)], count)]
+    tiles, captions, colours = [], [], []
+    contents, labels = [], []
+    for row in picks:
+        nst = json.loads(row["ops"])[0]
+        content = source.group["images"][source_index[nst["content_id"]]]
+        style = source.group["images"][source_index[nst["style_id"]]]
+        result = view.group["images"][row["index"]]
+        contents.append(content)
+        labels.append(row["label"])
+        tiles += [content, style, result]
+        colour = _LABEL_COLOURS.get(row["label"], (255, 255, 255))
+        captions += [f"content\n{nst['content_id']}", f"style\n{nst['style_id']}",
+                     f"result #{row['index']}\n{caption(row['ops'])}"]
+        colours += [colour] * 3
+    columns = 3
+    if classifier is not None:
+        maps = _relevance_maps(classifier, contents, labels)
+        heat = [relevance_heatmap(m, c) for m, c in zip(maps, contents)]
+        tiles = [t for k in range(len(picks)) for t in (*tiles[3 * k:3 * k + 3], heat[k])]
+        captions = [c for k in range(len(picks))
+                    for c in (*captions[3 * k:3 * k + 3], "LRP relevance\nof the content")]
+        colours = [c for k in range(len(picks)) for c in (*colours[3 * k:3 * k + 3], colours[3 * k])]
+        columns = 4
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_grid(tiles, None, captions, colours, columns=columns).save(out)
     return out

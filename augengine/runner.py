@@ -9,6 +9,7 @@ restarted (``max_restarts``) and their in-flight shard retried (``max_task_retri
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ import numpy as np
 from augengine import sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
-from augengine.errors import AugengineError, ConfigError
+from augengine.errors import AugengineError, InputError
 from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
-from augengine.plan import Plan, make_plan
+from augengine.plan import Plan, WorkItem, make_plan
 from augengine.sources import SampleRef
 
 ACTOR_MAX_RESTARTS = 3
@@ -53,28 +54,37 @@ def _host(array) -> np.ndarray:
     return array.get() if is_cupy(array) else array
 
 
-def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed: int,
-                output_size: tuple[int, int], shard_size: int, device: str = "cpu"):
+def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
+    return _frame(sources.load_sample(item.ref)), []
+
+
+def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
+                shard_size: int, device: str = "cpu",
+                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input):
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
-    ``items`` are ``(index, input ref, variant)`` in index order. A sample that fails (bad input,
-    or any error inside an op) is quarantined with its reason; the others are still made.
-    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
+    ``items`` are in index order. ``load_input(item)`` gives the frame the item's chain starts
+    from plus the ops that made it (none for a plain input; the style transfer for NST). A sample
+    that fails (bad input, or any error inside an op) is quarantined with its reason; the others
+    are still made. ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished
+    images back.
     """
     h, w = output_size
     images = np.zeros((len(items), h, w), np.uint8)
     masks = np.zeros((len(items), h, w), np.uint8)
     labels = np.full(len(items), -1, np.int8)
     rows, quarantined = [], []
-    loaded_id, frame, load_error, cache = None, None, None, {}
-    for slot, (index, ref, variant) in enumerate(items):
-        if ref.sample_id != loaded_id:
-            loaded_id, frame, load_error, cache = ref.sample_id, None, None, {}
+    loaded_key, frame, made_by, load_error, cache = None, None, [], None, {}
+    for slot, item in enumerate(items):
+        ref, variant = item.ref, item.variant
+        if item.input_key != loaded_key:
+            loaded_key, frame, made_by, load_error, cache = item.input_key, None, [], None, {}
             try:
-                frame = _on_device(_frame(sources.load_sample(ref)), device)
+                frame, made_by = load_input(item)
+                frame = _on_device(frame, device)
             except Exception as error:  # noqa: BLE001 - one bad input must not stop the shard
                 load_error = _reason(error)
-        seed = sample_seed(job_seed, ref.sample_id, variant)
+        seed = sample_seed(job_seed, item.input_key, variant)
         concrete = realise_chain(chains[variant], seed)
         reason = load_error
         if reason is None:
@@ -83,31 +93,97 @@ def build_shard(items: list[tuple[int, SampleRef, int]], chains: list, job_seed:
             except Exception as error:  # noqa: BLE001
                 reason = _reason(error)
         if reason is not None:
-            quarantined.append({"index": index, "input_id": ref.sample_id,
+            quarantined.append({"index": item.index, "input_id": item.input_key,
                                 "source_path": ref.path, "variant": variant,
-                                "shard": index // shard_size, "reason": reason})
+                                "shard": item.index // shard_size, "reason": reason})
             continue
         images[slot] = _host(out.data)
         if out.mask is not None:
             masks[slot] = _host(out.mask)
         labels[slot] = ref.label
         rows.append({
-            "index": index, "sample_id": f"{ref.sample_id}:{variant}", "input_id": ref.sample_id,
-            "source_id": ref.source_id, "source_path": ref.path, "reader": ref.reader,
-            "label": ref.label, "variant": variant, "chain": describe_chain(chains[variant]),
-            "ops": _ops_json(applied), "seed": seed, "shard": index // shard_size,
-            "has_mask": out.mask is not None, "sha256": store.image_sha256(images[slot]),
+            "index": item.index, "sample_id": f"{item.input_key}:{variant}",
+            "input_id": ref.sample_id, "source_id": ref.source_id, "source_path": ref.path,
+            "reader": ref.reader, "label": ref.label, "variant": variant,
+            "chain": describe_chain(chains[variant]),
+            "ops": json.dumps(made_by + [{"op": op, **params} for op, params in applied],
+                              sort_keys=True),
+            "seed": seed, "shard": item.index // shard_size, "has_mask": out.mask is not None,
+            "sha256": store.image_sha256(images[slot]),
         })
     return images, masks, labels, rows, quarantined
+
+
+class StyleTransferInputs:
+    """An actor's style-transfer state: every input image loaded once, the trained network, and
+    the AdaIN statistics of every image encoded once, so each shard only encodes its contents."""
+
+    def __init__(self, refs: list[SampleRef], nst: dict, device: str):
+        import torch
+
+        from augengine.nst.generate import image_statistics
+        from augengine.nst.training import load_checkpoint, load_style_net
+
+        self.refs, self.nst = refs, nst
+        self.torch_device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        samples, self.errors = [], {}
+        for position, ref in enumerate(refs):
+            try:
+                samples.append(sources.load_sample(ref))
+            except Exception as error:  # noqa: BLE001 - its pairs are quarantined, not the run
+                samples.append(None)
+                self.errors[position] = _reason(error)
+        shapes = {s.image.shape for s in samples if s is not None}
+        if len(shapes) > 1:
+            raise InputError(f"nst: input images must share one size, found {sorted(shapes)[:3]}; "
+                             "resize them in an earlier job (reader: store)")
+        (shape,) = shapes
+        self.samples = samples
+        self.images = np.stack([s.image if s is not None else np.zeros(shape, np.uint8)
+                                for s in samples])
+        checkpoint = load_checkpoint(nst["checkpoint"])
+        self.net = load_style_net(nst["checkpoint"], nst["encoder_weights"], self.torch_device)
+        self.statistics = image_statistics(self.net, self.images, nst["batch_size"],
+                                           self.torch_device)
+        with open(nst["checkpoint"], "rb") as f:
+            checkpoint_sha256 = hashlib.sha256(f.read()).hexdigest()
+        config = checkpoint["config"]
+        self.record = {"op": "nst", "mode": nst["mode"], "alpha": nst["alpha"],
+                       "checkpoint_sha256": checkpoint_sha256,
+                       "loss": {key: config[key] for key in ("alpha", "beta", "content_layers",
+                                                             "style_layers", "lrp", "c")}}
+        self.styled: dict[tuple[int, int], np.ndarray] = {}
+
+    def prepare(self, items: list[WorkItem]) -> None:
+        """Style every (content, style) pair of a shard in batches, before its chains run."""
+        from augengine.nst.generate import generate
+
+        wanted = sorted({(i.content, i.style_position) for i in items
+                         if i.content not in self.errors and i.style_position not in self.errors})
+        self.styled = {}
+        if not wanted:
+            return
+        pairs = np.array(wanted, np.int64)
+        for rows, batch in generate(self.net, self.images, pairs, self.nst["batch_size"],
+                                    self.torch_device, alpha=self.nst["alpha"],
+                                    statistics=self.statistics):
+            for row, image in zip(rows, batch):
+                self.styled[wanted[row]] = image
+
+    def load(self, item: WorkItem) -> tuple[Frame, list[dict]]:
+        for position in (item.content, item.style_position):
+            if position in self.errors:
+                raise InputError(f"{self.refs[position].sample_id}: {self.errors[position]}")
+        content = self.samples[item.content]
+        frame = _frame(content)
+        frame = replace(frame, data=self.styled[(item.content, item.style_position)])
+        return frame, [dict(self.record, content_id=item.ref.sample_id,
+                            style_id=item.style.sample_id)]
 
 
 def _reason(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return text if isinstance(error, AugengineError) else f"{type(error).__name__}: {text}"
-
-
-def _ops_json(applied) -> str:
-    return json.dumps([{"op": op, **params} for op, params in applied], sort_keys=True)
 
 
 def _actor_device() -> str:
@@ -127,10 +203,12 @@ def _actor_device() -> str:
 class ShardWorker:
     """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given."""
 
-    def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int):
+    def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int,
+                 nst: dict | None = None, refs: list[SampleRef] | None = None):
         self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
         self.output_size, self.shard_size = tuple(output_size), shard_size
         self.device = _actor_device()
+        self.nst, self.refs, self._style_inputs = nst, refs, None
 
     def device_name(self) -> str:
         return self.device
@@ -139,8 +217,15 @@ class ShardWorker:
         return os.getpid()
 
     def process_shard(self, shard: int, start: int, items: list):
+        load_input = _load_input
+        if self.nst is not None:
+            if self._style_inputs is None:
+                self._style_inputs = StyleTransferInputs(self.refs, self.nst, self.device)
+            self._style_inputs.prepare(items)
+            load_input = self._style_inputs.load
         images, masks, labels, rows, quarantined = build_shard(
-            items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device)
+            items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
+            load_input)
         store.write_shard(self.store_path, start, images, labels, masks)
         return shard, rows, quarantined
 
@@ -218,8 +303,11 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
 
     started = time.perf_counter()
     if config.nst is not None:
-        raise ConfigError("nst: running style-transfer jobs is not wired into the runner yet; "
-                          "`augengine plan` counts them, `augengine.nst.generate` runs them")
+        from augengine.nst.training import load_style_net
+
+        # Fail on the driver, in one line, before any actor starts: a missing or corrupt
+        # checkpoint or the wrong encoder weights.
+        load_style_net(config.nst.checkpoint, config.nst.encoder_weights)
     plan = make_plan(config)
     out = config.output
     store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,
@@ -236,11 +324,13 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
         try:
             workers, options = _actor_options(config, len(todo))
             actor_class = ray.remote(ShardWorker).options(**options)
-            actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed, out.size,
-                                         out.shard_size) for _ in range(workers)]
+            nst = None if config.nst is None else config.nst.model_dump()
+            actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
+                                         out.size, out.shard_size, nst,
+                                         plan.refs if nst else None) for _ in range(workers)]
             pool = ActorPool(actors)
-            work = [(s, plan.shard_indices(s).start,
-                     [(i, *plan.item(i)) for i in plan.shard_indices(s)]) for s in todo]
+            work = [(s, plan.shard_indices(s).start, [plan.work_item(i) for i in
+                                                      plan.shard_indices(s)]) for s in todo]
             for shard, rows, quarantined in pool.map_unordered(
                     lambda actor, unit: actor.process_shard.remote(*unit), work):
                 store.write_journal(out.path, shard, rows, quarantined)

@@ -60,7 +60,10 @@ def test_post_steps_multiply_the_pairs(paper_store):
 
 def test_within_class_k(paper_store):
     plan = make_plan(parse_job(nst_job(paper_store, pairing="within_class_k", k=3)))
-    assert plan.n_samples == 800 and len(plan.style_indices(0)) == 3
+    assert plan.n_samples == 2400, "k = 3 references: three (content, style) pairs per image"
+    assert [int(i) for i in plan.pairs[:3, 0]] == [0, 0, 0]
+    styles = [plan.style_indices(i)[0] for i in range(3)]
+    assert len(set(styles)) == 3 and 0 not in styles and all(s < 348 for s in styles)
 
 
 def test_plan_command_prints_the_count(paper_store, tmp_path, capsys):

@@ -30,7 +30,7 @@ from augengine.nst.feedforward import (
     feature_stats,
 )
 
-__all__ = ["generate", "to_uint8", "to_unit"]
+__all__ = ["generate", "image_statistics", "to_uint8", "to_unit"]
 
 
 def to_unit(images: np.ndarray, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -114,6 +114,7 @@ def generate(
     channels_last: bool = False,
     alpha: float = 1.0,
     max_feature_bytes: float | None = None,
+    statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Style every (content, style) pair of a plan, encoding each image once; yield uint8 batches.
 
@@ -148,6 +149,10 @@ def generate(
     max_feature_bytes : float, optional
         Device memory the stored content features may take; default half the free memory of a
         GPU, unlimited on the CPU.
+    statistics : (Tensor, Tensor), optional
+        Channel mean and std of EVERY image of ``images`` from :func:`image_statistics`. A caller
+        that generates many batches of pairs over the same images (a Ray actor working through
+        shards) computes them once; then only the content images of ``pairs`` are encoded here.
 
     Yields
     ------
@@ -185,46 +190,80 @@ def generate(
     if channels_last:
         net.to(memory_format=torch.channels_last)
     budget = _feature_budget(device) if max_feature_bytes is None else max_feature_bytes
+    if statistics is not None and len(statistics[0]) != n_images:
+        raise InputError(f"statistics cover {len(statistics[0])} images, images has {n_images}")
     return _run(net, images, pairs, (height, width), batch_size, device, dtype, channels_last,
-                alpha, budget)
+                alpha, budget, statistics)
 
 
-def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alpha, budget):
+def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
+                     dtype: torch.dtype | None = None, channels_last: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel mean and std of the encoder features of every image of ``images`` (N, H, W)
+    uint8, each (N, C, 1, 1) on ``device``: the style side of AdaIN, for ``generate(...,
+    statistics=...)``."""
+    n_images, _, _ = _check_images(images)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device).eval()
+    everything = np.arange(n_images)
+    mean, std, _ = _encode(net, images, everything, np.full(n_images, -1), batch_size, device,
+                           dtype, channels_last, budget=0.0)
+    return mean, std
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _encode(net, images, indices, content_slot, batch_size, device, dtype, channels_last, budget):
+    """Encode ``images[indices]`` once each: their channel statistics (rows follow ``indices``)
+    and a bank of the features of those with ``content_slot >= 0`` (rows = that slot)."""
     float_dtype = next(net.parameters()).dtype
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def autocast():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=dtype)
-
-    used = np.unique(pairs)
-    # slot: row of an image in the statistics; content_slot: its row in the feature bank.
-    slot = np.full(int(used[-1]) + 1, -1, dtype=np.int64)
-    slot[used] = np.arange(used.size)
-    contents = np.unique(pairs[:, 0])
-    content_slot = np.full_like(slot, -1)
-    content_slot[contents] = np.arange(contents.size)
-
+    n_contents = int((content_slot[indices] >= 0).sum())
     # Inference mode is entered per batch, never across a yield: it is thread-local state that
     # would otherwise leak into the caller's code between batches.
     means, stds, bank = [], [], None
-    for start in range(0, used.size, batch_size):
-        chunk = used[start:start + batch_size]
+    for start in range(0, indices.size, batch_size):
+        chunk = indices[start:start + batch_size]
         with torch.inference_mode():
             x = to_unit(_read(images, chunk), device, float_dtype)
-            with autocast():
+            with _autocast(device, dtype):
                 features = net.encode(x.contiguous(memory_format=memory_format))
             mean, std = feature_stats(features, net.eps)
             means.append(mean)
             stds.append(std)
-            if bank is None:
-                bank = _allocate_bank(contents.size, features, device, budget)
             keep = np.flatnonzero(content_slot[chunk] >= 0)
             if keep.size:
+                if bank is None:
+                    bank = _allocate_bank(n_contents, features, device, budget)
                 rows = torch.from_numpy(content_slot[chunk[keep]]).to(bank.device)
                 bank[rows] = features[torch.from_numpy(keep).to(device)].to(bank.device)
-    mean, std = torch.cat(means), torch.cat(stds)
+    return torch.cat(means), torch.cat(stds), bank
+
+
+def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alpha, budget,
+         statistics):
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    contents = np.unique(pairs[:, 0])
+    if statistics is None:
+        used = np.unique(pairs)
+    else:
+        used = contents
+    # slot: row of an image in the statistics; content_slot: its row in the feature bank.
+    n_slots = max(int(pairs.max()) + 1, len(statistics[0]) if statistics is not None else 0)
+    slot = np.full(n_slots, -1, dtype=np.int64)
+    content_slot = np.full_like(slot, -1)
+    content_slot[contents] = np.arange(contents.size)
+    mean, std, bank = _encode(net, images, used, content_slot, batch_size, device, dtype,
+                              channels_last, budget)
+    if statistics is None:
+        slot[used] = np.arange(used.size)
+    else:
+        slot[:] = np.arange(n_slots)
+        mean, std = statistics
 
     for start in range(0, pairs.shape[0], batch_size):
         rows = np.arange(start, min(start + batch_size, pairs.shape[0]))
@@ -235,7 +274,7 @@ def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alp
             s = torch.from_numpy(slot[style]).to(device)
             aligned = blend(align_statistics(features, mean[c], std[c], mean[s], std[s]),
                             features, alpha)
-            with autocast():
+            with _autocast(device, dtype):
                 out = net.decode(aligned.contiguous(memory_format=memory_format), size)
             batch = to_uint8(out)
         yield rows, batch

@@ -278,3 +278,21 @@ def test_generate_rejects_bad_settings(net, images):
         generate(net, images, [[0, 1]], batch_size=0)
     with pytest.raises(ConfigError, match="alpha"):
         generate(net, images, [[0, 1]], alpha=-0.1)
+
+
+def test_precomputed_statistics_give_the_same_images_and_encode_only_contents(net, images):
+    from augengine.nst.generate import generate, image_statistics
+
+    pairs = plan_pairs([0, 0, 0, 1, 1, 1])
+    direct = np.concatenate([out for _, out in generate(net, images, pairs, batch_size=5)])
+    statistics = image_statistics(net, images, batch_size=4)
+    encoded = []
+    hook = net.encoder.conv1.register_forward_hook(lambda m, i, o: encoded.append(o.shape[0]))
+    try:
+        shard = pairs[3:9]                                  # contents 1 and 2 only
+        reused = np.concatenate([out for _, out in generate(net, images, shard, batch_size=5,
+                                                            statistics=statistics)])
+    finally:
+        hook.remove()
+    np.testing.assert_array_equal(reused, direct[3:9])
+    assert sum(encoded) == 2, f"only the 2 content images should be encoded, got {sum(encoded)}"
