@@ -49,6 +49,9 @@ _CAPTION = {
     "scale": lambda p: f"x{p['factor']:.2f}",
     "gaussian_blur": lambda p: f"blur{p['sigma']:g}",
     "jpeg": lambda p: f"jpeg{p['quality']}",
+    "nst": lambda p: "nst",
+    "srad": lambda p: f"srad{p['iterations']}",
+    "srad_series": lambda p: f"srad-s{p['scale']}",
 }
 
 
@@ -59,7 +62,7 @@ def caption(ops_json: str) -> str:
         name = step.pop("op")
         if name in _CAPTION:
             parts.append(_CAPTION[name](step))
-        elif name not in ("identity", "scan_convert", "resize"):
+        elif name not in ("identity", "scan_convert", "resize", "from_store"):
             parts.append(name)
     return " ".join(parts) or "original"
 
@@ -122,6 +125,10 @@ def _relevance_maps(classifier_path: str, images: list[np.ndarray], labels: list
     return relevance.sum(dim=1).numpy()
 
 
+def _nst_record(ops_json: str) -> dict | None:
+    return next((step for step in json.loads(ops_json) if step["op"] == "nst"), None)
+
+
 def preview_nst(path: str | Path, out: str | Path, count: int = 6,
                 classifier: str | None = None) -> Path:
     """Rows of content | style | result (| LRP relevance of the content) for a style-transfer
@@ -129,7 +136,7 @@ def preview_nst(path: str | Path, out: str | Path, count: int = 6,
     from augengine.explain import relevance_heatmap
 
     view = open_store(path)
-    rows = [r for r in view.manifest.to_pylist() if json.loads(r["ops"])[0]["op"] == "nst"]
+    rows = [r for r in view.manifest.to_pylist() if _nst_record(r["ops"]) is not None]
     if not rows:
         raise InputError(f"{path}: no style-transfer samples (no 'nst' op in the manifest)")
     source = open_store(view.attrs["job"]["sources"][0]["path"])
@@ -139,7 +146,7 @@ def preview_nst(path: str | Path, out: str | Path, count: int = 6,
     tiles, captions, colours = [], [], []
     contents, labels = [], []
     for row in picks:
-        nst = json.loads(row["ops"])[0]
+        nst = _nst_record(row["ops"])
         content = source.group["images"][source_index[nst["content_id"]]]
         style = source.group["images"][source_index[nst["style_id"]]]
         result = view.group["images"][row["index"]]

@@ -55,7 +55,8 @@ def _host(array) -> np.ndarray:
 
 
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
-    return _frame(sources.load_sample(item.ref)), []
+    sample = sources.load_sample(item.ref)
+    return _frame(sample), list(sample.meta.get("made_by", []))
 
 
 def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
@@ -177,7 +178,8 @@ class StyleTransferInputs:
         content = self.samples[item.content]
         frame = _frame(content)
         frame = replace(frame, data=self.styled[(item.content, item.style_position)])
-        return frame, [dict(self.record, content_id=item.ref.sample_id,
+        return frame, [*content.meta.get("made_by", []),
+                       dict(self.record, content_id=item.ref.sample_id,
                             style_id=item.style.sample_id)]
 
 

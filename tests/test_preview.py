@@ -35,3 +35,9 @@ def test_render_grid_size():
     images = [np.full((32, 32), 100, np.uint8)] * 5
     grid = render_grid(images, None, ["a\nb"] * 5, [(255, 255, 255)] * 5, columns=4, tile=50)
     assert grid.size == (200, 2 * 80)
+
+
+def test_caption_skips_history_and_names_style_transfer():
+    ops = json.dumps([{"op": "from_store", "ops": []}, {"op": "nst", "style_id": "b"},
+                      {"op": "srad", "iterations": 10}])
+    assert caption(ops) == "nst srad10"

@@ -46,14 +46,15 @@ def test_nst_job_writes_every_pair_with_its_provenance(ray_session, trained):
     assert result.written == plan.n_samples and result.quarantined == 0
     assert store.verify_store(result.path) == []
     rows = store.open_store(result.path).manifest.to_pylist()
-    first = json.loads(rows[0]["ops"])
-    assert first[0]["op"] == "nst" and first[0]["content_id"] == "t0:0"
-    assert first[0]["style_id"] == "t0:0" and len(first[0]["checkpoint_sha256"]) == 64
-    assert {"alpha", "beta", "style_layers"} <= set(first[0]["loss"])
-    assert rows[3]["sample_id"] == "t0:0~t1:0:1" and json.loads(rows[3]["ops"])[1]["op"] == "srad"
+    history, nst = json.loads(rows[0]["ops"])[:2]
+    assert history["op"] == "from_store" and history["sample_id"] == "t0:0"
+    assert nst["op"] == "nst" and nst["content_id"] == "t0:0"
+    assert nst["style_id"] == "t0:0" and len(nst["checkpoint_sha256"]) == 64
+    assert {"alpha", "beta", "style_layers"} <= set(nst["loss"])
+    assert rows[3]["sample_id"] == "t0:0~t1:0:1" and json.loads(rows[3]["ops"])[2]["op"] == "srad"
     # Within-class: a content's styles are from its own class only.
     for row in rows:
-        nst = json.loads(row["ops"])[0]
+        nst = json.loads(row["ops"])[1]
         assert int(nst["content_id"][1]) // 3 == int(nst["style_id"][1]) // 3, row["sample_id"]
 
 

@@ -2,8 +2,9 @@
 -> style transfer, or a second round of augmentation on B-mode images).
 
 Each manifest row is one sample: ``sample_id`` and ``source_id`` carry over (so splits by source
-stay leak-free across jobs), the image and mask come from the arrays, and ``meta["ops"]`` holds the
-row's op chain (with ``dynamic_range_db`` lifted out when the chain had a ``bmode`` step, for SRAD).
+stay leak-free across jobs), the image and mask come from the arrays, and ``meta["made_by"]``
+holds the row's history as a ``from_store`` op (recorded first in the next store's manifest), with
+``dynamic_range_db`` lifted out of its ``bmode`` step, however many stores back, for SRAD.
 """
 from __future__ import annotations
 
@@ -64,9 +65,25 @@ def load_store(ref: SampleRef) -> Sample:
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"{ref.path}: sample {ref.sample_id!r} (index {index}): "
                          f"cannot be read ({error})") from None
-    meta = {"path": ref.path, "index": index, "ops": ops}
-    bmode = [step for step in ops if step.get("op") == "bmode"]
-    if bmode:
-        meta["dynamic_range_db"] = bmode[-1]["dynamic_range_db"]
+    # The ops that made this image travel on as the first entry of the next job's chain, so a
+    # store's manifest holds the whole history back to the raw source.
+    meta = {"path": ref.path, "index": index,
+            "made_by": [{"op": "from_store", "store": ref.path, "sample_id": ref.sample_id,
+                         "ops": ops}]}
+    dynamic_range = _dynamic_range(ops)
+    if dynamic_range is not None:
+        meta["dynamic_range_db"] = dynamic_range
     return Sample(sample_id=ref.sample_id, source_id=ref.source_id, label=ref.label, image=image,
                   roi=roi, meta=meta)
+
+
+def _dynamic_range(ops: list[dict]) -> float | None:
+    """The dynamic range of the last ``bmode`` in a history, looking into earlier stores."""
+    for step in reversed(ops):
+        if step.get("op") == "bmode":
+            return step["dynamic_range_db"]
+        if step.get("op") == "from_store":
+            found = _dynamic_range(step["ops"])
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,431 @@
+"""One interface over the ways a training job runs: a single process, Horovod, or torch DDP.
+
+The training loop (:mod:`augengine.train.loop`) talks only to a :class:`Distributed` object, so the
+three cases share one code path:
+
+* :class:`Distributed` itself is the single process: rank 0 of 1, every collective a no-op.
+* :class:`HorovodDistributed` follows seed 002's recipe: ``hvd.init()``,
+  ``hvd.DistributedOptimizer`` (gradients averaged by ring all-reduce), parameters and optimizer
+  state broadcast from rank 0, the learning rate scaled by ``hvd.size()`` (done by the loop).
+* :class:`TorchDistributed` does the same with ``torch.distributed``: the model wrapped in
+  ``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), parameters broadcast at wrapping, the
+  optimizer state broadcast as an object.
+
+BatchNorm running statistics are the one state that gradient averaging does not keep equal: each
+rank updates them from its own batches. :meth:`Distributed.average_buffers` averages every
+floating-point buffer over the ranks (call it at each epoch end), so the ranks evaluate and save
+identical models. DDP's per-forward buffer broadcast is switched off for the same reason: both
+backends then treat buffers the same way.
+
+Launching. ``processes > 1`` re-runs the training command under a launcher on this machine:
+``horovodrun --gloo -np N -H localhost:N`` for Horovod, ``python -m torch.distributed.run
+--standalone --nproc-per-node N`` (torchrun) for DDP (:func:`launch_command`). A process knows it
+is a launched rank from its environment (:func:`launched_backend`), so it trains instead of
+launching again. :func:`run_on_ray` runs the ranks as Ray actors through
+``horovod.ray.RayExecutor`` instead, so a job can be submitted with ``ray job submit``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from augengine.errors import ConfigError
+
+__all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
+           "init_distributed", "launch", "launch_command", "launched_backend", "run_on_ray",
+           "weights_sha256"]
+
+#: Multi-process backends, as named by ``--backend``.
+BACKENDS = ("horovod", "ddp")
+
+# The folder holding the ``augengine`` package: launched ranks and Ray actors import the same copy.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a ``state_dict``'s names, dtypes, shapes and bytes, in sorted-name order.
+
+    Equal for equal weights on any device, so ranks and checkpoints can be compared by it.
+    Scalars (BatchNorm's ``num_batches_tracked``) are hashed too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> state = {"w": torch.zeros(2), "n": torch.tensor(3)}
+    >>> weights_sha256(state) == weights_sha256({"n": torch.tensor(3), "w": torch.zeros(2)})
+    True
+    >>> weights_sha256(state) == weights_sha256({"w": torch.ones(2), "n": torch.tensor(3)})
+    False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Distributed:
+    """The single-process case, and the interface the training loop uses for every backend.
+
+    Attributes
+    ----------
+    name : str
+        ``"single"``, ``"horovod"`` or ``"ddp"``.
+    rank, size : int
+        This process's rank and the number of ranks (0 and 1 here).
+    local_rank, local_size : int
+        Rank and rank count on this machine (CUDA device index, CPU thread share).
+
+    Examples
+    --------
+    >>> import torch
+    >>> dist = Distributed()
+    >>> dist.sum(torch.tensor([2.0, 3.0])).tolist(), dist.gather_objects("a")
+    ([2.0, 3.0], ['a'])
+    """
+
+    name = "single"
+
+    def __init__(self):
+        self.rank, self.size = 0, 1
+        self.local_rank, self.local_size = 0, 1
+
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        """Wrap for distributed training; returns ``(model, optimizer)`` to train with.
+
+        :meth:`unwrap` gives back the plain model (for evaluation and checkpoints).
+        """
+        return model, optimizer
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The plain module inside whatever :meth:`prepare` returned."""
+        return model
+
+    def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        with_optimizer: bool) -> None:
+        """Make every rank start from rank 0's parameters (and optimizer state when asked)."""
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of a CPU tensor over the ranks (every rank gets the result)."""
+        return values
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` on every rank (picklable objects)."""
+        return obj
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj]
+
+    def average_buffers(self, model: torch.nn.Module) -> None:
+        """Average the floating-point buffers (BatchNorm running statistics) over the ranks."""
+
+    def close(self) -> None:
+        """Leave the process group (no-op for one process)."""
+
+
+class HorovodDistributed(Distributed):
+    """Horovod ranks (``horovodrun`` or ``horovod.ray.RayExecutor``); calls ``hvd.init()``."""
+
+    name = "horovod"
+
+    def __init__(self):
+        try:
+            import horovod.torch as hvd
+        except ImportError as error:
+            raise ConfigError(f"backend 'horovod' needs horovod.torch, which cannot be imported "
+                              f"({error}); build it with .ci/build-horovod.sh (docs/install.md) "
+                              "or use --backend ddp") from None
+        hvd.init()
+        self.hvd = hvd
+        self.rank, self.size = hvd.rank(), hvd.size()
+        self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
+        self._calls = 0
+
+    def _name(self, what: str) -> str:
+        # Horovod matches collectives across ranks by name; every rank makes the same calls in
+        # the same order, so a counter gives matching, never-reused names.
+        self._calls += 1
+        return f"augengine.{what}.{self._calls}"
+
+    def prepare(self, model, optimizer):
+        return model, self.hvd.DistributedOptimizer(optimizer,
+                                                    named_parameters=model.named_parameters())
+
+    def broadcast_state(self, model, optimizer, with_optimizer):
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        # A fresh optimizer has no state to share, and on an empty state Horovod would first
+        # run a zero-gradient step(): broadcast only a resumed one.
+        if with_optimizer:
+            self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def sum(self, values):
+        return self.hvd.allreduce(values, op=self.hvd.Sum, name=self._name("sum"))
+
+    def broadcast_object(self, obj):
+        return self.hvd.broadcast_object(obj, root_rank=0, name=self._name("broadcast"))
+
+    def gather_objects(self, obj):
+        return self.hvd.allgather_object(obj, name=self._name("gather"))
+
+    def average_buffers(self, model):
+        for name, buffer in model.named_buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(self.hvd.allreduce(buffer.detach(), op=self.hvd.Average,
+                                                name=self._name(f"buffer.{name}")))
+
+    def close(self):
+        self.hvd.shutdown()
+
+
+class TorchDistributed(Distributed):
+    """torch DDP ranks started by torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` set).
+
+    Parameters
+    ----------
+    device_type : {"cpu", "cuda"}
+        ``cuda`` uses NCCL on device ``cuda:<LOCAL_RANK>``, ``cpu`` gloo.
+    """
+
+    name = "ddp"
+
+    def __init__(self, device_type: str):
+        import torch.distributed as dist
+
+        self.dist = dist
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+        self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
+        self.device = torch.device("cuda", self.local_rank) if device_type == "cuda" \
+            else torch.device("cpu")
+
+    def prepare(self, model, optimizer):
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False), optimizer
+
+    def unwrap(self, model):
+        return getattr(model, "module", model)
+
+    def broadcast_state(self, model, optimizer, with_optimizer):
+        # Wrapping in DistributedDataParallel broadcasts the parameters; this covers a state
+        # loaded before wrapping too, and the optimizer, which DDP leaves alone.
+        for tensor in model.state_dict().values():
+            self.dist.broadcast(tensor, src=0)
+        if with_optimizer:
+            optimizer.load_state_dict(self.broadcast_object(optimizer.state_dict()))
+
+    def _on_wire(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device) if self.device.type == "cuda" else tensor
+
+    def sum(self, values):
+        total = self._on_wire(values.clone())
+        self.dist.all_reduce(total, op=self.dist.ReduceOp.SUM)
+        return total.to(values.device)
+
+    def broadcast_object(self, obj):
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_objects(self, obj):
+        out = [None] * self.size
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def average_buffers(self, model):
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                total = self._on_wire(buffer.detach().clone())
+                self.dist.all_reduce(total, op=self.dist.ReduceOp.SUM)
+                buffer.copy_(total.to(buffer.device) / self.size)
+
+    def close(self):
+        self.dist.destroy_process_group()
+
+
+def launched_backend(environ: Mapping[str, str] | None = None) -> str | None:
+    """The launcher this process was started by, from its environment, or None.
+
+    ``horovodrun`` and ``horovod.ray.RayExecutor`` set ``HOROVOD_RANK``; torchrun sets
+    ``TORCHELASTIC_RUN_ID`` (and ``RANK``/``WORLD_SIZE``).
+
+    Examples
+    --------
+    >>> launched_backend({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2"})
+    'horovod'
+    >>> launched_backend({"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"})
+    'ddp'
+    >>> launched_backend({}) is None
+    True
+    """
+    environ = os.environ if environ is None else environ
+    if "HOROVOD_RANK" in environ:
+        return "horovod"
+    if "TORCHELASTIC_RUN_ID" in environ or ("RANK" in environ and "WORLD_SIZE" in environ):
+        return "ddp"
+    return None
+
+
+def init_distributed(backend: str | None, device_type: str = "cpu") -> Distributed:
+    """The :class:`Distributed` of this process.
+
+    Parameters
+    ----------
+    backend : {"horovod", "ddp"} or None
+        None (or a process no launcher started) is the single process; a launched rank must be
+        told the backend of its launcher.
+    device_type : {"cpu", "cuda"}
+        Where the rank computes (DDP picks NCCL for CUDA, gloo for CPU).
+
+    Raises
+    ------
+    ConfigError
+        An unknown backend, a process launched by the other launcher, or Horovod missing.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    launched = launched_backend()
+    if launched is None or backend is None:
+        return Distributed()
+    if launched != backend:
+        raise ConfigError(f"--backend {backend} but this process was started by the {launched} "
+                          f"launcher; use --backend {launched}")
+    return HorovodDistributed() if backend == "horovod" else TorchDistributed(device_type)
+
+
+def _horovodrun() -> str:
+    found = shutil.which("horovodrun", path=str(Path(sys.executable).parent)) \
+        or shutil.which("horovodrun")
+    if found is None:
+        raise ConfigError("backend 'horovod' with --processes > 1 needs horovodrun, found neither "
+                          f"next to {sys.executable} nor on PATH; build Horovod with "
+                          ".ci/build-horovod.sh or use --backend ddp")
+    return found
+
+
+def launch_command(backend: str, processes: int, command: Sequence[str]) -> list[str]:
+    """The command line that runs ``command`` as ``processes`` ranks on this machine.
+
+    Parameters
+    ----------
+    backend : {"horovod", "ddp"}
+    processes : int
+        Ranks, >= 2.
+    command : sequence of str
+        The rank's program and arguments; starts with a Python interpreter (``sys.executable``),
+        which torchrun re-uses.
+
+    Returns
+    -------
+    list of str
+        ``horovodrun --gloo -np N -H localhost:N --disable-cache <command>``, or
+        ``python -m torch.distributed.run --standalone --nproc-per-node N <command[1:]>``.
+
+    Examples
+    --------
+    >>> launch_command("ddp", 2, ["python", "-m", "augengine.train.cli", "quality"])[1:6]
+    ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2']
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 2:
+        raise ConfigError(f"launching needs processes >= 2, got {processes!r}")
+    if backend == "horovod":
+        # Gloo, not MPI: the Horovod build here has no MPI. --disable-cache: no stale host check.
+        return [_horovodrun(), "--gloo", "-np", str(processes), "-H", f"localhost:{processes}",
+                "--disable-cache", *command]
+    return [command[0], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            str(processes), *command[1:]]
+
+
+def _rank_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [_PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    # Each rank sets its own thread count; OpenMP's default would oversubscribe the cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def launch(backend: str, processes: int, command: Sequence[str]) -> int:
+    """Run ``command`` as ``processes`` ranks (:func:`launch_command`); returns the exit code.
+
+    The ranks inherit this environment, with the folder of the running ``augengine`` first on
+    ``PYTHONPATH`` so that they import the same copy.
+    """
+    return subprocess.call(launch_command(backend, processes, command), env=_rank_environment())
+
+
+def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: bool = False,
+               address: str | None = None) -> list:
+    """Run ``function(**kwargs)`` on ``processes`` Horovod ranks as Ray actors.
+
+    Uses ``horovod.ray.RayExecutor``: the actors get Horovod's rendezvous environment, so
+    ``function`` can call ``hvd.init()`` (:class:`HorovodDistributed`). Connects to ``address``,
+    ``$RAY_ADDRESS`` (as under ``ray job submit``) or else starts an embedded Ray.
+
+    Parameters
+    ----------
+    function : callable
+        Module-level (so picklable by reference) training entry, e.g.
+        ``augengine.train.cli.ray_rank``.
+    kwargs : mapping
+        Its keyword arguments (picklable).
+    processes : int
+        Ranks (actors), >= 1.
+    use_gpu : bool
+        One GPU per actor.
+    address : str, optional
+        Ray cluster address.
+
+    Returns
+    -------
+    list
+        Each rank's return value, in rank order.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        from horovod.ray import RayExecutor
+    except ImportError as error:
+        raise ConfigError(f"--ray needs ray and horovod.ray, which cannot be imported ({error})"
+                          ) from None
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigError(f"processes must be an integer >= 1, got {processes!r}")
+    started = False
+    if not ray.is_initialized():
+        runtime_env = {"env_vars": {"PYTHONPATH": _rank_environment()["PYTHONPATH"],
+                                    "OMP_NUM_THREADS": "1"}}
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, runtime_env=runtime_env)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env,
+                     object_store_memory=100 * 1024**2)
+        started = True
+    try:
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        # Whole-CPU actors filling a small node starve Ray's own tasks: leave one share free.
+        per_worker = min(1.0, round(cpus / (processes + 1), 2))
+        executor = RayExecutor(RayExecutor.create_settings(timeout_s=120), num_workers=processes,
+                               cpus_per_worker=per_worker, use_gpu=use_gpu)
+        executor.start()
+        try:
+            return executor.run(function, kwargs=dict(kwargs))
+        finally:
+            executor.shutdown()
+    finally:
+        if started:
+            ray.shutdown()
