@@ -50,6 +50,8 @@ def _cmd_inspect(args) -> int:
         print(f"{key:<14} {info[key]}")
     print(f"{'size':<14} {info['bytes_on_disk'] / 1e6:.1f} MB on disk")
     print(f"{'counts':<14} {info['counts']}")
+    if info["nst_quality_mean"]:
+        print(f"{'nst quality':<14} {info['nst_quality_mean']} (means over samples)")
     print("by label:")
     for label, n in info["by_label"].items():
         print(f"  {label:<6} {n:>10}")

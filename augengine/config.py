@@ -148,6 +148,9 @@ class NstConfig(_Strict):
     #: Content-style trade-off of AdaIN, 1 = full style.
     alpha: float = Field(default=1.0, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=4096)
+    #: Record per sample the SSIM to the content image and the style distance to the style image
+    #: before and after (at the decoder's style layers); costs about one more encoder pass each.
+    quality_checks: bool = True
 
     @model_validator(mode="after")
     def _k_matches_rule(self):

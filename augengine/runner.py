@@ -154,6 +154,13 @@ class StyleTransferInputs:
                        "loss": {key: config[key] for key in ("alpha", "beta", "content_layers",
                                                              "style_layers", "lrp", "c")}}
         self.styled: dict[tuple[int, int], np.ndarray] = {}
+        self.quality: dict[tuple[int, int], dict] = {}
+        self.extractor = None
+        if nst["quality_checks"]:
+            from augengine.models import feature_extractor
+
+            self.extractor = feature_extractor(self.net.encoder, tuple(config["style_layers"]))
+            self.quality_c = config["c"]
 
     def prepare(self, items: list[WorkItem]) -> None:
         """Style every (content, style) pair of a shard in batches, before its chains run."""
@@ -165,11 +172,27 @@ class StyleTransferInputs:
         if not wanted:
             return
         pairs = np.array(wanted, np.int64)
+        self.quality = {}
         for rows, batch in generate(self.net, self.images, pairs, self.nst["batch_size"],
                                     self.torch_device, alpha=self.nst["alpha"],
                                     statistics=self.statistics):
             for row, image in zip(rows, batch):
                 self.styled[wanted[row]] = image
+            if self.extractor is not None:
+                self._assess(pairs[rows], batch, [wanted[row] for row in rows])
+
+    def _assess(self, pairs: np.ndarray, results: np.ndarray, keys: list) -> None:
+        from augengine.nst.generate import to_unit
+        from augengine.nst.quality import assess_quality
+
+        device = self.torch_device
+        scores = assess_quality(to_unit(results, device), to_unit(self.images[pairs[:, 0]], device),
+                                to_unit(self.images[pairs[:, 1]], device), self.extractor,
+                                self.quality_c)
+        for k, key in enumerate(keys):
+            self.quality[key] = {"ssim_to_content": round(float(scores.ssim[k]), 6),
+                                 "style_distance_before": round(float(scores.style_before[k]), 6),
+                                 "style_distance_after": round(float(scores.style_after[k]), 6)}
 
     def load(self, item: WorkItem) -> tuple[Frame, list[dict]]:
         for position in (item.content, item.style_position):
@@ -178,9 +201,10 @@ class StyleTransferInputs:
         content = self.samples[item.content]
         frame = _frame(content)
         frame = replace(frame, data=self.styled[(item.content, item.style_position)])
-        return frame, [*content.meta.get("made_by", []),
-                       dict(self.record, content_id=item.ref.sample_id,
-                            style_id=item.style.sample_id)]
+        record = dict(self.record, content_id=item.ref.sample_id, style_id=item.style.sample_id)
+        if self.extractor is not None:
+            record["quality"] = self.quality[(item.content, item.style_position)]
+        return frame, [*content.meta.get("made_by", []), record]
 
 
 def _reason(error: Exception) -> str:

@@ -279,9 +279,16 @@ def inspect_store(path: str | Path) -> dict:
     rows = view.manifest.to_pylist()
     size = sum(f.stat().st_size for f in view.path.rglob("*") if f.is_file())
     images = view.group["images"]
+    quality = [step["quality"] for row in rows for step in json.loads(row["ops"])
+               if step.get("op") == "nst" and "quality" in step]
+    nst_quality = None
+    if quality:
+        nst_quality = {key: round(float(np.mean([q[key] for q in quality])), 4)
+                       for key in quality[0]}
     return {
         "path": str(view.path),
         "job": view.attrs.get("job", {}).get("name"),
+        "nst_quality_mean": nst_quality,
         "images": f"{tuple(images.shape)} {images.dtype}",
         "masks": "masks" in view.group,
         "shards": -(-images.shape[0] // view.attrs["shard_size"]),

@@ -51,6 +51,11 @@ def test_nst_job_writes_every_pair_with_its_provenance(ray_session, trained):
     assert nst["op"] == "nst" and nst["content_id"] == "t0:0"
     assert nst["style_id"] == "t0:0" and len(nst["checkpoint_sha256"]) == 64
     assert {"alpha", "beta", "style_layers"} <= set(nst["loss"])
+    quality = nst["quality"]
+    assert 0 < quality["ssim_to_content"] <= 1 and quality["style_distance_before"] == 0.0, \
+        f"t0 styled by itself starts at style distance 0: {quality}"
+    other = json.loads(rows[2]["ops"])[1]["quality"]
+    assert other["style_distance_before"] > 0, other
     assert rows[3]["sample_id"] == "t0:0~t1:0:1" and json.loads(rows[3]["ops"])[2]["op"] == "srad"
     # Within-class: a content's styles are from its own class only.
     for row in rows:

@@ -208,7 +208,7 @@ def _train_arm(store: Path, run_dir: Path, settings: Mapping, seed: int, loader:
     from augengine.train.loop import TrainConfig, train
 
     config = TrainConfig("classifier", str(store), str(run_dir), seed=seed, loader=loader,
-                         **settings, **arm)
+                         **{**settings, **arm})
     return train(config, backend=None)
 
 
@@ -329,13 +329,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"(defaults {EXPERIMENT_SETTINGS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    # The experiment sets these itself (--out, --seed, --loader and the arms).
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {
+        "task", "data", "out", "seed", "loader", "resume", "train_where", "test_where",
+        "train_originals_only"}
     overrides = {}
     try:
         for item in args.set:
             name, _, value = item.partition("=")
-            if name not in types:
-                raise ConfigError(f"--set {item!r}: no training setting {name!r}")
+            if name not in known:
+                raise ConfigError(f"--set {item!r}: {name!r} is not a training setting --set may "
+                                  "change (--out, --seed and --loader have flags of their own)")
             overrides[name] = _parse_value(value)
         _EXPERIMENTS[args.experiment](args.out, args.n_benign, args.n_malignant, args.seed,
                                       args.loader, overrides)
