@@ -1,4 +1,4 @@
-"""The ``augengine`` command: simulate, plan, run, inspect, verify, preview, demo.
+"""The ``augengine`` command: simulate, plan, run, inspect, verify, preview, demo, train.
 
 Errors in user input end the command with one line on stderr (exit 2), never a traceback.
 """
@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--address", default=None)
     p.set_defaults(func=_cmd_demo)
+
+    from augengine.train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
