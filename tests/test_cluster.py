@@ -55,11 +55,17 @@ def stop_group(process: subprocess.Popen) -> None:
 def ray_head():
     """A Ray head on free ports, with its dashboard for `ray job submit`."""
     port, dashboard = free_port(), free_port()
+    # Every per-node agent port too: the defaults (e.g. 52365 for the job agent) are taken by
+    # the embedded Ray other tests run, and an agent that cannot bind never serves job
+    # submissions ("No available agent to submit job").
+    agent_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}", *agent_ports],
         env=env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dashboard}"
     try:
