@@ -5,6 +5,8 @@ Nothing here downloads anything: weights come from local files only.
 """
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,3 +295,26 @@ def fit_classifier(store_path, out_path, arch: str = "resnet18", epochs: int = 2
     torch.save({"state_dict": model.state_dict(), "arch": arch, "num_classes": num_classes,
                 "image_size": image_size, "epoch_losses": losses}, out_path)
     return FitResult(out_path, tuple(losses), tuple(accuracies))
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a ``state_dict``'s names, dtypes, shapes and bytes, in sorted-name order.
+
+    Equal for equal weights on any device, so ranks and checkpoints can be compared by it.
+    Scalars (BatchNorm's ``num_batches_tracked``) are hashed too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> state = {"w": torch.zeros(2), "n": torch.tensor(3)}
+    >>> state_sha256(state) == state_sha256({"n": torch.tensor(3), "w": torch.zeros(2)})
+    True
+    >>> state_sha256(state) == state_sha256({"w": torch.ones(2), "n": torch.tensor(3)})
+    False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -51,7 +51,6 @@ from augengine.nst.training import (
     TrainResult,
     load_checkpoint,
     load_style_net,
-    state_sha256,
     train_feedforward,
 )
 
@@ -69,7 +68,6 @@ __all__ += [
     "load_checkpoint",
     "load_style_net",
     "ssim",
-    "state_sha256",
     "style_distance",
     "stylize",
     "train_feedforward",

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augengine.models.weights import state_sha256
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
 from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
@@ -57,7 +58,6 @@ __all__ = [
     "TrainResult",
     "load_checkpoint",
     "load_style_net",
-    "state_sha256",
     "train_feedforward",
 ]
 
@@ -97,28 +97,6 @@ class TrainResult:
     start_epoch: int
     epochs_run: int
     rank: int = 0
-
-
-def state_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a ``state_dict``'s names, dtypes, shapes and bytes, in sorted-name order.
-
-    Equal for equal weights on any device, so ranks and checkpoints can be compared by it.
-
-    Examples
-    --------
-    >>> import torch
-    >>> a = {"w": torch.zeros(2)}
-    >>> state_sha256(a) == state_sha256({"w": torch.zeros(2)})
-    True
-    >>> state_sha256(a) == state_sha256({"w": torch.ones(2)})
-    False
-    """
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _file_sha256(path) -> str | None:

@@ -98,8 +98,8 @@ _OPTIONS = (
     _Option("--loader-workers", "value", {"type": int, "default": 0,
                                           "help": "reader processes per rank"}),
     _Option("--loader-threads", "value", {"type": int, "help": "DALI threads per rank"}),
-    _Option("--augment", "bool", {"default": True,
-                                  "help": "random flips/rot90/affine in the loader"}),
+    _Option("--augment", "bool", {"help": "random flips/rot90/affine in the loader (default: "
+                                          "on for segmenter and quality, off for classifier)"}),
     _Option("--train-originals-only", "switch", {"help": "train on original rows only"}),
     _Option("--eval-all-variants", "switch", {"help": "validate/test on variants too"}),
     _Option("--train-where", "list", {"help": "train/val row filter op.param=value "

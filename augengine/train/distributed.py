@@ -26,7 +26,6 @@ launching again. :func:`run_on_ray` runs the ranks as Ray actors through
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -39,37 +38,13 @@ import torch
 from augengine.errors import ConfigError
 
 __all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
-           "init_distributed", "launch", "launch_command", "launched_backend", "run_on_ray",
-           "weights_sha256"]
+           "init_distributed", "launch", "launch_command", "launched_backend", "run_on_ray"]
 
 #: Multi-process backends, as named by ``--backend``.
 BACKENDS = ("horovod", "ddp")
 
 # The folder holding the ``augengine`` package: launched ranks and Ray actors import the same copy.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over a ``state_dict``'s names, dtypes, shapes and bytes, in sorted-name order.
-
-    Equal for equal weights on any device, so ranks and checkpoints can be compared by it.
-    Scalars (BatchNorm's ``num_batches_tracked``) are hashed too.
-
-    Examples
-    --------
-    >>> import torch
-    >>> state = {"w": torch.zeros(2), "n": torch.tensor(3)}
-    >>> weights_sha256(state) == weights_sha256({"n": torch.tensor(3), "w": torch.zeros(2)})
-    True
-    >>> weights_sha256(state) == weights_sha256({"w": torch.ones(2), "n": torch.tensor(3)})
-    False
-    """
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class Distributed:

@@ -25,7 +25,7 @@ Files of a run directory:
 * ``checkpoint.pt`` -- ``model`` (the best-validation-loss weights: ``load_weights`` reads them),
   ``last_model``, ``optimizer``, ``scheduler`` (the state to resume from), ``epoch``,
   ``history``, early-stopping state, ``config``, ``world_size`` and ``sha256`` (of
-  ``last_model``, :func:`~augengine.train.distributed.weights_sha256`).
+  ``last_model``, :func:`~augengine.models.weights.state_sha256`).
 * ``splits.json``, ``log.jsonl``, ``metrics.json``, ``report.md``, ``curves.png`` and, for the
   classifier, ``roc.png`` and ``confusion_matrix.png``.
 * ``rank{r}.json`` -- each rank's final ``sha256`` (``debug_rank_hashes``), to check that the
@@ -45,7 +45,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,8 @@ import torch
 from augengine.errors import ConfigError, InputError
 from augengine.store import open_store
 from augengine.train.augment import GeometryRange, normalization_stats
-from augengine.train.distributed import Distributed, init_distributed, weights_sha256
+from augengine.models.weights import state_sha256
+from augengine.train.distributed import Distributed, init_distributed
 from augengine.train.loader import DaliLoader, TorchLoader, dali_pipeline
 from augengine.train.splits import (
     assign_split,
@@ -135,8 +136,10 @@ class TrainConfig:
     loader_workers, loader_threads : int
         Reader processes (DALI ``py_num_workers`` / DataLoader ``num_workers``) and DALI CPU
         threads per rank (None: the cores shared among the local ranks).
-    augment : bool
-        Random flips, rot90 and a small affine in the loader (seeds 000, 004).
+    augment : bool, optional
+        Random flips, rot90 and a small affine in the loader, drawn per sample and epoch (on for
+        the segmenter, seeds 000 and 004, and the quality regressor, seed 003; off for the
+        classifier, whose seed 002 recipe augments offline).
     train_originals_only : bool
         Train on the original rows only (no stored variants).
     eval_all_variants : bool
@@ -179,7 +182,7 @@ class TrainConfig:
     loader: str = "dali"
     loader_workers: int = 0
     loader_threads: int | None = None
-    augment: bool = True
+    augment: bool | None = None
     train_originals_only: bool = False
     eval_all_variants: bool = False
     train_where: tuple[tuple[str, object], ...] = ()
@@ -340,10 +343,9 @@ def _select(config: TrainConfig, task: Task, view, splits_file: Path | None):
     selected = {}
     for split, mask in chosen.items():
         if not mask.any():
-            raise InputError(f"{config.data}: the {split} split has no rows for the {task.name} "
-                             f"after filtering (sources {len(splits[split])}, originals only: "
-                             f"{split != 'train' and not config.eval_all_variants}, filters "
-                             f"{config.test_where if split == 'test' else config.train_where})")
+            raise InputError(f"{config.data}: no {split} rows left for the {task.name}: "
+                             f"{len(splits[split])} sources in the split, none with rows passing "
+                             "the originals-only and --train-where/--test-where filters")
         selected[split] = np.sort(index[mask])
     summary = summarize_splits(splits, sources[usable].tolist(), labels[usable].tolist())
     for split, rows in selected.items():
@@ -423,7 +425,7 @@ def load_checkpoint(path) -> dict:
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
         raise InputError(f"{path}: not an augengine training checkpoint (needs keys "
                          f"{', '.join(keys)})")
-    if weights_sha256(checkpoint["last_model"]) != checkpoint["sha256"]:
+    if state_sha256(checkpoint["last_model"]) != checkpoint["sha256"]:
         raise InputError(f"{path}: weights do not match their recorded sha256 (corrupted)")
     return checkpoint
 
@@ -595,7 +597,7 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
             _log_epoch(run_dir, state, train_values, val_values, time.perf_counter() - began,
                        dist.size)
 
-    final_sha = weights_sha256(model.state_dict())
+    final_sha = state_sha256(model.state_dict())
     if config.debug_rank_hashes:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_rank_hash(run_dir, dist, state["epoch"], final_sha)
@@ -648,7 +650,7 @@ def _save_checkpoint(path, task, model, best_model, optimizer, scheduler, state,
                   "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict() if scheduler is not None else {},
                   **copy.deepcopy(state), "config": settings, "world_size": world_size,
-                  "sha256": weights_sha256(last)}, path)
+                  "sha256": state_sha256(last)}, path)
 
 
 def _log_epoch(run_dir: Path, state: Mapping, train_values: Mapping, val_values: Mapping,

@@ -16,6 +16,11 @@ segmenter      U-Net (seed 004) or DSA-U++ (seed 000),      Adadelta lr 1e-3, ba
 quality        ResNet-18 regressing a score; MSE (seed 003) Adam lr 1e-3, batch 16, 10 epochs
 =============  ===========================================  ==================================
 
+The loader's random geometry (flips, rot90, a small affine; :mod:`augengine.train.augment`) is
+on for the segmenter (seeds 000, 004) and the quality regressor (seed 003), off for the
+classifier: seed 002 augments offline, and rot90 would hide the lesion's orientation to the skin,
+a BI-RADS sign of malignancy.
+
 Quality pseudo-labels (seed 003) are made on the fly by the engine's own ops: each training image
 is served as the original (score 100), its JPEG re-encoding (:func:`augengine.ops.jpeg`, 60) or
 its Gaussian blur (:func:`augengine.ops.gaussian_blur`, 30), drawn per sample and epoch;
@@ -295,7 +300,8 @@ class ClassifierTask(Task):
     name = "classifier"
     defaults = MappingProxyType({
         "arch": "resnet50", "epochs": 20, "batch_size": 32, "optimizer": "sgd", "lr": 1e-4,
-        "momentum": 0.9, "patience": 7, "lr_schedule": True, "image_size": 224})
+        "momentum": 0.9, "patience": 7, "lr_schedule": True, "image_size": 224,
+        "augment": False})
     monitor = ("accuracy",)
     class_names = ("benign", "malignant")
 
@@ -345,7 +351,8 @@ class SegmenterTask(Task):
     name = "segmenter"
     defaults = MappingProxyType({
         "model": "unet", "epochs": 40, "batch_size": 4, "optimizer": "adadelta", "lr": 1e-3,
-        "momentum": 0.0, "patience": 0, "lr_schedule": False, "image_size": 224})
+        "momentum": 0.0, "patience": 0, "lr_schedule": False, "image_size": 224,
+        "augment": True})
     with_masks = True
     channels = 1
     monitor = ("dice", "iou")
@@ -413,7 +420,8 @@ class QualityTask(Task):
     name = "quality"
     defaults = MappingProxyType({
         "arch": "resnet18", "epochs": 10, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
-        "momentum": 0.0, "patience": 0, "lr_schedule": False, "image_size": 224})
+        "momentum": 0.0, "patience": 0, "lr_schedule": False, "image_size": 224,
+        "augment": True})
     monitor = ()
     #: Target score per kind label, in :data:`QUALITY_KINDS` order.
     scores = torch.tensor([QUALITY_SCORES[kind] for kind in QUALITY_KINDS])

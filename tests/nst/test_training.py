@@ -3,7 +3,6 @@ logs are written, a resumed run equals an uninterrupted one, the LRP relevance i
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import numpy as np
@@ -19,9 +18,9 @@ from augengine.nst.training import (
     CHECKPOINT,
     load_checkpoint,
     load_style_net,
-    state_sha256,
     train_feedforward,
 )
+from augengine.models.weights import state_sha256
 
 #: Small settings shared by every run: ResNet-18 to layer2 on 32 x 32 images, 8 pairs per epoch
 #: (one random same-class reference per image), two steps of 4 per epoch.
@@ -73,13 +72,6 @@ def three_epochs(texture_store, tmp_path_factory):
     """An uninterrupted 3-epoch run: (its out_dir, its result)."""
     out = tmp_path_factory.mktemp("uninterrupted")
     return out, _train(texture_store, out, epochs=3)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(training, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0, (
-        f"augengine.nst.training: {result.failed} of {result.attempted} examples failed"
-    )
 
 
 def test_loss_falls(three_epochs):

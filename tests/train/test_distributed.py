@@ -21,8 +21,8 @@ from augengine.train.distributed import (
     launch,
     launch_command,
     launched_backend,
-    weights_sha256,
 )
+from augengine.models.weights import state_sha256
 
 
 def require_horovod():
@@ -37,16 +37,16 @@ def require_horovod():
 
 # --- pure helpers -------------------------------------------------------------------------------
 
-def test_weights_sha256_is_equal_for_equal_weights_only():
+def test_state_sha256_is_equal_for_equal_weights_only():
     state = {"weight": torch.arange(4.0), "num_batches_tracked": torch.tensor(7)}
     same = {"num_batches_tracked": torch.tensor(7), "weight": torch.arange(4.0)}
-    assert weights_sha256(state) == weights_sha256(same), "key order changed the hash"
+    assert state_sha256(state) == state_sha256(same), "key order changed the hash"
     for changed in ({"weight": torch.arange(4.0), "num_batches_tracked": torch.tensor(8)},
                     {"weight": torch.arange(4.0).reshape(2, 2),
                      "num_batches_tracked": torch.tensor(7)},
                     {"weight": torch.arange(4.0).double(),
                      "num_batches_tracked": torch.tensor(7)}):
-        assert weights_sha256(changed) != weights_sha256(state), \
+        assert state_sha256(changed) != state_sha256(state), \
             f"{changed} hashed like {state} (scalar, shape and dtype must count)"
 
 
@@ -121,7 +121,8 @@ def test_single_process_collectives_are_identities():
 RANK_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch
-    from augengine.train.distributed import init_distributed, weights_sha256
+    from augengine.models.weights import state_sha256
+    from augengine.train.distributed import init_distributed
 
     backend, out = sys.argv[1], sys.argv[2]
     dist = init_distributed(backend, "cpu")
@@ -130,7 +131,7 @@ RANK_SCRIPT = textwrap.dedent("""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(4, 3)).square().sum().backward()
     optimizer.step()  # rank-specific momentum buffers
-    before = weights_sha256(model.state_dict())
+    before = state_sha256(model.state_dict())
     dist.broadcast_state(model, optimizer, with_optimizer=True)
     momentum = optimizer.state[model[0].weight]["momentum_buffer"].flatten().tolist()
     model[1].running_var.fill_(dist.rank + 1.0)  # 1 and 2: the average is 1.5
@@ -145,7 +146,7 @@ RANK_SCRIPT = textwrap.dedent("""
         "rank": dist.rank, "size": dist.size, "before": before,
         "broadcast_momentum": momentum,
         "running_var": running_var,
-        "after_step": weights_sha256(model.state_dict()),
+        "after_step": state_sha256(model.state_dict()),
         "sum": dist.sum(torch.tensor([dist.rank + 1.0], dtype=torch.float64)).tolist(),
         "gathered": dist.gather_objects(f"r{dist.rank}"),
         "broadcast": dist.broadcast_object(f"from{dist.rank}"),

@@ -7,6 +7,7 @@ classes; one epoch at 32 px.
 """
 from __future__ import annotations
 
+import doctest
 import json
 
 import numpy as np
@@ -25,6 +26,14 @@ from augengine.train.experiments import (
 )
 
 TINY = {"image_size": 32, "epochs": 1, "batch_size": 8, "fractions": (0.5, 0.25, 0.25)}
+
+
+def test_docstring_examples():
+    import augengine.train.experiments as module
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0, \
+        f"{result.failed} of {result.attempted} examples failed"
 
 
 def test_dynamic_range_job_makes_nine_originals_per_frame(phantom_dir, tmp_path):

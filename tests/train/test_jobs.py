@@ -14,6 +14,8 @@ runs. Horovod (DALI) tests FAIL when Horovod (DALI) cannot be imported, unless
 from __future__ import annotations
 
 import dataclasses
+import doctest
+import importlib
 import json
 import os
 import subprocess
@@ -103,6 +105,14 @@ def require_dali():
                     "set AUGENGINE_SKIP_DALI=1 to skip the DALI tests")
 
 
+@pytest.mark.parametrize("module", ["augengine.train.tasks", "augengine.train.loop",
+                                    "augengine.train.distributed", "augengine.train.cli"])
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module}: no examples found"
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
+
+
 # --- losses, pseudo-labels, sources -------------------------------------------------------------
 
 def test_dice_bce_loss_by_hand():
@@ -182,11 +192,12 @@ def test_rows_where_filters_by_op_parameter(tiny_store):
 
 @pytest.mark.parametrize("task, expected", [
     ("classifier", {"arch": "resnet50", "epochs": 20, "batch_size": 32, "optimizer": "sgd",
-                    "lr": 1e-4, "momentum": 0.9, "patience": 7, "lr_schedule": True}),
+                    "lr": 1e-4, "momentum": 0.9, "patience": 7, "lr_schedule": True,
+                    "augment": False}),
     ("segmenter", {"model": "unet", "epochs": 40, "batch_size": 4, "optimizer": "adadelta",
-                   "lr": 1e-3, "patience": 0}),
+                   "lr": 1e-3, "patience": 0, "augment": True}),
     ("quality", {"arch": "resnet18", "epochs": 10, "batch_size": 16, "optimizer": "adam",
-                 "lr": 1e-3}),
+                 "lr": 1e-3, "augment": True}),
 ])
 def test_recipe_defaults_from_the_seeds(task, expected):
     config = resolve_config(TrainConfig(task, "ds.zarr", "run"))
@@ -240,6 +251,10 @@ def test_errors_end_as_one_line(tiny_store, tmp_path, capsys):
     code = main(["classifier", "--data", str(tiny_store), "--out", str(tmp_path / "run"),
                  "--resume", *TINY])
     assert code == 2 and "checkpoint not found (nothing to resume)" in capsys.readouterr().err
+    code = main(["classifier", "--data", str(tiny_store), "--out", str(tmp_path / "run"),
+                 "--test-where", "bmode.dynamic_range_db=99", *TINY])
+    assert code == 2 and "no test rows left for the classifier: 2 sources in the split" in \
+        capsys.readouterr().err, "a filter matching no test row must be named"
 
 
 # --- single-process runs --------------------------------------------------------------------------
