@@ -416,3 +416,20 @@ def test_jobs_entry_runs_horovod_ranks_on_ray(tiny_store, tmp_path):
     assert hashes[0] == hashes[1] == load_checkpoint(out / "checkpoint.pt")["sha256"], \
         f"Ray ranks {hashes} differ"
     assert "1 epoch(s) run after 0 on 2 rank(s)" in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_trained_classifier_loads_as_an_lrp_network(two_rank_runs, tiny_store):
+    """The checkpoint's best weights load into the project's plain ResNet, which LRP explains."""
+    import zarr
+
+    from augengine.explain import lrp
+    from augengine.models import imagenet_normalize, load_weights, resnet18
+
+    _require("ddp")
+    run = two_rank_runs("ddp")
+    model = load_weights(resnet18(num_classes=2), run["out"] / "checkpoint.pt").eval()
+    images = zarr.open_group(tiny_store, mode="r")["images"][:2]
+    x = imagenet_normalize(torch.from_numpy(images).float().div(255).unsqueeze(1))
+    relevance = lrp(model, x, torch.tensor([0, 1]))
+    assert relevance.shape == (2, 3, *images.shape[1:]) and torch.isfinite(relevance).all()
