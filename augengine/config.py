@@ -137,12 +137,25 @@ class NstConfig(_Strict):
     plans becomes one output, then goes through the job's ``steps`` (e.g. SRAD, as the paper
     post-processes)."""
 
-    mode: Literal["feedforward"] = "feedforward"
-    #: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file).
-    checkpoint: str
-    #: The local encoder weights the decoder was trained with (checked by sha256); None when it
-    #: was trained on the seeded random encoder.
+    #: ``feedforward``: a trained AdaIN decoder, one pass per pair. ``iterative``: optimise each
+    #: output from its content image (the paper's method; ~minutes per image on a CPU).
+    mode: Literal["feedforward", "iterative"] = "feedforward"
+    #: Feed-forward: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file).
+    checkpoint: str | None = None
+    #: Local ResNet weights: feed-forward, the encoder the decoder was trained with (checked by
+    #: sha256; None for the seeded random encoder); iterative, the feature network (ImageNet).
     encoder_weights: str | None = None
+    #: Iterative: feature network, steps, style weight and layers (Eq. 1, w_l = 1).
+    arch: Literal["resnet18", "resnet50"] = "resnet50"
+    iterations: int = Field(default=1000, ge=1, le=100000)
+    beta: float = Field(default=1e4, gt=0)
+    content_layers: list[str] = Field(default_factory=lambda: ["layer2"])
+    style_layers: list[str] = Field(
+        default_factory=lambda: ["relu", "layer1", "layer2", "layer3", "layer4"])
+    #: Iterative: weight the content loss by the content image's LRP relevance for this local
+    #: classifier (the paper's XAI term); ``lrp: false`` reproduces its "without XAI" row.
+    lrp: bool = True
+    classifier: str | None = None
     pairing: Literal["within_class_all", "within_class_k"] = "within_class_all"
     k: int | None = None
     #: Content-style trade-off of AdaIN, 1 = full style.
@@ -151,6 +164,15 @@ class NstConfig(_Strict):
     #: Record per sample the SSIM to the content image and the style distance to the style image
     #: before and after (at the decoder's style layers); costs about one more encoder pass each.
     quality_checks: bool = True
+
+    @model_validator(mode="after")
+    def _mode_settings(self):
+        if self.mode == "feedforward" and self.checkpoint is None:
+            raise ValueError("mode 'feedforward' needs checkpoint (a trained decoder)")
+        if self.mode == "iterative" and self.lrp and self.classifier is None:
+            raise ValueError("mode 'iterative' with lrp needs classifier (a local checkpoint); "
+                             "or set lrp: false")
+        return self
 
     @model_validator(mode="after")
     def _k_matches_rule(self):

@@ -112,15 +112,10 @@ def _relevance_maps(classifier_path: str, images: list[np.ndarray], labels: list
     import torch
 
     from augengine.explain import lrp
-    from augengine.models import imagenet_normalize, load_weights, resnet18, resnet50
+    from augengine.models import imagenet_normalize, load_classifier
 
-    checkpoint = torch.load(classifier_path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint))
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    # Bottleneck blocks (ResNet-50) have a third convolution; BasicBlocks (ResNet-18) do not.
-    build = resnet50 if "layer1.0.conv3.weight" in state else resnet18
-    model = load_weights(build(num_classes=state["fc.weight"].shape[0]), classifier_path).eval()
-    x = torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1).repeat(1, 3, 1, 1)
+    model = load_classifier(classifier_path)
+    x = torch.from_numpy(np.stack(images)).float().div(255).unsqueeze(1)
     relevance = lrp(model, imagenet_normalize(x), torch.tensor(labels))
     return relevance.sum(dim=1).numpy()
 

@@ -116,14 +116,18 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
 
 
 class StyleTransferInputs:
-    """An actor's style-transfer state: every input image loaded once, the trained network, and
-    the AdaIN statistics of every image encoded once, so each shard only encodes its contents."""
+    """An actor's style-transfer state: every input image loaded once and the mode's network
+    built once; ``prepare`` styles a shard's pairs in batches, ``load`` hands each to its chain.
+
+    Feed-forward: the AdaIN statistics of every image are encoded once, so a shard only encodes
+    its contents. Iterative: the feature network, the loss and (with LRP) each content image's
+    relevance are built once; each batch of pairs is optimised for ``iterations`` steps.
+    """
 
     def __init__(self, refs: list[SampleRef], nst: dict, device: str):
         import torch
 
-        from augengine.nst.generate import image_statistics
-        from augengine.nst.training import load_checkpoint, load_style_net
+        from augengine.models import feature_extractor
 
         self.refs, self.nst = refs, nst
         self.torch_device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
@@ -142,40 +146,105 @@ class StyleTransferInputs:
         self.samples = samples
         self.images = np.stack([s.image if s is not None else np.zeros(shape, np.uint8)
                                 for s in samples])
-        checkpoint = load_checkpoint(nst["checkpoint"])
-        self.net = load_style_net(nst["checkpoint"], nst["encoder_weights"], self.torch_device)
-        self.statistics = image_statistics(self.net, self.images, nst["batch_size"],
-                                           self.torch_device)
-        with open(nst["checkpoint"], "rb") as f:
-            checkpoint_sha256 = hashlib.sha256(f.read()).hexdigest()
-        config = checkpoint["config"]
-        self.record = {"op": "nst", "mode": nst["mode"], "alpha": nst["alpha"],
-                       "checkpoint_sha256": checkpoint_sha256,
-                       "loss": {key: config[key] for key in ("alpha", "beta", "content_layers",
-                                                             "style_layers", "lrp", "c")}}
+        if nst["mode"] == "feedforward":
+            features, self.record, loss = self._setup_feedforward()
+        else:
+            features, self.record, loss = self._setup_iterative()
         self.styled: dict[tuple[int, int], np.ndarray] = {}
         self.quality: dict[tuple[int, int], dict] = {}
         self.extractor = None
         if nst["quality_checks"]:
-            from augengine.models import feature_extractor
+            self.extractor = feature_extractor(features, tuple(loss["style_layers"]))
+            self.quality_c = loss["c"]
 
-            self.extractor = feature_extractor(self.net.encoder, tuple(config["style_layers"]))
-            self.quality_c = config["c"]
+    def _setup_feedforward(self):
+        from augengine.nst.generate import image_statistics
+        from augengine.nst.training import load_checkpoint, load_style_net
+
+        nst = self.nst
+        config = load_checkpoint(nst["checkpoint"])["config"]
+        self.net = load_style_net(nst["checkpoint"], nst["encoder_weights"], self.torch_device)
+        self.statistics = image_statistics(self.net, self.images, nst["batch_size"],
+                                           self.torch_device)
+        loss = {key: config[key] for key in ("alpha", "beta", "content_layers", "style_layers",
+                                             "lrp", "c")}
+        record = {"op": "nst", "mode": "feedforward", "alpha": nst["alpha"],
+                  "checkpoint_sha256": _file_sha256(nst["checkpoint"]), "loss": loss}
+        return self.net.encoder, record, loss
+
+    def _setup_iterative(self):
+        from augengine.models import ARCHITECTURES, load_weights
+        from augengine.nst.losses import StyleTransferLoss
+
+        nst = self.nst
+        network = ARCHITECTURES[nst["arch"]]()
+        if nst["encoder_weights"] is not None:
+            load_weights(network, nst["encoder_weights"], skip_head=True)
+        self.network = network.eval().requires_grad_(False).to(self.torch_device)
+        loss = {"alpha": 1.0, "beta": nst["beta"], "content_layers": nst["content_layers"],
+                "style_layers": nst["style_layers"], "lrp": nst["lrp"], "c": 0.0}
+        self.loss = StyleTransferLoss(beta=nst["beta"], content_layers=tuple(nst["content_layers"]),
+                                      style_layers=tuple(nst["style_layers"]))
+        self.classifier = None
+        if nst["lrp"]:
+            from augengine.models import load_classifier
+
+            self.classifier = load_classifier(nst["classifier"]).to(self.torch_device)
+        self.relevance: dict[int, object] = {}
+        record = {"op": "nst", "mode": "iterative", "iterations": nst["iterations"],
+                  "encoder_sha256": _file_sha256(nst["encoder_weights"]),
+                  "classifier_sha256": _file_sha256(nst["classifier"]) if nst["lrp"] else None,
+                  "loss": loss}
+        return self.network, record, loss
+
+    def _content_relevance(self, contents: np.ndarray):
+        """LRP relevance of each content image for its own label, computed once per image."""
+        import torch
+
+        from augengine.explain import lrp
+        from augengine.models import imagenet_normalize
+        from augengine.nst.generate import to_unit
+        from augengine.nst.losses import uniform_where_unusable
+
+        missing = [int(c) for c in np.unique(contents) if int(c) not in self.relevance]
+        if missing:
+            x = imagenet_normalize(to_unit(self.images[missing], self.torch_device))
+            labels = torch.tensor([max(self.refs[c].label, 0) for c in missing])
+            for c, r in zip(missing, lrp(self.classifier, x, labels.to(x.device)).sum(dim=1)):
+                self.relevance[c] = r
+        return uniform_where_unusable(torch.stack([self.relevance[int(c)] for c in contents]))
+
+    def _style_batches(self, pairs: np.ndarray):
+        """(rows, uint8 images) batches of the styled pairs, in the mode of the job."""
+        if self.nst["mode"] == "feedforward":
+            from augengine.nst.generate import generate
+
+            yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
+                                self.torch_device, alpha=self.nst["alpha"],
+                                statistics=self.statistics)
+            return
+        from augengine.nst.generate import to_uint8, to_unit
+        from augengine.nst.iterative import stylize
+
+        for start in range(0, len(pairs), self.nst["batch_size"]):
+            rows = np.arange(start, min(start + self.nst["batch_size"], len(pairs)))
+            content = to_unit(self.images[pairs[rows, 0]], self.torch_device)
+            style = to_unit(self.images[pairs[rows, 1]], self.torch_device)
+            relevance = (self._content_relevance(pairs[rows, 0])
+                         if self.classifier is not None else None)
+            result = stylize(content, style, self.loss, self.network, relevance,
+                             iterations=self.nst["iterations"])
+            yield rows, to_uint8(result.images)
 
     def prepare(self, items: list[WorkItem]) -> None:
         """Style every (content, style) pair of a shard in batches, before its chains run."""
-        from augengine.nst.generate import generate
-
         wanted = sorted({(i.content, i.style_position) for i in items
                          if i.content not in self.errors and i.style_position not in self.errors})
-        self.styled = {}
+        self.styled, self.quality = {}, {}
         if not wanted:
             return
         pairs = np.array(wanted, np.int64)
-        self.quality = {}
-        for rows, batch in generate(self.net, self.images, pairs, self.nst["batch_size"],
-                                    self.torch_device, alpha=self.nst["alpha"],
-                                    statistics=self.statistics):
+        for rows, batch in self._style_batches(pairs):
             for row, image in zip(rows, batch):
                 self.styled[wanted[row]] = image
             if self.extractor is not None:
@@ -205,6 +274,13 @@ class StyleTransferInputs:
         if self.extractor is not None:
             record["quality"] = self.quality[(item.content, item.style_position)]
         return frame, [*content.meta.get("made_by", []), record]
+
+
+def _file_sha256(path) -> str | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _reason(error: Exception) -> str:
@@ -329,11 +405,20 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
 
     started = time.perf_counter()
     if config.nst is not None:
-        from augengine.nst.training import load_style_net
-
         # Fail on the driver, in one line, before any actor starts: a missing or corrupt
-        # checkpoint or the wrong encoder weights.
-        load_style_net(config.nst.checkpoint, config.nst.encoder_weights)
+        # checkpoint, classifier or encoder weights.
+        if config.nst.mode == "feedforward":
+            from augengine.nst.training import load_style_net
+
+            load_style_net(config.nst.checkpoint, config.nst.encoder_weights)
+        else:
+            from augengine.models import ARCHITECTURES, load_classifier, load_weights
+
+            if config.nst.encoder_weights is not None:
+                load_weights(ARCHITECTURES[config.nst.arch](), config.nst.encoder_weights,
+                             skip_head=True)
+            if config.nst.lrp:
+                load_classifier(config.nst.classifier)
     plan = make_plan(config)
     out = config.output
     store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,

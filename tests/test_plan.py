@@ -80,7 +80,8 @@ def test_plan_command_prints_the_count(paper_store, tmp_path, capsys):
     ({"pairing": "within_class_k"}, "k is required"),
     ({"k": 2}, "k is required"),
     ({"alpha": 2}, "alpha"),
-    ({"mode": "iterative"}, "mode"),
+    ({"mode": "iterative"}, "with lrp needs classifier"),
+    ({"mode": "painterly"}, "mode"),
 ])
 def test_bad_nst_settings(paper_store, nst, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -100,3 +100,23 @@ def test_nst_preview_shows_content_style_result_and_relevance(ray_session, train
     plain = preview_nst(result.path, tmp_path / "plain.png", count=2)
     with Image.open(plain) as image:
         assert image.size == (3 * 160, 2 * 190)
+
+
+def test_iterative_nst_job_with_lrp(ray_session, trained, tmp_path):
+    """The paper's optimisation per pair, its content loss weighted by the classifier's LRP."""
+    from augengine.models import fit_classifier
+
+    source, _, _ = trained
+    fit_classifier(source, tmp_path / "cls.pt", arch="resnet18", epochs=1, batch_size=4)
+    job = nst_job(source, None, tmp_path / "iter.zarr", steps=[])
+    job["nst"] = {"mode": "iterative", "arch": "resnet18", "iterations": 3, "batch_size": 9,
+                  "classifier": str(tmp_path / "cls.pt"), "beta": 1e3,
+                  "style_layers": ["relu", "layer1"], "pairing": "within_class_k", "k": 1}
+    result = run_job(parse_job(job), progress=False)
+    assert result.written == 6 and result.quarantined == 0
+    assert store.verify_store(result.path) == []
+    rows = store.open_store(result.path).manifest.to_pylist()
+    nst = json.loads(rows[0]["ops"])[1]
+    assert nst["mode"] == "iterative" and nst["iterations"] == 3 and nst["loss"]["lrp"] is True
+    assert len(nst["classifier_sha256"]) == 64 and "ssim_to_content" in nst["quality"]
+    assert nst["quality"]["ssim_to_content"] > 0.5, "3 steps from the content stay close to it"

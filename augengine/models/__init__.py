@@ -22,10 +22,17 @@ from augengine.models.heads import (
 )
 from augengine.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from augengine.models.unet import UNet, unet
-from augengine.models.weights import ARCHITECTURES, FitResult, fit_classifier, load_weights
+from augengine.models.weights import (
+    ARCHITECTURES,
+    FitResult,
+    fit_classifier,
+    load_classifier,
+    load_weights,
+)
 
 __all__ = [
     "ARCHITECTURES",
+    "load_classifier",
     "BIRADS_CLASSES",
     "BIRADS_FEATURES",
     "IMAGENET_MEAN",

@@ -20,7 +20,8 @@ from augengine.errors import ConfigError, InputError
 from augengine.models.features import imagenet_normalize
 from augengine.models.resnet import resnet18, resnet50
 
-__all__ = ["ARCHITECTURES", "FitResult", "fit_classifier", "load_weights"]
+__all__ = ["ARCHITECTURES", "FitResult", "fit_classifier", "load_classifier", "load_weights",
+           "state_sha256"]
 
 #: Architectures :func:`fit_classifier` can train, by name.
 ARCHITECTURES = {"resnet18": resnet18, "resnet50": resnet50}
@@ -318,3 +319,25 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def load_classifier(path) -> nn.Module:
+    """A benign/malignant ResNet from a local checkpoint, in eval mode, for LRP.
+
+    The architecture is read from the weights (Bottleneck blocks have a ``conv3``: ResNet-50;
+    otherwise ResNet-18) and the class count from ``fc``; any checkpoint :func:`load_weights`
+    reads works (``fit_classifier``, ``augengine train classifier``, a torchvision state dict).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: classifier checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    state = _state_dict_from(checkpoint, path)
+    if "fc.weight" not in state:
+        raise InputError(f"{path}: not a ResNet classifier (no fc.weight)")
+    build = resnet50 if "layer1.0.conv3.weight" in state else resnet18
+    return load_weights(build(num_classes=state["fc.weight"].shape[0]), path).eval()
+

@@ -21,6 +21,8 @@ values (``reduction="none"``). Targets with batch 1 are shared by all N pairs.
 
 from __future__ import annotations
 
+import logging
+
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ RESNET50_LAYERS = ("relu", "layer1", "layer2", "layer3", "layer4")
 
 _REDUCTIONS = ("mean", "none")
 _FEATURES = "(N, C, H, W)"
+
+log = logging.getLogger(__name__)
 
 
 def _check_reduction(reduction) -> None:
@@ -617,3 +621,18 @@ class StyleTransferLoss:
         content_terms, style_terms = self.terms(generated, content, style, relevance)
         total = total_loss(content_terms, style_terms, self.alpha, self.beta, self.layer_weights)
         return _reduce(total, reduction)
+
+
+def uniform_where_unusable(relevance: torch.Tensor) -> torch.Tensor:
+    """Relevance maps (N, ...) with uniform weights where an image has no finite positive
+    relevance (plain Eq. 2 for it): the weighted content loss is undefined there and
+    :func:`relevance_weights` would raise. A barely trained classifier can give such maps."""
+    positive = relevance.clamp_min(0).flatten(1).sum(dim=1)
+    unusable = ~(torch.isfinite(positive) & (positive > 0))
+    if unusable.any():
+        log.warning("%d image(s) have no positive LRP relevance; their content loss is unweighted",
+                    int(unusable.sum()))
+        relevance = relevance.clone()
+        relevance[unusable] = 1.0
+    return relevance
+

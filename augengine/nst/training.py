@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from augengine.models.weights import state_sha256
+from augengine.nst.losses import uniform_where_unusable
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
 from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
@@ -262,19 +263,6 @@ def _compute_relevance(classifier, pixels, labels, positions, config, device) ->
     return torch.cat(out) if out else torch.empty(0)
 
 
-def _uniform_where_unusable(relevance: torch.Tensor) -> torch.Tensor:
-    """Images with no finite positive relevance get uniform weights (plain Eq. 2): the weighted
-    content loss is undefined for them (``relevance_weights`` would raise)."""
-    positive = relevance.clamp_min(0).flatten(1).sum(dim=1)
-    unusable = ~(torch.isfinite(positive) & (positive > 0))
-    if unusable.any():
-        log.warning("%d image(s) have no positive LRP relevance; their content loss is unweighted",
-                    int(unusable.sum()))
-        relevance = relevance.clone()
-        relevance[unusable] = 1.0
-    return relevance
-
-
 def _relevance(out_dir, classifier_weights, pixels, labels, store_id, config, device, hvd):
     """The relevance of every image, from ``out_dir/relevance.pt`` when it was computed for the
     same store, classifier and image size; else computed (each rank a slice) and cached."""
@@ -296,7 +284,7 @@ def _relevance(out_dir, classifier_weights, pixels, labels, store_id, config, de
         relevance = torch.empty((labels.size, *mine.shape[1:]), dtype=mine.dtype)
         for part_positions, part in parts:
             relevance[torch.from_numpy(part_positions)] = part
-    relevance = _uniform_where_unusable(relevance)
+    relevance = uniform_where_unusable(relevance)
     if rank == 0:
         _atomic_save({"key": key, "relevance": relevance}, cache)
     return relevance
