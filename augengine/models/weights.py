@@ -21,7 +21,7 @@ from augengine.models.features import imagenet_normalize
 from augengine.models.resnet import resnet18, resnet50
 
 __all__ = ["ARCHITECTURES", "FitResult", "fit_classifier", "load_classifier", "load_weights",
-           "state_sha256"]
+           "read_checkpoint", "state_sha256"]
 
 #: Architectures :func:`fit_classifier` can train, by name.
 ARCHITECTURES = {"resnet18": resnet18, "resnet50": resnet50}
@@ -329,15 +329,21 @@ def load_classifier(path) -> nn.Module:
     reads works (``fit_classifier``, ``augengine train classifier``, a torchvision state dict).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: classifier checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    state = _state_dict_from(checkpoint, path)
+    state = _state_dict_from(read_checkpoint(path, "classifier checkpoint not found"), path)
     if "fc.weight" not in state:
         raise InputError(f"{path}: not a ResNet classifier (no fc.weight)")
     build = resnet50 if "layer1.0.conv3.weight" in state else resnet18
     return load_weights(build(num_classes=state["fc.weight"].shape[0]), path).eval()
+
+
+def read_checkpoint(path, missing: str = "checkpoint not found"):
+    """``torch.load`` a local file with ``weights_only=True`` (no pickled code runs), turning a
+    missing or unreadable file into a one-line ``InputError`` that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augengine.models.weights import state_sha256
+from augengine.models.weights import read_checkpoint, state_sha256
 from augengine.nst.losses import uniform_where_unusable
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
@@ -148,12 +148,7 @@ def load_checkpoint(path) -> dict:
         Missing, unreadable or corrupted file (one line naming it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    checkpoint = read_checkpoint(path)
     keys = ("decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256")
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
         raise InputError(f"{path}: not an NST training checkpoint (needs keys {', '.join(keys)})")

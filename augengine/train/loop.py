@@ -55,7 +55,7 @@ import torch
 from augengine.errors import ConfigError, InputError
 from augengine.store import open_store
 from augengine.train.augment import GeometryRange, normalization_stats
-from augengine.models.weights import state_sha256
+from augengine.models.weights import read_checkpoint, state_sha256
 from augengine.train.distributed import Distributed, init_distributed
 from augengine.train.loader import DaliLoader, TorchLoader, dali_pipeline
 from augengine.train.splits import (
@@ -414,12 +414,7 @@ def load_checkpoint(path) -> dict:
         Missing, unreadable, foreign or corrupted file (one line naming it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found (nothing to resume)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    checkpoint = read_checkpoint(path, "checkpoint not found (nothing to resume)")
     keys = ("task", "model", "last_model", "optimizer", "scheduler", "epoch", "history",
             "best_val_loss", "best_epoch", "wait", "stopped", "config", "world_size", "sha256")
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
