@@ -1,8 +1,32 @@
 """Shared fixtures: backends to parametrize over, and a GPU marker that skips cleanly."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+
+def require_dali() -> None:
+    """Fail (not skip) when DALI is missing, unless AUGENGINE_SKIP_DALI=1 asks to skip."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        if os.environ.get("AUGENGINE_SKIP_DALI") == "1":
+            pytest.skip("nvidia-dali-cuda120 is not installed (AUGENGINE_SKIP_DALI=1)")
+        pytest.fail("nvidia-dali-cuda120 is not installed: pip install nvidia-dali-cuda120, or "
+                    "set AUGENGINE_SKIP_DALI=1 to skip the DALI tests")
+
+
+def require_horovod() -> None:
+    """Fail (not skip) when Horovod is missing, unless AUGENGINE_SKIP_HOROVOD=1 asks to skip."""
+    try:
+        import horovod.torch  # noqa: F401
+    except ImportError as error:
+        if os.environ.get("AUGENGINE_SKIP_HOROVOD") == "1":
+            pytest.skip(f"horovod not importable ({error}) and AUGENGINE_SKIP_HOROVOD=1")
+        pytest.fail(f"horovod.torch cannot be imported ({error}): build it with "
+                    ".ci/build-horovod.sh, or set AUGENGINE_SKIP_HOROVOD=1 to skip")
 
 
 def _cuda_available() -> bool:

@@ -19,6 +19,7 @@ import torch
 
 from augengine.nst.training import train_feedforward
 from tests.nst.test_training import TINY, make_texture_store
+from tests.conftest import require_horovod
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +36,7 @@ ARGS = ["--arch", "resnet18", "--layer", "layer2", "--batch-size", "2", "--lr", 
 def _horovodrun() -> str:
     """Path of horovodrun; fails the test (it is not a fixture, so this is a failure, not an
     error) when Horovod is missing, unless AUGENGINE_SKIP_HOROVOD=1."""
-    try:
-        import horovod.torch  # noqa: F401
-    except ImportError as error:
-        if os.environ.get("AUGENGINE_SKIP_HOROVOD") == "1":
-            pytest.skip(f"horovod not importable ({error}) and AUGENGINE_SKIP_HOROVOD=1")
-        pytest.fail(f"horovod.torch cannot be imported ({error}): build it with "
-                    ".ci/build-horovod.sh, or set AUGENGINE_SKIP_HOROVOD=1 to skip this test")
+    require_horovod()
     runner = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     if runner is None:
         pytest.fail(f"horovod is importable but no horovodrun next to {sys.executable}")

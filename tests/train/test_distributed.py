@@ -7,7 +7,6 @@ test FAILS, unless ``AUGENGINE_SKIP_HOROVOD=1`` is set, when it is skipped.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 
@@ -23,16 +22,7 @@ from augengine.train.distributed import (
     launched_backend,
 )
 from augengine.models.weights import state_sha256
-
-
-def require_horovod():
-    try:
-        import horovod.torch  # noqa: F401
-    except ImportError as error:
-        if os.environ.get("AUGENGINE_SKIP_HOROVOD") == "1":
-            pytest.skip(f"horovod not importable ({error}) and AUGENGINE_SKIP_HOROVOD=1")
-        pytest.fail(f"horovod.torch cannot be imported ({error}): build it with "
-                    ".ci/build-horovod.sh, or set AUGENGINE_SKIP_HOROVOD=1 to skip")
+from tests.conftest import require_horovod
 
 
 # --- pure helpers -------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from augengine.train.tasks import (
     pseudo_label_kind,
     rows_where,
 )
-from tests.train.test_distributed import require_horovod
+from tests.conftest import require_dali, require_horovod
 
 REPO = Path(__file__).resolve().parents[2]
 N_LESIONS, SIZE, SHARD = 16, 32, 4
@@ -93,16 +93,6 @@ def tiny_store(tmp_path_factory):
 def one_thread(monkeypatch):
     """One CPU thread per process: on a shared 2-core machine two threads run slower."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-def require_dali():
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
-        if os.environ.get("AUGENGINE_SKIP_DALI") == "1":
-            pytest.skip("nvidia-dali-cuda120 is not installed (AUGENGINE_SKIP_DALI=1)")
-        pytest.fail("nvidia-dali-cuda120 is not installed: pip install nvidia-dali-cuda120, or "
-                    "set AUGENGINE_SKIP_DALI=1 to skip the DALI tests")
 
 
 @pytest.mark.parametrize("module", ["augengine.train.tasks", "augengine.train.loop",

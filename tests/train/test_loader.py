@@ -7,7 +7,6 @@ DALI tests FAIL when DALI is missing, unless AUGENGINE_SKIP_DALI=1.
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 
 import numpy as np
@@ -34,6 +33,7 @@ from augengine.train.loader import (
     rank_epoch_order,
     split_indices,
 )
+from tests.conftest import require_dali
 
 N, SHARD, SIZE = 22, 4, 32
 QUARANTINED = (5, 13)
@@ -80,16 +80,6 @@ def tiny_store(tmp_path_factory):
 def stored(tiny_store):
     group = zarr.open_group(tiny_store, mode="r")
     return group["images"][:], group["masks"][:]
-
-
-def require_dali():
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
-        if os.environ.get("AUGENGINE_SKIP_DALI") == "1":
-            pytest.skip("nvidia-dali-cuda120 is not installed (AUGENGINE_SKIP_DALI=1)")
-        pytest.fail("nvidia-dali-cuda120 is not installed: pip install nvidia-dali-cuda120, or "
-                    "set AUGENGINE_SKIP_DALI=1 to skip the DALI tests")
 
 
 @pytest.fixture(params=["dali", "torch"])
