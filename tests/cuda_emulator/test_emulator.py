@@ -1,0 +1,140 @@
+"""The CUDA emulator must fail where a GPU would misbehave, or the parity tests it runs prove
+nothing: each test here is a small kernel with a known defect (or a known right answer)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augengine.ops import _cuda
+from augengine.ops.despeckle import srad
+from tests.cuda_emulator import EmulatorError, RawModule, emulated_cupy
+
+BLOCK_SUM = r"""
+// Sum of 256 values per block: shared-memory tree, then a warp shuffle for the last 32.
+extern "C" __global__ void block_sum(const float* x, float* out, int skip_sync)
+{
+    __shared__ float partial[256];
+    const int t = threadIdx.x;
+    partial[t] = x[blockIdx.x * 256 + t];
+    if (!skip_sync) __syncthreads();
+    for (int half = 128; half >= 32; half >>= 1) {
+        if (t < half) partial[t] += partial[t + half];
+        __syncthreads();
+    }
+    if (t < 32) {
+        float v = partial[t];
+        for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+        if (t == 0) out[blockIdx.x] = v;
+    }
+}
+
+extern "C" __global__ void write_past_end(float* out, int n)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i <= n) out[i] = 1.0f;  // off by one
+}
+
+extern "C" __global__ void divergent_barrier(float* out)
+{
+    if (threadIdx.x < 16) __syncthreads();
+    out[threadIdx.x] = 1.0f;
+}
+
+template <typename T>
+__global__ void scale(T* x, long long n, T factor)
+{
+    for (long long i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        x[i] *= factor;
+}
+"""
+NAMES = ("block_sum", "write_past_end", "divergent_barrier", "scale<double>")
+
+
+@pytest.fixture
+def cp():
+    with emulated_cupy() as cupy:
+        yield cupy
+
+
+@pytest.fixture
+def kernels(cp):
+    module = RawModule(code=BLOCK_SUM, name_expressions=NAMES)
+    return {name: module.get_function(name) for name in NAMES}
+
+
+def test_block_reduction_with_shuffles_is_exact(cp, kernels):
+    x = np.arange(4 * 256, dtype=np.float32) % 7
+    out = cp.zeros(4, dtype=np.float32)
+    kernels["block_sum"]((4,), (256,), (cp.asarray(x), out, np.int32(0)))
+    np.testing.assert_array_equal(out.get(), x.reshape(4, 256).sum(axis=1))
+
+
+def test_missing_barrier_changes_the_result(cp, kernels):
+    # Without the first __syncthreads some threads add partial[t + half] before it is written;
+    # the emulator runs threads in a random order, so across a few launches that shows.
+    x = np.ones(256, dtype=np.float32)
+    sums = []
+    for _ in range(5):
+        out = cp.zeros(1, dtype=np.float32)
+        kernels["block_sum"]((1,), (256,), (cp.asarray(x), out, np.int32(1)))
+        sums.append(float(out.get()[0]))
+    assert any(total != 256.0 for total in sums), f"race not exposed: sums {sums}, expected != 256"
+
+
+def test_out_of_bounds_write_names_the_argument(cp, kernels):
+    out = cp.zeros(100, dtype=np.float32)
+    with pytest.raises(EmulatorError, match="write_past_end wrote outside argument 0"):
+        kernels["write_past_end"]((1,), (128,), (out, np.int32(100)))
+
+
+def test_barrier_not_reached_by_every_thread_is_reported(cp, kernels):
+    out = cp.zeros(32, dtype=np.float32)
+    with pytest.raises(EmulatorError, match="deadlock: 16 of 32 threads wait at __syncthreads"):
+        kernels["divergent_barrier"]((1,), (32,), (out,))
+
+
+@pytest.mark.parametrize(
+    "grid, block, message",
+    [((1,), (2048,), "invalid block"), ((1, 70000), (32,), "invalid grid"),
+     ((0,), (32,), "invalid grid")],
+)
+def test_launch_limits_are_the_drivers(cp, kernels, grid, block, message):
+    x = cp.ones(8, dtype=np.float64)
+    with pytest.raises(EmulatorError, match=message):
+        kernels["scale<double>"](grid, block, (x, np.int64(8), np.float64(2.0)))
+
+
+def test_template_kernel_and_scalar_arguments(cp, kernels):
+    x = cp.asarray(np.arange(1000, dtype=np.float64))
+    kernels["scale<double>"]((3,), (64,), (x, np.int64(1000), np.float64(0.5)))
+    np.testing.assert_array_equal(x.get(), np.arange(1000) * 0.5)
+
+
+def test_python_scalars_are_refused(cp, kernels):
+    # CuPy would pick a width for a Python int; the ops pass fixed-width NumPy scalars.
+    with pytest.raises(TypeError, match="argument 1 is int"):
+        kernels["scale<double>"]((1,), (32,), (cp.ones(4), 4, np.float64(2.0)))
+
+
+def test_host_and_device_arrays_do_not_mix(cp):
+    device = cp.ones(4)
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        np.asarray(device)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        device + np.ones(4)
+    assert isinstance(device + 1.0, cp.ndarray) and type(device).__module__ == "cupy"
+
+
+def test_a_broken_srad_kernel_fails_parity(cp, monkeypatch, rng):
+    """Mutation check on the real kernel: drop the barrier between loading the tile and computing
+    the diffusion coefficients; the emulated SRAD must then disagree with NumPy."""
+    source = _cuda.read_source("srad.cu")
+    marker = "    const T kt = (T)k;\n    __syncthreads();\n"
+    assert marker in source, "srad.cu changed: update the mutation in this test"
+    monkeypatch.setattr(_cuda, "read_source", lambda name: source.replace(
+        marker, "    const T kt = (T)k;\n"))
+    _cuda._module.cache_clear()
+    images = (rng.exponential(1.0, (2, 40, 40)) + 0.5).astype(np.float32)
+    broken = srad(cp.asarray(images), 3, q0=0.8).get()
+    assert not np.array_equal(broken, srad(images, 3, q0=0.8)), (
+        "SRAD without its tile barrier still matched NumPy: the emulator hides races")
