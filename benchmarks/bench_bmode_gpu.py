@@ -5,7 +5,8 @@ array), 50 dB dynamic range. Both produce uint8 frames; figures are frames per s
 ``--repeats`` timed runs after a warm-up (kernel compilation, cuFFT plans), measured with CUDA
 events. Without a CUDA device it prints a note and exits 0.
 
-Usage: ``python benchmarks/bench_bmode_gpu.py [--repeats 5]``
+Usage: ``python benchmarks/bench_bmode_gpu.py [--repeats 5] [--frames 256 --depth 2048 --lines 256]``
+(the defaults are the issue's figure; smaller sizes are for smoke runs).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 
 from augengine.ops.reconstruction import bmode
 
-FRAMES, DEPTH, LINES, DYNAMIC_RANGE_DB = 256, 2048, 256, 50.0
+DYNAMIC_RANGE_DB = 50.0
 
 
 def _cuda_device() -> bool:
@@ -37,17 +38,21 @@ def baseline_bmode(rf, dynamic_range_db: float):
     return cupy.rint((db + dynamic_range_db) * (255.0 / dynamic_range_db)).astype(cupy.uint8)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=2048)
+    parser.add_argument("--lines", type=int, default=256)
+    args = parser.parse_args(argv)
+    frames, depth, lines = args.frames, args.depth, args.lines
     if not _cuda_device():
         print("no CUDA device: GPU figures not measured")
         return 0
     import cupy
 
     rng = cupy.random.default_rng(0)
-    rf = (rng.standard_normal((FRAMES, DEPTH, LINES), dtype=cupy.float32) * 3000).astype(cupy.int16)
+    rf = (rng.standard_normal((frames, depth, lines), dtype=cupy.float32) * 3000).astype(cupy.int16)
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
 
     def frames_per_second(fn) -> float:
@@ -59,7 +64,7 @@ def main() -> int:
             stop.record()
             stop.synchronize()
             best = min(best, cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-        return FRAMES / best
+        return frames / best
 
     ours = frames_per_second(lambda: bmode(rf, DYNAMIC_RANGE_DB, axis=0))
     baseline = frames_per_second(lambda: baseline_bmode(rf, DYNAMIC_RANGE_DB))
@@ -68,7 +73,7 @@ def main() -> int:
         - baseline_bmode(rf, DYNAMIC_RANGE_DB).astype(cupy.int16)
     ).max()
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    print(f"GPU {name}, {FRAMES} frames {DEPTH}x{LINES} int16, {DYNAMIC_RANGE_DB:g} dB:")
+    print(f"GPU {name}, {frames} frames {depth}x{lines} int16, {DYNAMIC_RANGE_DB:g} dB:")
     print(f"  augengine bmode (fused kernels + cuFFT)  {ours:9.0f} frames/s")
     print(f"  cupyx hilbert + CuPy elementwise ops     {baseline:9.0f} frames/s")
     print(f"  speed-up x{ours / baseline:.2f}; max grey-level difference {int(agree)}")

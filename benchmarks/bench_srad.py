@@ -11,7 +11,9 @@ GPU (only where CuPy sees a device): batch 64x512x512 float32, 100 iterations, e
 bandwidth at 8 bytes/pixel/iteration (one read and one write of J) as a fraction of a
 device-to-device copy's bandwidth measured in the same run.
 
-Usage: ``python benchmarks/bench_srad.py [--repeats 5]``
+Usage: ``python benchmarks/bench_srad.py [--repeats 5] [--gpu-only] [--batch 64 --size 512
+--iterations 100 --copy-mib 1024]`` (the defaults are the issue's figure; smaller GPU sizes are
+for smoke runs).
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def bench_cpu(repeats: int) -> None:
         print(f"  {name:30s} {seconds * 1e3:7.2f} ms   speed-up x{reference / seconds:.1f}")
 
 
-def bench_gpu() -> None:
+def bench_gpu(n: int = 64, size: int = 512, iterations: int = 100, copy_mib: int = 1024) -> None:
     try:
         import cupy
 
@@ -78,12 +80,11 @@ def bench_gpu() -> None:
             best = min(best, cupy.cuda.get_elapsed_time(start, stop) / 1e3)
         return best
 
-    n, size, iterations = 64, 512, 100
     rng = cupy.random.default_rng(0)
     batch = rng.exponential(1.0, (n, size, size), dtype=cupy.float32) + 0.01
     pixels = batch.size
 
-    big = cupy.empty(1 << 28, dtype=cupy.float32)  # 1 GiB
+    big = cupy.empty(copy_mib << 18, dtype=cupy.float32)
     copy_target = cupy.empty_like(big)
     copy_seconds = timed(lambda: cupy.copyto(copy_target, big))
     copy_bandwidth = 2 * big.nbytes / copy_seconds
@@ -101,12 +102,19 @@ def bench_gpu() -> None:
         )
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    bench_cpu(args.repeats)
-    bench_gpu()
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU comparison")
+    parser.add_argument("--batch", type=int, default=64, help="GPU: images per batch")
+    parser.add_argument("--size", type=int, default=512, help="GPU: image height and width")
+    parser.add_argument("--iterations", type=int, default=100, help="GPU: SRAD iterations")
+    parser.add_argument("--copy-mib", type=int, default=1024,
+                        help="GPU: size of the device-to-device copy that gives the bandwidth")
+    args = parser.parse_args(argv)
+    if not args.gpu_only:
+        bench_cpu(args.repeats)
+    bench_gpu(args.batch, args.size, args.iterations, args.copy_mib)
 
 
 if __name__ == "__main__":

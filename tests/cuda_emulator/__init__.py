@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import weakref
 from pathlib import Path
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 import scipy.ndimage
+import scipy.signal
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 HEADER = Path(__file__).with_name("cuda_cpu.h")
@@ -282,6 +284,37 @@ class _Device:
         return None
 
 
+class _Event:
+    """``cupy.cuda.Event``: the emulator is synchronous, so a host clock times the work."""
+
+    def record(self, stream=None):
+        self.seconds = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+
+def _elapsed_ms(start: _Event, stop: _Event) -> float:
+    return (stop.seconds - start.seconds) * 1e3
+
+
+class _Generator:
+    """``cupy.random.Generator``: NumPy's generator drawing into device arrays (CuPy's methods
+    all take ``dtype``; NumPy's mostly do not, so draws are cast)."""
+
+    def __init__(self, seed=None):
+        self._host = np.random.default_rng(seed)
+
+    def __getattr__(self, name):
+        method = getattr(self._host, name)
+
+        def draw(*args, dtype=None, **kwargs):
+            values = np.asarray(method(*args, **kwargs))
+            return _wrap(values if dtype is None else values.astype(dtype))
+
+        return draw
+
+
 def _mirror(name: str, host_module, **own) -> types.ModuleType:
     """Module ``name`` whose functions are ``host_module``'s on device arrays, plus ``own``."""
     module = types.ModuleType(name)
@@ -299,18 +332,22 @@ def _mirror(name: str, host_module, **own) -> types.ModuleType:
 
 def modules() -> dict[str, types.ModuleType]:
     """``sys.modules`` entries that make ``import cupy`` (and the cupyx parts used) emulated."""
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
-    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, is_available=lambda: True)
+    runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1,
+        getDeviceProperties=lambda device: {"name": b"CPU emulation (tests/cuda_emulator)"})
+    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, is_available=lambda: True,
+                                 Event=_Event, get_elapsed_time=_elapsed_ms)
+    random = types.SimpleNamespace(default_rng=_Generator)
     cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, array=asarray, asnumpy=asnumpy,
-                   RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, EMULATED=True)
-    fft = _mirror("cupyx.scipy.fft", scipy.fft)
-    ndimage = _mirror("cupyx.scipy.ndimage", scipy.ndimage)
+                   RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, random=random,
+                   EMULATED=True)
     scipy_ = types.ModuleType("cupyx.scipy")
-    scipy_.fft, scipy_.ndimage = fft, ndimage
-    cupyx = types.ModuleType("cupyx")
-    cupyx.scipy = scipy_
-    return {"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": scipy_, "cupyx.scipy.fft": fft,
-            "cupyx.scipy.ndimage": ndimage}
+    fakes = {"cupy": cupy, "cupyx": types.ModuleType("cupyx"), "cupyx.scipy": scipy_}
+    fakes["cupyx"].scipy = scipy_
+    for part, host in (("fft", scipy.fft), ("ndimage", scipy.ndimage), ("signal", scipy.signal)):
+        setattr(scipy_, part, _mirror(f"cupyx.scipy.{part}", host))
+        fakes[f"cupyx.scipy.{part}"] = getattr(scipy_, part)
+    return fakes
 
 
 @contextlib.contextmanager
