@@ -133,8 +133,9 @@ def _is_random(value) -> bool:
 
 
 class NstConfig(_Strict):
-    """Style transfer between the job's input images (seed 002): every pair the ``pairing`` rule
-    plans becomes one output, then goes through the job's ``steps`` (e.g. SRAD, as the paper
+    """Style transfer between the job's input images (seed 002): every (content, reference(s))
+    row the ``pairing`` rule plans becomes one output (K outputs for K references unless
+    ``references: multi``), then goes through the job's ``steps`` (e.g. SRAD, as the paper
     post-processes)."""
 
     #: ``feedforward``: a trained AdaIN decoder, one pass per pair. ``iterative``: optimise each
@@ -156,8 +157,18 @@ class NstConfig(_Strict):
     #: classifier (the paper's XAI term); ``lrp: false`` reproduces its "without XAI" row.
     lrp: bool = True
     classifier: str | None = None
-    pairing: Literal["within_class_all", "within_class_k"] = "within_class_all"
+    #: Which reference(s) style each content image (``augengine.nst.pairs``): every image of its
+    #: class (``within_class_all``, the paper's plan), ``k`` random others of its class
+    #: (``within_class_k``), or the rows of the CSV file ``pairs`` (``explicit``, see
+    #: ``augengine.nst.pairs.read_pairs_csv``), in file order.
+    pairing: Literal["within_class_all", "within_class_k", "explicit"] = "within_class_all"
     k: int | None = None
+    pairs: str | None = None
+    #: Explicit pairing only: accept references of another class than the content image.
+    allow_cross_class: bool = False
+    #: A row with K references makes K outputs, one per reference (``single``), or one output
+    #: styled by all K together (``multi``: the multi-reference target of Eqs. 7-9).
+    references: Literal["single", "multi"] = "single"
     #: Content-style trade-off of AdaIN, 1 = full style.
     alpha: float = Field(default=1.0, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=4096)
@@ -175,11 +186,20 @@ class NstConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _k_matches_rule(self):
+    def _settings_match_rule(self):
         if (self.pairing == "within_class_k") != (self.k is not None):
             raise ValueError("k is required with pairing 'within_class_k' and only then")
         if self.k is not None and self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if (self.pairing == "explicit") != (self.pairs is not None):
+            raise ValueError("pairs (a CSV file of sample ids) is required with pairing "
+                             "'explicit' and only then")
+        if self.allow_cross_class and self.pairing != "explicit":
+            raise ValueError("allow_cross_class only applies to pairing 'explicit'; the other "
+                             "rules pair images within their class")
+        if self.references == "multi" and self.pairing == "within_class_all":
+            raise ValueError("references 'multi' needs several references per output: pairing "
+                             "'within_class_k' or 'explicit'")
         return self
 
 

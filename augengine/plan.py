@@ -6,6 +6,7 @@ once and shares the common prefix of its chains (one envelope per dynamic range,
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from augengine import sources
-from augengine.config import JobConfig
+from augengine.config import JobConfig, NstConfig
 from augengine.errors import ConfigError, InputError
 from augengine.pipeline import describe_chain
 from augengine.sources import LABEL_NAMES, SampleRef
@@ -22,21 +23,26 @@ from augengine.sources import LABEL_NAMES, SampleRef
 @dataclass(frozen=True)
 class WorkItem:
     """One output sample to make: its index, input sample, chain variant and, for style
-    transfer, the style reference (``content``/``style`` are positions in the plan's refs)."""
+    transfer, its style reference(s) (``content``/``style_positions`` are positions in the
+    plan's refs)."""
 
     index: int
     ref: SampleRef
     variant: int
     content: int = -1
-    style: SampleRef | None = None
-    style_position: int = -1
+    styles: tuple[SampleRef, ...] = ()
+    style_positions: tuple[int, ...] = ()
 
     @property
     def input_key(self) -> str:
-        """What the sample is made from: the input id, or ``content~style`` for NST."""
-        if self.style is None:
-            return self.ref.sample_id
-        return f"{self.ref.sample_id}~{self.style.sample_id}"
+        """What the sample is made from: the input id, or ``content~style_1~...~style_K`` for
+        NST (unique per plan row: a plan never repeats a row)."""
+        return "~".join([self.ref.sample_id, *(style.sample_id for style in self.styles)])
+
+    @property
+    def nst_key(self) -> tuple[int, ...]:
+        """``(content, *style_positions)``: the style transfer this sample starts from."""
+        return (self.content, *self.style_positions)
 
 
 @dataclass
@@ -46,8 +52,11 @@ class Plan:
     chains: list[list[tuple[str, dict]]]
     #: Sources that could not even be listed: ``(path, reason)``; their samples are not planned.
     source_errors: list[tuple[str, str]] = field(default_factory=list)
-    #: With style transfer: (rows, 1 + K) indices into ``refs``, column 0 the content image.
+    #: With style transfer: (rows, 1 + K) indices into ``refs``, column 0 the content image,
+    #: columns 1..K its references (K = 1 unless ``nst.references`` is ``multi``).
     pairs: np.ndarray | None = None
+    #: sha256 of the explicit pairing file: part of the job's identity (:meth:`job_hash`).
+    pairs_sha256: str | None = None
 
     @property
     def variants(self) -> int:
@@ -88,8 +97,9 @@ class Plan:
         ref, variant = self.item(index)
         if self.pairs is None:
             return WorkItem(index, ref, variant)
-        content, style = (int(i) for i in self.pairs[index // self.variants])
-        return WorkItem(index, ref, variant, content, self.refs[style], style)
+        content, *styles = (int(i) for i in self.pairs[index // self.variants])
+        return WorkItem(index, ref, variant, content, tuple(self.refs[s] for s in styles),
+                        tuple(styles))
 
     def style_indices(self, index: int) -> list[int]:
         """Indices into ``refs`` of the style reference(s) of output ``index`` (NST jobs)."""
@@ -108,9 +118,18 @@ class Plan:
         if self.config.nst is not None:
             nst = self.config.nst
             rule = nst.pairing + (f",k={nst.k}" if nst.k else "")
-            prefix = f"nst({nst.mode},{rule}) > "
+            multi = ",multi" if nst.references == "multi" else ""
+            prefix = f"nst({nst.mode},{rule}{multi}) > "
         counts = Counter(prefix + describe_chain(chain) for chain in self.chains)
         return {name: n * self.n_rows for name, n in counts.items()}
+
+    def job_hash(self) -> str:
+        """The store's identity: :meth:`JobConfig.config_hash`, and the content of the explicit
+        pairing file when there is one, so a run never resumes a store made from other pairs."""
+        digest = self.config.config_hash()
+        if self.pairs_sha256 is None:
+            return digest
+        return hashlib.sha256(f"{digest}:{self.pairs_sha256}".encode()).hexdigest()
 
 
 def make_plan(config: JobConfig) -> Plan:
@@ -138,17 +157,44 @@ def make_plan(config: JobConfig) -> Plan:
     if not refs:
         detail = "; ".join(f"{path}: {reason}" for path, reason in errors)
         raise InputError(f"no readable samples in any source{': ' + detail if detail else ''}")
-    pairs = None
+    pairs, pairs_sha256 = None, None
     if config.nst is not None:
-        from augengine.nst.pairs import plan_pairs
-
-        pairs = plan_pairs([ref.label for ref in refs], rule=config.nst.pairing, k=config.nst.k,
-                           seed=config.seed)
-        # Feed-forward AdaIN takes one style per output: k references make k pairs each.
-        pairs = np.column_stack([np.repeat(pairs[:, 0], pairs.shape[1] - 1),
-                                 pairs[:, 1:].reshape(-1)])
+        pairs = _style_rows(config.nst, config.seed, refs)
+        if config.nst.pairs is not None:
+            pairs_sha256 = hashlib.sha256(Path(config.nst.pairs).read_bytes()).hexdigest()
     return Plan(config=config, refs=refs, chains=config.chains(), source_errors=errors,
-                pairs=pairs)
+                pairs=pairs, pairs_sha256=pairs_sha256)
+
+
+def _style_rows(nst: NstConfig, seed: int, refs: list[SampleRef]) -> np.ndarray:
+    """The plan's style-transfer rows ``(rows, 1 + K)``: the pairing rule's rows, each split into
+    K single-reference rows ``(content, ref_j)`` unless ``references`` is ``multi``."""
+    from augengine.nst.pairs import plan_pairs, read_pairs_csv, split_references
+
+    if nst.pairing != "explicit":
+        rows = plan_pairs([ref.label for ref in refs], rule=nst.pairing, k=nst.k, seed=seed)
+        return rows if nst.references == "multi" else split_references(rows)
+    names = [LABEL_NAMES.get(ref.label, str(ref.label)) for ref in refs]
+    rows, lines = read_pairs_csv(nst.pairs, [ref.sample_id for ref in refs], names,
+                                 allow_cross_class=nst.allow_cross_class)
+    if nst.references == "single":
+        lines = np.repeat(lines, rows.shape[1] - 1)
+        rows = split_references(rows)
+    _refuse_repeats(rows, lines, nst.pairs, refs)
+    return rows
+
+
+def _refuse_repeats(rows: np.ndarray, lines: np.ndarray, path: str, refs: list[SampleRef]):
+    """ConfigError naming the lines when two rows are the same (they would be one sample twice,
+    under one sample id)."""
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    first_of_row = first[inverse.reshape(-1)]
+    repeated = np.flatnonzero(first_of_row != np.arange(len(rows)))
+    if repeated.size:
+        row = int(repeated[0])
+        ids = "~".join(refs[int(i)].sample_id for i in rows[row])
+        raise ConfigError(f"{path} line {lines[row]}: {ids} repeats line "
+                          f"{lines[first_of_row[row]]}; every output must be distinct")
 
 
 def format_plan(plan: Plan) -> str:
@@ -156,7 +202,12 @@ def format_plan(plan: Plan) -> str:
     out = plan.config.output
     inputs = f"{len(plan.refs)} input samples"
     if plan.pairs is not None:
-        inputs += f" -> {plan.n_rows} style-transfer pairs ({plan.config.nst.pairing})"
+        nst = plan.config.nst
+        if nst.references == "multi":
+            inputs += (f" -> {plan.n_rows} multi-reference style transfers ({nst.pairing}: each "
+                       f"content styled by its {plan.pairs.shape[1] - 1} references together)")
+        else:
+            inputs += f" -> {plan.n_rows} style-transfer pairs ({nst.pairing}: one per reference)"
     lines = [
         f"job {plan.config.name!r}: {inputs} x {plan.variants} variants "
         f"= {plan.n_samples} output samples",

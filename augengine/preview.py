@@ -124,10 +124,20 @@ def _nst_record(ops_json: str) -> dict | None:
     return next((step for step in json.loads(ops_json) if step["op"] == "nst"), None)
 
 
+def _mosaic(images: list[np.ndarray]) -> np.ndarray:
+    """One image as is; several (same shape) as a 2 x 2 mosaic of the first four, blanks after."""
+    if len(images) == 1:
+        return images[0]
+    blank = np.zeros_like(images[0])
+    a, b, c, d = (images + [blank] * 3)[:4]
+    return np.block([[a, b], [c, d]])
+
+
 def preview_nst(path: str | Path, out: str | Path, count: int = 6,
                 classifier: str | None = None) -> Path:
     """Rows of content | style | result (| LRP relevance of the content) for a style-transfer
-    store; contents and styles are read from the store the job read them from."""
+    store; contents and styles are read from the store the job read them from. A multi-reference
+    sample (``style_ids``) shows its first four references as a 2 x 2 mosaic in the style tile."""
     from augengine.explain import relevance_heatmap
 
     view = open_store(path)
@@ -143,13 +153,16 @@ def preview_nst(path: str | Path, out: str | Path, count: int = 6,
     for row in picks:
         nst = _nst_record(row["ops"])
         content = source.group["images"][source_index[nst["content_id"]]]
-        style = source.group["images"][source_index[nst["style_id"]]]
+        style_ids = nst.get("style_ids") or [nst["style_id"]]
+        styles = [source.group["images"][source_index[i]] for i in style_ids]
         result = view.group["images"][row["index"]]
         contents.append(content)
         labels.append(row["label"])
-        tiles += [content, style, result]
+        tiles += [content, _mosaic(styles), result]
         colour = _LABEL_COLOURS.get(row["label"], (255, 255, 255))
-        captions += [f"content\n{nst['content_id']}", f"style\n{nst['style_id']}",
+        style_caption = (f"style\n{style_ids[0]}" if len(style_ids) == 1
+                         else f"{len(style_ids)} styles\n{style_ids[0]}, ...")
+        captions += [f"content\n{nst['content_id']}", style_caption,
                      f"result #{row['index']}\n{caption(row['ops'])}"]
         colours += [colour] * 3
     columns = 3

@@ -120,8 +120,10 @@ class StyleTransferInputs:
     built once; ``prepare`` styles a shard's pairs in batches, ``load`` hands each to its chain.
 
     Feed-forward: the AdaIN statistics of every image are encoded once, so a shard only encodes
-    its contents. Iterative: the feature network, the loss and (with LRP) each content image's
-    relevance are built once; each batch of pairs is optimised for ``iterations`` steps.
+    its contents (and, with ``references: multi``, each batch's references). Iterative: the
+    feature network, the loss and (with LRP) each content image's relevance are built once; each
+    batch of pairs is optimised for ``iterations`` steps. A row ``(content, ref_1, ..., ref_K)``
+    of the plan is styled as one image; K >= 2 only with ``references: multi`` (Eqs. 7-9).
     """
 
     def __init__(self, refs: list[SampleRef], nst: dict, device: str):
@@ -150,8 +152,9 @@ class StyleTransferInputs:
             features, self.record, loss = self._setup_feedforward()
         else:
             features, self.record, loss = self._setup_iterative()
-        self.styled: dict[tuple[int, int], np.ndarray] = {}
-        self.quality: dict[tuple[int, int], dict] = {}
+        # Keyed by WorkItem.nst_key: (content, *style positions).
+        self.styled: dict[tuple[int, ...], np.ndarray] = {}
+        self.quality: dict[tuple[int, ...], dict] = {}
         self.extractor = None
         if nst["quality_checks"]:
             self.extractor = feature_extractor(features, tuple(loss["style_layers"]))
@@ -221,7 +224,8 @@ class StyleTransferInputs:
 
             yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
                                 self.torch_device, alpha=self.nst["alpha"],
-                                statistics=self.statistics)
+                                statistics=self.statistics,
+                                multi_reference=self.nst["references"] == "multi")
             return
         from augengine.nst.generate import to_uint8, to_unit
         from augengine.nst.iterative import stylize
@@ -229,17 +233,23 @@ class StyleTransferInputs:
         for start in range(0, len(pairs), self.nst["batch_size"]):
             rows = np.arange(start, min(start + self.nst["batch_size"], len(pairs)))
             content = to_unit(self.images[pairs[rows, 0]], self.torch_device)
-            style = to_unit(self.images[pairs[rows, 1]], self.torch_device)
             relevance = (self._content_relevance(pairs[rows, 0])
                          if self.classifier is not None else None)
-            result = stylize(content, style, self.loss, self.network, relevance,
-                             iterations=self.nst["iterations"])
+            result = stylize(content, self._references(pairs[rows, 1:]), self.loss, self.network,
+                             relevance, iterations=self.nst["iterations"])
             yield rows, to_uint8(result.images)
 
+    def _references(self, positions: np.ndarray):
+        """The style images of rows of reference positions ``(B, K)`` as ``(B, K, 1, H, W)`` in
+        [0, 1], the reference stacks of Eq. 9 (K = 1: one style image each)."""
+        from augengine.nst.generate import to_unit
+
+        stacked = to_unit(self.images[positions.reshape(-1)], self.torch_device)
+        return stacked.unflatten(0, positions.shape)
+
     def prepare(self, items: list[WorkItem]) -> None:
-        """Style every (content, style) pair of a shard in batches, before its chains run."""
-        wanted = sorted({(i.content, i.style_position) for i in items
-                         if i.content not in self.errors and i.style_position not in self.errors})
+        """Style every plan row of a shard in batches, before its chains run."""
+        wanted = sorted({i.nst_key for i in items if not self.errors.keys() & set(i.nst_key)})
         self.styled, self.quality = {}, {}
         if not wanted:
             return
@@ -251,28 +261,42 @@ class StyleTransferInputs:
                 self._assess(pairs[rows], batch, [wanted[row] for row in rows])
 
     def _assess(self, pairs: np.ndarray, results: np.ndarray, keys: list) -> None:
-        from augengine.nst.generate import to_unit
-        from augengine.nst.quality import assess_quality
+        """SSIM to the content, and style distance before and after to the row's style target:
+        the style image's features, or the Eq. 9 target of K references."""
+        import torch
 
-        device = self.torch_device
-        scores = assess_quality(to_unit(results, device), to_unit(self.images[pairs[:, 0]], device),
-                                to_unit(self.images[pairs[:, 1]], device), self.extractor,
-                                self.quality_c)
+        from augengine.models import imagenet_normalize
+        from augengine.nst.generate import to_unit
+        from augengine.nst.histogram import multi_reference_target
+        from augengine.nst.quality import ssim, style_distance
+
+        device, c = self.torch_device, self.quality_c
+        result, content = to_unit(results, device), to_unit(self.images[pairs[:, 0]], device)
+        references = self._references(pairs[:, 1:])
+        with torch.no_grad():
+            features = self.extractor(imagenet_normalize(references.flatten(0, 1)))
+            target = {layer: multi_reference_target(value.unflatten(0, references.shape[:2]))
+                      for layer, value in features.items()}
+            scores = (ssim(result, content), style_distance(content, target, self.extractor, c),
+                      style_distance(result, target, self.extractor, c))
         for k, key in enumerate(keys):
-            self.quality[key] = {"ssim_to_content": round(float(scores.ssim[k]), 6),
-                                 "style_distance_before": round(float(scores.style_before[k]), 6),
-                                 "style_distance_after": round(float(scores.style_after[k]), 6)}
+            self.quality[key] = {name: round(float(score[k]), 6) for name, score in zip(
+                ("ssim_to_content", "style_distance_before", "style_distance_after"), scores)}
 
     def load(self, item: WorkItem) -> tuple[Frame, list[dict]]:
-        for position in (item.content, item.style_position):
+        for position in item.nst_key:
             if position in self.errors:
                 raise InputError(f"{self.refs[position].sample_id}: {self.errors[position]}")
         content = self.samples[item.content]
-        frame = _frame(content)
-        frame = replace(frame, data=self.styled[(item.content, item.style_position)])
-        record = dict(self.record, content_id=item.ref.sample_id, style_id=item.style.sample_id)
+        frame = replace(_frame(content), data=self.styled[item.nst_key])
+        record = dict(self.record, content_id=item.ref.sample_id)
+        style_ids = [style.sample_id for style in item.styles]
+        if self.nst["references"] == "multi":
+            record["style_ids"] = style_ids
+        else:
+            record["style_id"] = style_ids[0]
         if self.extractor is not None:
-            record["quality"] = self.quality[(item.content, item.style_position)]
+            record["quality"] = self.quality[item.nst_key]
         return frame, [*content.meta.get("made_by", []), record]
 
 
@@ -422,7 +446,7 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
     plan = make_plan(config)
     out = config.output
     store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,
-                       config.config_hash(), config.model_dump(mode="json"))
+                       plan.job_hash(), config.model_dump(mode="json"))
     done = finished_shards(plan)
     todo = [s for s in range(plan.n_shards) if s not in done]
     bar = tqdm(total=plan.n_samples, initial=sum(len(plan.shard_indices(s)) for s in done),

@@ -47,6 +47,12 @@ def test_chains_hold_swept_values_in_order():
     assert chains[1][3] == ("rotate90", {"k": 1})
 
 
+def nst_changes(**nst):
+    """Changes that make ``job()`` a style-transfer job with these ``nst`` settings."""
+    return {"sources": [{"reader": "store", "path": "originals.zarr"}], "steps": [],
+            "nst": {"checkpoint": "decoder.pt", **nst}}
+
+
 @pytest.mark.parametrize("changes, needle", [
     ({"steps": [{"op": "bmode", "dynamic_range_db": -3}]}, "dynamic_range_db"),
     ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "warp"}]}, "unknown op 'warp'"),
@@ -71,6 +77,15 @@ def test_chains_hold_swept_values_in_order():
      "mix RF readers"),
     ({"workers": 0}, "workers"),
     ({"seeds": 1}, "seeds"),
+    (nst_changes(pairing="explicit"),
+     "nst: pairs (a CSV file of sample ids) is required with pairing 'explicit' and only then"),
+    (nst_changes(pairs="pairs.csv"), "pairs (a CSV file of sample ids) is required"),
+    (nst_changes(pairing="within_class_k", k=2, pairs="p.csv"), "'explicit' and only then"),
+    (nst_changes(allow_cross_class=True), "allow_cross_class only applies to pairing 'explicit'"),
+    (nst_changes(references="multi"), "references 'multi' needs several references per output"),
+    (nst_changes(references="all"), "nst.references: Input should be 'single' or 'multi'"),
+    (nst_changes(pairing="random"),
+     "nst.pairing: Input should be 'within_class_all', 'within_class_k' or 'explicit'"),
 ])
 def test_bad_job_names_the_key(changes, needle):
     with pytest.raises(ConfigError) as info:
@@ -129,3 +144,16 @@ def test_srad_steps_validate_and_count():
     with pytest.raises(ConfigError, match="time_step"):
         parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 50},
                              {"op": "srad", "iterations": 5, "time_step": 1.5}]))
+
+
+@pytest.mark.parametrize("nst", [
+    {"pairing": "explicit", "pairs": "pairs.csv"},
+    {"pairing": "explicit", "pairs": "pairs.csv", "allow_cross_class": True,
+     "references": "multi"},
+    {"pairing": "within_class_k", "k": 3, "references": "multi"},
+    {"pairing": "within_class_k", "k": 3, "references": "single"},
+])
+def test_nst_pairing_settings_that_parse(nst):
+    parsed = parse_job(job(**nst_changes(**nst))).nst
+    assert parsed.pairing == nst["pairing"]
+    assert parsed.references == nst.get("references", "single")

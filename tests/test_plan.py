@@ -66,6 +66,89 @@ def test_within_class_k(paper_store):
     assert len(set(styles)) == 3 and 0 not in styles and all(s < 348 for s in styles)
 
 
+def test_within_class_k_multi_reference_makes_one_output_per_content(paper_store):
+    plan = make_plan(parse_job(nst_job(paper_store, pairing="within_class_k", k=3,
+                                       references="multi")))
+    assert plan.n_samples == 800 and plan.pairs.shape == (800, 4), \
+        "k = 3 references together: one output per image"
+    assert plan.counts_by_label() == {"benign": 348, "malignant": 452}
+    item = plan.work_item(5)
+    assert item.nst_key == tuple(plan.pairs[5]) and len(item.styles) == 3
+    assert item.input_key == "~".join(["img005:0", *(s.sample_id for s in item.styles)])
+    single = make_plan(parse_job(nst_job(paper_store, pairing="within_class_k", k=3)))
+    assert np.array_equal(single.pairs[:3, 1], plan.pairs[0, 1:]), \
+        "single splits the same draw into one pair per reference"
+    assert "nst(feedforward,within_class_k,k=3,multi)" in next(iter(plan.counts_by_chain()))
+
+
+def write_pairs(path, *rows):
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("header, rows, references, expected", [
+    ("content_id,style_id", ["img010:0,img003:0", "img400:0,img799:0", "img010:0,img004:0"],
+     "single", [[10, 3], [400, 799], [10, 4]]),
+    ("content_id,style_id_1,style_id_2",
+     ["img010:0,img003:0,img004:0", "img400:0,img799:0,img401:0"],
+     "single", [[10, 3], [10, 4], [400, 799], [400, 401]]),
+    ("content_id,style_id_1,style_id_2",
+     ["img400:0,img799:0,img401:0", "img010:0,img003:0,img004:0"],
+     "multi", [[400, 799, 401], [10, 3, 4]]),
+])
+def test_explicit_pairs_count_and_keep_the_file_order(paper_store, tmp_path, header, rows,
+                                                       references, expected):
+    pairs = write_pairs(tmp_path / "pairs.csv", header, *rows)
+    job = nst_job(paper_store, pairing="explicit", pairs=pairs, references=references)
+    job["steps"] = [{"one_of": [{"op": "identity"}, {"op": "flip", "axis": "vertical"}]}]
+    plan = make_plan(parse_job(job))
+    assert plan.pairs.tolist() == expected
+    assert plan.n_samples == 2 * len(expected), f"{len(expected)} rows x 2 variants"
+    assert plan.counts_by_label() == {"benign": 2 * sum(r[0] < 348 for r in expected),
+                                      "malignant": 2 * sum(r[0] >= 348 for r in expected)}
+
+
+@pytest.mark.parametrize("rows, references, needle", [
+    (["content_id,style_id", "img000:0,img001:0", "img000:0,img500:0"], "single",
+     (r"pairs.csv line 3, style_id: style 'img500:0' \(class 'malignant'\) is not in the "
+      r"class of content 'img000:0' \('benign'\)")),
+    (["content_id,style_id", "img000:0,img001:0", "img000:0,img001:0"], "single",
+     "pairs.csv line 3: img000:0~img001:0 repeats line 2; every output must be distinct"),
+    (["content_id,style_id_1,style_id_2", "img000:0,img001:0,img002:0",
+      "img000:0,img001:0,img003:0"], "single",
+     "pairs.csv line 3: img000:0~img001:0 repeats line 2"),
+    (["content_id,style_id_1,style_id_2", "img000:0,img001:0,img002:0",
+      "img000:0,img001:0,img002:0"], "multi", "line 3: img000:0~img001:0~img002:0 repeats line 2"),
+    (["content_id,style_id", "img000:0,img001"], "single", r"did you mean 'img001:0'"),
+])
+def test_explicit_pairs_errors_name_the_line(paper_store, tmp_path, rows, references, needle):
+    pairs = write_pairs(tmp_path / "pairs.csv", *rows)
+    with pytest.raises(ConfigError, match=needle):
+        make_plan(parse_job(nst_job(paper_store, pairing="explicit", pairs=pairs,
+                                    references=references)))
+
+
+def test_multi_rows_sharing_a_pair_are_distinct_outputs(paper_store, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.csv", "content_id,style_id_1,style_id_2",
+                        "img000:0,img001:0,img002:0", "img000:0,img001:0,img003:0")
+    plan = make_plan(parse_job(nst_job(paper_store, pairing="explicit", pairs=pairs,
+                                       references="multi")))
+    assert [plan.work_item(i).input_key for i in range(2)] == [
+        "img000:0~img001:0~img002:0", "img000:0~img001:0~img003:0"]
+
+
+def test_job_hash_follows_the_pairing_file(paper_store, tmp_path):
+    path = tmp_path / "pairs.csv"
+    config = parse_job(nst_job(paper_store, pairing="explicit",
+                               pairs=write_pairs(path, "content_id,style_id", "img000:0,img001:0")))
+    first = make_plan(config).job_hash()
+    assert make_plan(config).job_hash() == first
+    write_pairs(path, "content_id,style_id", "img000:0,img002:0")
+    assert make_plan(config).job_hash() != first, "other pairs, same YAML: another job"
+    assert make_plan(parse_job(nst_job(paper_store))).job_hash() == \
+        parse_job(nst_job(paper_store)).config_hash(), "no pairing file: the config's hash"
+
+
 def test_plan_command_prints_the_count(paper_store, tmp_path, capsys):
     import yaml
 
@@ -74,6 +157,12 @@ def test_plan_command_prints_the_count(paper_store, tmp_path, capsys):
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert "800 input samples -> 325408 style-transfer pairs" in out and "= 325408 output" in out
+    path.write_text(yaml.safe_dump(nst_job(paper_store, pairing="within_class_k", k=3,
+                                           references="multi")))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("800 input samples -> 800 multi-reference style transfers (within_class_k: each "
+            "content styled by its 3 references together)") in out, out
 
 
 @pytest.mark.parametrize("nst, needle", [

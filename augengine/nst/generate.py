@@ -11,6 +11,9 @@ therefore runs in two phases:
    (AdaIN) and decode.
 
 For 800 images that is 800 encoder passes instead of 2 x 325,408, and the decoder does the rest.
+
+Rows of K references (``multi_reference=True``) are styled by the multi-reference target of
+Eqs. 7-9 instead of one style image: see :func:`multi_reference_statistics`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from augengine.nst.feedforward import (
     blend,
     feature_stats,
 )
+from augengine.nst.histogram import multi_reference_target
 
-__all__ = ["generate", "image_statistics", "to_uint8", "to_unit"]
+__all__ = ["generate", "image_statistics", "multi_reference_statistics", "to_uint8", "to_unit"]
 
 
 def to_unit(images: np.ndarray, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -78,13 +82,16 @@ def _check_images(images) -> tuple[int, int, int]:
     return tuple(int(n) for n in shape)
 
 
-def _check_pairs(pairs, n_images: int) -> np.ndarray:
+def _check_pairs(pairs, n_images: int, multi_reference: bool) -> np.ndarray:
     array = np.asarray(pairs)
-    well_formed = array.ndim == 2 and array.shape[1] == 2 and array.shape[0] > 0
-    if not well_formed or array.dtype.kind not in "iu":
+    k_columns = array.shape[1] - 1 if array.ndim == 2 else 0
+    columns_ok = k_columns == 1 or (multi_reference and k_columns > 1)
+    if not columns_ok or array.shape[0] == 0 or array.dtype.kind not in "iu":
+        accepted = ("or (M, 1 + K) rows of K references" if multi_reference
+                    else "(rows of K references need multi_reference=True)")
         raise InputError(
-            f"pairs: expected a non-empty (M, 2) integer array of (content, style) indices, got "
-            f"shape {array.shape} of {array.dtype}"
+            f"pairs: expected a non-empty (M, 2) integer array of (content, style) indices "
+            f"{accepted}, got shape {array.shape} of {array.dtype}"
         )
     outside = (array < 0) | (array >= n_images)
     if outside.any():
@@ -115,6 +122,8 @@ def generate(
     alpha: float = 1.0,
     max_feature_bytes: float | None = None,
     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    multi_reference: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Style every (content, style) pair of a plan, encoding each image once; yield uint8 batches.
 
@@ -125,6 +134,11 @@ def generate(
     features are copied over. Phase 2 runs AdaIN from the stored statistics and the
     decoder, ``batch_size`` pairs at a time, in the plan's row order.
 
+    With ``multi_reference`` and rows of K >= 2 references, the style side of AdaIN is
+    :func:`multi_reference_statistics` of each row's references, encoded per pair batch (each
+    distinct reference of a batch once): the target's statistics are not a function of the
+    per-image statistics, so only the content side comes from phase 1 or ``statistics``.
+
     Parameters
     ----------
     net : StyleNet
@@ -133,8 +147,9 @@ def generate(
     images : array (N, H, W) uint8
         Source images (NumPy, or a Zarr array such as a store's ``images``, read in batches);
         indices in ``pairs`` refer to its rows.
-    pairs : array_like (M, 2) of int
-        ``(content, style)`` rows, e.g. :func:`augengine.nst.pairs.plan_pairs`.
+    pairs : array_like (M, 2) or, with ``multi_reference``, (M, 1 + K) of int
+        ``(content, style)`` rows, e.g. :func:`augengine.nst.pairs.plan_pairs`; or
+        ``(content, ref_1, ..., ref_K)`` rows (``rule="within_class_k"``), one image per row.
     batch_size : int, optional
         Images per encoder batch and pairs per decoder batch (default 32).
     device : str or torch.device, optional
@@ -153,6 +168,9 @@ def generate(
         Channel mean and std of EVERY image of ``images`` from :func:`image_statistics`. A caller
         that generates many batches of pairs over the same images (a Ray actor working through
         shards) computes them once; then only the content images of ``pairs`` are encoded here.
+    multi_reference : bool, optional
+        Accept ``(M, 1 + K)`` rows and style each by the Eq. 7-9 target of its K references
+        (default False: ``(M, 2)`` rows only). Rows with K = 1 give the plain pairs' images.
 
     Yields
     ------
@@ -164,8 +182,8 @@ def generate(
     Raises
     ------
     InputError
-        ``images`` not (N, H, W) uint8, or ``pairs`` not (M, 2) indices into it (raised at the
-        call, before anything runs).
+        ``images`` not (N, H, W) uint8, or ``pairs`` not (M, 2) (or, with ``multi_reference``,
+        (M, 1 + K)) indices into it (raised at the call, before anything runs).
     ConfigError
         ``batch_size < 1`` or ``alpha`` outside [0, 1].
 
@@ -181,7 +199,7 @@ def generate(
     [([0, 1, 2, 3], (4, 32, 32)), ([4], (1, 32, 32))]
     """
     n_images, height, width = _check_images(images)
-    pairs = _check_pairs(pairs, n_images)
+    pairs = _check_pairs(pairs, n_images, multi_reference)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     _check_alpha(alpha)
@@ -209,6 +227,67 @@ def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
     mean, std, _ = _encode(net, images, everything, np.full(n_images, -1), batch_size, device,
                            dtype, channels_last, budget=0.0)
     return mean, std
+
+
+def multi_reference_statistics(reference_features: torch.Tensor, eps: float = 1e-5,
+                               bins: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""AdaIN style statistics of K references together: channel mean and std of the Eq. 9 target.
+
+    The feed-forward reading of the paper's multi-reference style loss (seed 002, Eqs. 7-9).
+    AdaIN conditions the decoder on one ``(mean, std)`` per channel, so the K references' features
+    at the decoder's layer are first turned into the multi-reference target
+
+    .. math:: T = H\big(M(F_1, \dots, F_K), \bar h\big)
+
+    (element-wise max ``M`` over the references, then histogram specification ``H`` onto their
+    pooled density histogram ``h_bar``; :func:`augengine.nst.histogram.multi_reference_target`),
+    and :func:`~augengine.nst.feedforward.feature_stats` of ``T`` is the style side of AdaIN.
+
+    Since ``H`` gives ``T`` the references' pooled histogram, these statistics approach the pooled
+    per-channel mean and std of the K references as the maps grow (up to the histogram's binning);
+    the spatial arrangement that the max contributes is not seen by AdaIN. With ``K = 1`` the
+    target is the reference itself and this is its plain ``feature_stats``.
+
+    Parameters
+    ----------
+    reference_features : torch.Tensor (N, K, C, h, w), floating
+        Encoder features of each row's K references at the decoder's layer.
+    eps : float, optional
+        Variance floor of ``feature_stats`` (use the network's ``eps``; default 1e-5).
+    bins : int, optional
+        Bins of ``h_bar`` (default 256, as the iterative loss).
+
+    Returns
+    -------
+    mean, std : torch.Tensor (N, C, 1, 1), float32 or wider
+        The style statistics of each row, for :func:`~augengine.nst.feedforward.align_statistics`.
+
+    References
+    ----------
+    Huang & Belongie 2017 (AdaIN); Wang et al. 2020 (mr^2NST); Eqs. 7-9 of seed 002.
+
+    Examples
+    --------
+    >>> import torch
+    >>> refs = torch.rand(2, 3, 8, 4, 4)                # 2 rows, 3 references, 8 channels
+    >>> [tuple(t.shape) for t in multi_reference_statistics(refs)]
+    [(2, 8, 1, 1), (2, 8, 1, 1)]
+    """
+    work = torch.promote_types(reference_features.dtype, torch.float32)
+    return feature_stats(multi_reference_target(reference_features.to(work), bins), eps)
+
+
+def _reference_statistics(net, images, references: np.ndarray, batch_size, device, dtype,
+                          channels_last, budget) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`multi_reference_statistics` of rows of reference indices ``(B, K)``, encoding each
+    distinct reference once."""
+    distinct, inverse = np.unique(references, return_inverse=True)
+    bank_slot = np.full(int(distinct.max()) + 1, -1, dtype=np.int64)
+    bank_slot[distinct] = np.arange(distinct.size)
+    _, _, bank = _encode(net, images, distinct, bank_slot, batch_size, device, dtype,
+                         channels_last, budget)
+    stacks = bank[torch.from_numpy(inverse.reshape(-1)).to(bank.device)].to(device)
+    return multi_reference_statistics(stacks.unflatten(0, references.shape), net.eps)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -248,10 +327,9 @@ def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alp
          statistics):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     contents = np.unique(pairs[:, 0])
-    if statistics is None:
-        used = np.unique(pairs)
-    else:
-        used = contents
+    multi = pairs.shape[1] > 2
+    # Multi-reference styles are encoded per pair batch (see _reference_statistics).
+    used = np.unique(pairs) if statistics is None and not multi else contents
     # slot: row of an image in the statistics; content_slot: its row in the feature bank.
     n_slots = max(int(pairs.max()) + 1, len(statistics[0]) if statistics is not None else 0)
     slot = np.full(n_slots, -1, dtype=np.int64)
@@ -267,12 +345,17 @@ def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alp
 
     for start in range(0, pairs.shape[0], batch_size):
         rows = np.arange(start, min(start + batch_size, pairs.shape[0]))
-        content, style = pairs[rows, 0], pairs[rows, 1]
+        content = pairs[rows, 0]
         with torch.inference_mode():
             features = bank[torch.from_numpy(content_slot[content]).to(bank.device)].to(device)
             c = torch.from_numpy(slot[content]).to(device)
-            s = torch.from_numpy(slot[style]).to(device)
-            aligned = blend(align_statistics(features, mean[c], std[c], mean[s], std[s]),
+            if multi:
+                style_mean, style_std = _reference_statistics(
+                    net, images, pairs[rows, 1:], batch_size, device, dtype, channels_last, budget)
+            else:
+                s = torch.from_numpy(slot[pairs[rows, 1]]).to(device)
+                style_mean, style_std = mean[s], std[s]
+            aligned = blend(align_statistics(features, mean[c], std[c], style_mean, style_std),
                             features, alpha)
             with _autocast(device, dtype):
                 out = net.decode(aligned.contiguous(memory_format=memory_format), size)

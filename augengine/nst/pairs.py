@@ -7,12 +7,17 @@ label of the result unambiguous.
 
 A plan is an ``(M, 1 + K)`` int64 array: column 0 is the content image's index into ``labels``,
 columns 1..K its style reference(s); one row is one generated image. Rules that enumerate pairs
-return them content-major (content index ascending), references ascending within a row.
+return them content-major (content index ascending), references ascending within a row. An
+explicit plan can come from a CSV of sample ids (:func:`read_pairs_csv`).
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -125,7 +130,7 @@ def plan_pairs(
         For each content image, ``k`` distinct references drawn from the other images of its class
         (never itself): ``n`` rows ``(content, ref_1, ..., ref_k)``, refs ascending, meant for the
         multi-reference style loss (Eqs. 7-9), one generated image per content image. For k
-        single-reference images instead, use the rows ``(content, ref_j)`` of each column j.
+        single-reference images instead, :func:`split_references` the plan.
         Content ``i`` draws from its own ``numpy.random.Generator`` seeded with
         ``(seed, i, stream)``, so its references depend only on the seed, its index and its
         class, not on the other images, and any row can be replayed alone.
@@ -185,6 +190,19 @@ def plan_pairs(
     return _explicit(pairs, classes, class_of, allow_cross_class)
 
 
+def split_references(rows: np.ndarray) -> np.ndarray:
+    """A plan of ``(M, 1 + K)`` rows as ``(M K, 2)`` single-reference rows ``(content, ref_j)``:
+    K images per content image, one per reference, instead of one multi-reference image. Row
+    order is kept, then reference order.
+
+    Examples
+    --------
+    >>> split_references(np.array([[0, 3, 5], [1, 2, 4]])).tolist()
+    [[0, 3], [0, 5], [1, 2], [1, 4]]
+    """
+    return np.column_stack([np.repeat(rows[:, 0], rows.shape[1] - 1), rows[:, 1:].reshape(-1)])
+
+
 def _all_within_class(class_of, counts, members, first_member) -> np.ndarray:
     rows_per_content = counts[class_of].astype(np.int64)
     content = np.repeat(np.arange(class_of.size, dtype=np.int64), rows_per_content)
@@ -232,14 +250,148 @@ def _explicit(pairs, classes, class_of, allow_cross_class) -> np.ndarray:
         )
     array = array.astype(np.int64)
     if not allow_cross_class:
-        crossing = class_of[array[:, 1:]] != class_of[array[:, :1]]
-        if crossing.any():
-            row, column = np.argwhere(crossing)[0]
-            content, style = array[row, 0], array[row, column + 1]
-            raise ConfigError(
-                f"pairs row {row}: style image {style} "
-                f"(class {_label(classes[class_of[style]])!r}) "
-                f"is not in the class of content image {content} "
-                f"({_label(classes[class_of[content]])!r}); pass allow_cross_class=True to allow it"
-            )
+        _refuse_crossing(array, classes, class_of, lambda row, column: f"pairs row {row}",
+                         lambda image: f"image {image}", "pass allow_cross_class=True to allow it")
     return array
+
+
+def _refuse_crossing(rows, classes, class_of, where, name, remedy: str) -> None:
+    """ConfigError for the first reference of ``rows`` outside its content image's class:
+    ``where(row, column)`` locates it, ``name(index)`` names an image, ``remedy`` says how to
+    allow it."""
+    crossing = class_of[rows[:, 1:]] != class_of[rows[:, :1]]
+    if not crossing.any():
+        return
+    row, column = (int(i) for i in np.argwhere(crossing)[0])
+    content, style = rows[row, 0], rows[row, column + 1]
+    raise ConfigError(
+        f"{where(row, column + 1)}: style {name(style)} "
+        f"(class {_label(classes[class_of[style]])!r}) is not in the class of content "
+        f"{name(content)} ({_label(classes[class_of[content]])!r}); {remedy}"
+    )
+
+
+#: The two header forms of a pairing file.
+PAIRS_HEADER = "content_id,style_id (or content_id,style_id_1,...,style_id_K)"
+
+
+def _references_in_header(where: str, header: list[str]) -> int:
+    """K, the number of style columns a pairing file's header names, or ConfigError."""
+    numbered = [f"style_id_{j}" for j in range(1, len(header))]
+    if len(header) >= 2 and header[0] == "content_id" and (
+        header[1:] == ["style_id"] or header[1:] == numbered
+    ):
+        return len(header) - 1
+    raise ConfigError(f"{where}: the header must be {PAIRS_HEADER}, got {','.join(header)!r}")
+
+
+def _csv_records(path: Path) -> list[tuple[int, list[str]]]:
+    """Non-blank records of a CSV file as ``(line number, stripped fields)``, or ConfigError."""
+    try:
+        # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pairing file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the pairing file ({error})") from None
+    reader = csv.reader(io.StringIO(text))
+    records = []
+    try:
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                records.append((reader.line_num, [field.strip() for field in fields]))
+    except csv.Error as error:
+        raise ConfigError(f"{path} line {reader.line_num}: not valid CSV ({error})") from None
+    return records
+
+
+def _unknown_id(where: str, column: str, value: str, index: dict[str, int]) -> ConfigError:
+    if not value:
+        return ConfigError(f"{where}: {column} is empty")
+    close = difflib.get_close_matches(value, list(index), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: {column} {value!r} is not a sample id of the job's inputs{hint}")
+
+
+def read_pairs_csv(
+    path, sample_ids, labels, *, allow_cross_class: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an explicit plan: a CSV naming, per generated image, its content and style image(s).
+
+    Format
+    ------
+    A header, then one row per generated image, in the order the images are to be made::
+
+        content_id,style_id              content_id,style_id_1,style_id_2,style_id_3
+        benign/12:0,benign/40:0          benign/12:0,benign/40:0,benign/7:0,benign/3:0
+        benign/12:0,benign/41:0          malignant/2:0,malignant/9:0,malignant/1:0,malignant/5:0
+
+    Every field is a ``sample_id`` of the job's inputs (for ``reader: store``, the manifest's
+    ``sample_id``, e.g. ``t0:0``). Fields are stripped of surrounding spaces; blank lines are
+    skipped; a leading byte-order mark is ignored. A row with K references is one multi-reference
+    image (Eqs. 7-9) or, with ``references: single``, K single-reference images.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    sample_ids : sequence (n,) of str
+        The inputs' sample ids; returned indices refer to this order.
+    labels : sequence (n,) of class labels
+        One per input (named in messages, so readable names are best: ``"benign"``).
+    allow_cross_class : bool, optional
+        Accept references of another class than their content image (default False).
+
+    Returns
+    -------
+    rows : ndarray (M, 1 + K), int64
+        Column 0 the content's index into ``sample_ids``, columns 1..K the references'; in file
+        order.
+    lines : ndarray (M,), int64
+        The file line of each row (1-based, the header is line 1 in a file without blank lines).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and line: a missing, unreadable or empty file, a bad header, a
+        ragged row, an empty field or unknown sample id (with the closest known id), a reference
+        outside its content's class.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pairs.csv"
+    >>> _ = path.write_text("content_id,style_id\\na,b\\nb,a\\n")
+    >>> rows, lines = read_pairs_csv(path, ["a", "b", "c"], ["benign"] * 3)
+    >>> rows.tolist(), lines.tolist()
+    ([[0, 1], [1, 0]], [2, 3])
+    """
+    path = Path(path)
+    records = _csv_records(path)
+    if not records:
+        raise ConfigError(f"{path}: the pairing file is empty; expected the header {PAIRS_HEADER} "
+                          "and one row per generated image")
+    header_line, header = records[0]
+    k = _references_in_header(f"{path} line {header_line}", header)
+    if len(records) == 1:
+        raise ConfigError(f"{path}: no rows after the header (line {header_line})")
+    index = {str(sample_id): i for i, sample_id in enumerate(sample_ids)}
+    rows = np.empty((len(records) - 1, 1 + k), np.int64)
+    lines = np.empty(len(records) - 1, np.int64)
+    for r, (line, fields) in enumerate(records[1:]):
+        where = f"{path} line {line}"
+        if len(fields) != 1 + k:
+            raise ConfigError(f"{where}: {len(fields)} field(s), the header has {1 + k} "
+                              f"({','.join(header)})")
+        for column, (name, value) in enumerate(zip(header, fields, strict=True)):
+            if value not in index:
+                raise _unknown_id(where, name, value, index)
+            rows[r, column] = index[value]
+        lines[r] = line
+    if not allow_cross_class:
+        classes, class_of, _ = _classes(labels)
+        _refuse_crossing(rows, classes, class_of,
+                         lambda row, column: f"{path} line {lines[row]}, {header[column]}",
+                         lambda image: repr(sample_ids[image]),
+                         "set allow_cross_class: true to allow it")
+    return rows, lines

@@ -7,6 +7,7 @@ import pytest
 
 from augengine.errors import ConfigError
 from augengine.nst import count_pairs, plan_pairs
+from augengine.nst.pairs import read_pairs_csv, split_references
 
 PAPER_LABELS = ["benign"] * 348 + ["malignant"] * 452
 
@@ -213,3 +214,77 @@ def test_count_pairs_rejects_explicit_and_bad_k():
         count_pairs([0, 1], "explicit")
     with pytest.raises(ConfigError, match="k=3 exceeds the 2 other image"):
         count_pairs([0, 0, 0], "within_class_k", k=3)
+
+
+IDS = ["b0:0", "b1:0", "b2:0", "m0:0", "m1:0"]
+NAMES = ["benign"] * 3 + ["malignant"] * 2
+
+
+def test_read_pairs_csv_keeps_file_order_with_k_reference_columns(tmp_path):
+    path = tmp_path / "pairs.csv"
+    # A spreadsheet's byte-order mark, padded fields and a blank line are tolerated.
+    path.write_text("\ufeffcontent_id, style_id_1, style_id_2\nb2:0,b0:0,b1:0\n\n"
+                    "m1:0 , m0:0,m1:0\nb0:0,b2:0,b2:0\n", encoding="utf-8")
+    rows, lines = read_pairs_csv(path, IDS, NAMES)
+    assert rows.dtype == np.int64 and rows.tolist() == [[2, 0, 1], [4, 3, 4], [0, 2, 2]], (
+        f"rows in file order, ids mapped to input positions: {rows.tolist()}"
+    )
+    assert lines.tolist() == [2, 4, 5], f"file lines of the rows (line 3 is blank): {lines}"
+
+
+def test_read_pairs_csv_allows_cross_class_only_when_asked(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("content_id,style_id\nb0:0,m0:0\n")
+    with pytest.raises(ConfigError, match="set allow_cross_class: true"):
+        read_pairs_csv(path, IDS, NAMES)
+    rows, _ = read_pairs_csv(path, IDS, NAMES, allow_cross_class=True)
+    assert rows.tolist() == [[0, 3]]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("", r"pairs.csv: the pairing file is empty; expected the header", id="empty"),
+        pytest.param("\n \n", "the pairing file is empty", id="blank"),
+        pytest.param("content_id,style_id\n", r"no rows after the header \(line 1\)",
+                     id="header_only"),
+        pytest.param("content,style\nb0:0,b1:0\n",
+                     "line 1: the header must be content_id,style_id .*got 'content,style'",
+                     id="bad_header"),
+        pytest.param("content_id,style_id_1,style_id_3\nb0:0,b1:0,b2:0\n",
+                     "line 1: the header must be", id="header_gap"),
+        pytest.param("content_id,style_id\nb0:0,b1:0\nb1:0,b0:0,b2:0\n",
+                     r"line 3: 3 field\(s\), the header has 2 \(content_id,style_id\)",
+                     id="ragged"),
+        pytest.param("content_id,style_id\nb0:0,b1:0\nb1:0\n", r"line 3: 1 field\(s\)",
+                     id="short_row"),
+        pytest.param("content_id,style_id\nb0:0,b1\n",
+                     r"line 2: style_id 'b1' is not a sample id of the job's inputs "
+                     r"\(did you mean 'b1:0'\?\)", id="unknown"),
+        pytest.param("content_id,style_id\n,b1:0\n", "line 2: content_id is empty", id="empty_id"),
+        pytest.param("content_id,style_id_1,style_id_2\nm0:0,m1:0,b1:0\n",
+                     r"line 2, style_id_2: style 'b1:0' \(class 'benign'\) is not in the class "
+                     r"of content 'm0:0' \('malignant'\); set allow_cross_class: true",
+                     id="cross_class"),
+    ],
+)
+def test_read_pairs_csv_errors_name_the_file_and_line(tmp_path, text, message):
+    path = tmp_path / "pairs.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        read_pairs_csv(path, IDS, NAMES)
+    assert "\n" not in str(info.value), f"error must be one line, got {str(info.value)!r}"
+
+
+def test_read_pairs_csv_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="none.csv: pairing file not found"):
+        read_pairs_csv(tmp_path / "none.csv", IDS, NAMES)
+
+
+def test_split_references_gives_one_pair_per_reference_in_row_order():
+    plan = plan_pairs([0, 0, 0, 1, 1, 1], rule="within_class_k", k=2, seed=7)
+    pairs = split_references(plan)
+    assert pairs.shape == (12, 2) and pairs.dtype == np.int64
+    assert pairs.tolist() == [[row[0], ref] for row in plan.tolist() for ref in row[1:]], (
+        f"each row's references in order, rows in order: {pairs.tolist()}"
+    )
