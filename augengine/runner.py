@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -418,6 +419,33 @@ def finished_shards(plan: Plan) -> dict[int, tuple[list, list]]:
     return done
 
 
+class _LogLines:
+    """A text stream for tqdm when stderr is not a terminal (``ray job logs -f``, batch logs):
+    each refresh becomes its own line instead of a carriage-return redraw."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").splitlines():
+            if line.strip():
+                self._stream.write(line.rstrip() + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def progress_bar(total: int, initial: int, name: str, enabled: bool):
+    """tqdm bar with rate and ETA: redrawn in place on a terminal; on a log (no TTY), one line
+    every 30 s, so a job followed with ``ray job logs -f`` shows how far it is."""
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, unit="img", desc=name, disable=not enabled,
+                smoothing=0.1, mininterval=0.1 if interactive else 30.0, ascii=not interactive,
+                file=sys.stderr if interactive else _LogLines(sys.stderr))
+
+
 def run_job(config: JobConfig, address: str | None = None, progress: bool = True,
             on_shard_done: Callable[[int, list], None] | None = None) -> RunResult:
     """Plan, build every unfinished shard on Ray actors, and finalize the store.
@@ -425,8 +453,6 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
     ``on_shard_done(shard, actors)`` is called on the driver after each shard is recorded (tests
     use it to kill an actor mid-run).
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     if config.nst is not None:
         # Fail on the driver, in one line, before any actor starts: a missing or corrupt
@@ -449,8 +475,8 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
                        plan.job_hash(), config.model_dump(mode="json"))
     done = finished_shards(plan)
     todo = [s for s in range(plan.n_shards) if s not in done]
-    bar = tqdm(total=plan.n_samples, initial=sum(len(plan.shard_indices(s)) for s in done),
-               unit="img", desc=config.name, disable=not progress, smoothing=0.1)
+    bar = progress_bar(plan.n_samples, sum(len(plan.shard_indices(s)) for s in done), config.name,
+                       progress)
     if todo:
         import ray
         from ray.util import ActorPool

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output and isinstance(job, dict):
             job.setdefault("output", {})["path"] = args.output
         config = parse_job(job, origin=args.config)
-        result = run_job(config, address=args.address, progress=sys.stderr.isatty())
+        result = run_job(config, address=args.address)
         problems = verify_store(result.path)
     except (AugengineError, OSError) as error:
         print(f"jobs/augment.py: error: {error}", file=sys.stderr)

@@ -172,3 +172,18 @@ def test_a_store_feeds_the_next_job(ray_session, reference, tmp_path):
     assert {r["source_id"] for r in rows} == {r["source_id"] for r in originals}
     assert rows[0]["input_id"] == originals[0]["sample_id"]
     assert store.open_store(out).group["masks"][0].any(), "masks travel with the images"
+
+
+def test_progress_without_a_terminal_is_one_line_per_refresh(monkeypatch, capsys):
+    # `ray job logs -f` shows the driver's stderr as a log: redraws must become lines.
+    from augengine.runner import progress_bar
+
+    bar = progress_bar(100, 10, "job", True)
+    bar.mininterval, bar.miniters = 0, 1
+    for _ in range(3):
+        bar.update(30)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines) and len(lines) >= 3, f"progress log: {lines}"
+    assert lines[0].startswith("job:  10%") and "100/100" in lines[-1], f"progress log: {lines}"
+    assert "img/s" in lines[-1], f"no rate in {lines[-1]!r}"
