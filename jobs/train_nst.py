@@ -4,6 +4,11 @@
         --encoder-weights resnet50-imagenet.pth --classifier-weights out/classifier.pth
     horovodrun -np 8 -H localhost:8 python jobs/train_nst.py --data ... --out ... --horovod
 
+On small images without ImageNet weights (the 64 x 64 phantoms of docs/nst.md) align and compare
+at the stride-2 stage, where a random encoder's features can still be decoded:
+``--arch resnet18 --layer relu --content-layers relu --style-layers relu,layer1,layer2 --lr 1e-3``
+(docs/nst.md, "Decoder quality").
+
 Re-running with the same ``--out`` resumes from its checkpoint (``--no-resume`` starts afresh).
 Without ``--encoder-weights``/``--classifier-weights`` the networks are randomly initialised
 (nothing is downloaded). See :func:`augengine.nst.training.train_feedforward`.
@@ -29,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for checkpoint.pt and log.jsonl")
     parser.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
     parser.add_argument("--horovod", action="store_true", help="run under horovodrun")
-    parser.add_argument("--encoder-weights", help="local checkpoint of the encoder (ImageNet)")
+    parser.add_argument("--encoder-weights",
+                        help="local checkpoint of the encoder: ImageNet weights, or a classifier "
+                             "trained on the store (augengine.models.fit_classifier)")
     parser.add_argument("--classifier-weights", help="local benign/malignant classifier for LRP")
     parser.add_argument("--arch", default="resnet50", help="resnet50 (default) or resnet18")
     parser.add_argument("--layer", default="layer3", help="encoder stage of AdaIN")

@@ -189,7 +189,12 @@ class Decoder(nn.Module):
     x2 upsampling, 3x3 conv, ReLU, with ``w_i = max(in_channels / 2**(i+1), min_width)``; then a
     3x3 conv to one grey channel and a sigmoid, so the output lies in (0, 1). No normalisation
     layers (they would wash out the statistics AdaIN sets), nearest upsampling and reflect
-    padding (no checkerboard or border artefacts), as in Huang & Belongie's decoder.
+    padding (no checkerboard or border artefacts), as in Huang & Belongie's decoder. The
+    convolutions before a ReLU start from He initialisation (normal, fan-in, zero bias), which
+    keeps the activation variance through the stages; PyTorch's default (weight variance
+    ``1 / (3 fan_in)`` against ``2 / fan_in``) shrinks it about sixfold per layer, so an untrained
+    decoder drew a constant grey (pixel standard deviation 2e-4 behind ResNet-18's ``layer2``)
+    and short CPU trainings stayed washed out (docs/nst.md, "Decoder quality").
 
     Parameters
     ----------
@@ -204,6 +209,10 @@ class Decoder(nn.Module):
     -----
     ``(N, in_channels, h, w)`` -> ``(N, 1, h * 2**upsamplings, w * 2**upsamplings)``; ``h`` and
     ``w`` must be >= 2 (reflect padding).
+
+    References
+    ----------
+    He, Zhang, Ren & Sun 2015. Delving deep into rectifiers. ICCV, 1026-1034.
     """
 
     def __init__(self, in_channels: int, upsamplings: int, min_width: int = 32):
@@ -218,22 +227,27 @@ class Decoder(nn.Module):
         for stage in range(upsamplings):
             out = max(in_channels >> (stage + 1), min_width)
             layers += [
-                _conv(width, out),
+                _conv(width, out, before_relu=True),
                 nn.ReLU(),
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                _conv(out, out),
+                _conv(out, out, before_relu=True),
                 nn.ReLU(),
             ]
             width = out
-        layers += [_conv(width, 1), nn.Sigmoid()]
+        layers += [_conv(width, 1, before_relu=False), nn.Sigmoid()]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
 
 
-def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+def _conv(in_channels: int, out_channels: int, before_relu: bool) -> nn.Conv2d:
+    """Reflect-padded 3x3 convolution; He-initialised when a ReLU follows (see Decoder)."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+    if before_relu:
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+    return conv
 
 
 class StyleNet(nn.Module):

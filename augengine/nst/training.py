@@ -121,7 +121,22 @@ def _seeded(seed: int, build):
         return build()
 
 
+def _recorded(weights) -> dict:
+    """The metadata :func:`augengine.models.fit_classifier` saves beside the state dict (``arch``,
+    ``num_classes``), or ``{}`` for other or unreadable files (``load_weights`` reports those)."""
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _build_encoder(config: dict, encoder_weights):
+    if encoder_weights is not None:
+        recorded = _recorded(encoder_weights).get("arch", config["arch"])
+        if recorded != config["arch"]:
+            raise ConfigError(f"{encoder_weights}: holds a {recorded} (recorded in the file), "
+                              f"arch is {config['arch']!r}; train with arch={recorded!r}")
     model = _seeded(config["seed"], lambda: ARCHITECTURES[config["arch"]]())
     if encoder_weights is None:
         warnings.warn(
@@ -227,13 +242,9 @@ def _build_classifier(config: dict, classifier_weights, num_labels: int):
             stacklevel=3,
         )
     else:
-        try:  # fit_classifier records the architecture; load_weights reports unreadable files
-            saved = torch.load(classifier_weights, map_location="cpu", weights_only=True)
-        except Exception:
-            saved = None
-        if isinstance(saved, dict):
-            arch = saved.get("arch", arch)
-            num_classes = saved.get("num_classes", num_classes)
+        saved = _recorded(classifier_weights)
+        arch = saved.get("arch", arch)
+        num_classes = saved.get("num_classes", num_classes)
     if arch not in ARCHITECTURES:
         raise InputError(f"{classifier_weights}: unknown classifier architecture {arch!r}")
     model = _seeded(config["seed"] + 2, lambda: ARCHITECTURES[arch](num_classes=num_classes))
@@ -380,8 +391,11 @@ def train_feedforward(
     out_dir : str or Path
         Where the checkpoint, log and relevance cache go (created).
     encoder_weights : str or Path, optional
-        Local checkpoint of the ``arch`` encoder (ImageNet weights; its ``fc`` is ignored). None:
-        seeded random initialisation, with a warning -- nothing is downloaded.
+        Local checkpoint of the ``arch`` encoder, its ``fc`` ignored: ImageNet weights, or a
+        classifier trained on the store (:func:`augengine.models.fit_classifier`; its recorded
+        ``arch`` must equal ``arch``; on the 64-pixel phantoms it trained no better decoder than
+        the random encoder, docs/nst.md "Decoder quality"). None: seeded random initialisation,
+        with a warning -- nothing is downloaded.
     classifier_weights : str or Path, optional
         Local benign/malignant classifier (e.g. from :func:`augengine.models.fit_classifier`;
         its ``arch``/``num_classes`` are read from the file when recorded) whose LRP relevance

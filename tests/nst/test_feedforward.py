@@ -13,7 +13,7 @@ import zarr
 
 from augengine.errors import ConfigError, InputError
 from augengine.models import resnet18
-from augengine.nst.feedforward import StyleNet, adain, align_statistics, feature_stats
+from augengine.nst.feedforward import Decoder, StyleNet, adain, align_statistics, feature_stats
 from augengine.nst.generate import generate, to_uint8, to_unit
 from augengine.nst.pairs import plan_pairs
 
@@ -157,6 +157,21 @@ def test_alpha_zero_decodes_the_content_features(net):
         out = net(content, torch.rand(2, 1, 32, 32), alpha=0.0)
         expected = net.decode(net.encode(content))
     assert torch.equal(out, expected), "alpha=0 should decode the content's own features"
+
+
+@pytest.mark.parametrize("in_channels, upsamplings", [(64, 1), (128, 3), (1024, 4)])
+def test_untrained_decoder_draws_an_image_not_a_constant(in_channels, upsamplings):
+    # With PyTorch's default convolution init the variance shrank ~6x per layer: these decoders
+    # drew a near-uniform grey (pixel std 0.015, 2e-4, 3e-5), and short trainings stayed flat.
+    torch.manual_seed(0)
+    decoder = Decoder(in_channels, upsamplings)
+    features = torch.randn(2, in_channels, 4, 4).relu()
+    with torch.no_grad():
+        std = decoder(features).std(dim=(1, 2, 3))
+    assert (std > 0.02).all(), (
+        f"untrained Decoder({in_channels}, {upsamplings}): pixel std {std.tolist()}, "
+        "expected > 0.02"
+    )
 
 
 def test_bad_inputs_and_settings(net):

@@ -14,6 +14,7 @@ from augengine.errors import ConfigError, InputError
 from augengine.models import resnet18
 from augengine.nst import generate, plan_pairs
 from augengine.nst import training
+from augengine.nst.quality import ssim
 from augengine.nst.training import (
     CHECKPOINT,
     load_checkpoint,
@@ -182,6 +183,33 @@ def test_encoder_weights_are_recorded_and_checked(texture_store, tmp_path):
     )
     with pytest.raises(ConfigError, match="encoder weights"):
         load_style_net(out / CHECKPOINT)
+
+
+def test_decoder_learns_to_reconstruct_the_content(texture_store, tmp_path):
+    # The paper's content loss alone (beta = 0) at a stride-2 AdaIN layer: the decoder must learn
+    # to invert the encoder. (At ResNet-18's layer2 the same run reaches SSIM ~0.05: a random
+    # encoder's stride-8 features of 32-pixel images cannot be inverted; docs/nst.md.)
+    result = _train(texture_store, tmp_path, epochs=15, layer="relu", content_layers=("relu",),
+                    style_layers=("relu",), beta=0.0, lr=1e-3, pairing="within_class_all",
+                    lrp=False)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        net = load_style_net(result.checkpoint)
+    images, _ = texture_images()
+    content = torch.from_numpy(images).unsqueeze(1).float() / 255
+    with torch.no_grad():
+        scores = ssim(net(content, content), content)
+    assert scores.min() > 0.6, (
+        f"SSIM of the decoded images to their contents {scores.tolist()}: expected > 0.6"
+    )
+
+
+def test_encoder_weights_of_another_architecture_are_refused(texture_store, tmp_path):
+    weights = tmp_path / "cls.pt"
+    torch.save({"state_dict": resnet18(num_classes=2).state_dict(), "arch": "resnet18",
+                "num_classes": 2}, weights)                        # as fit_classifier saves
+    with pytest.raises(ConfigError, match="resnet18"):
+        train_feedforward(texture_store, tmp_path / "run", weights, epochs=1, lrp=False,
+                          **{**TINY, "arch": "resnet50"})
 
 
 @pytest.mark.parametrize(
