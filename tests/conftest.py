@@ -41,14 +41,25 @@ def _cuda_available() -> bool:
 CUDA = _cuda_available()
 requires_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (none found)")
 
-#: Parametrize a test over every available array module: ``@pytest.mark.parametrize("xp", BACKENDS)``
-BACKENDS = [pytest.param(np, id="numpy")]
-if CUDA:
-    import cupy
+#: Array modules for ``@pytest.mark.parametrize("xp", BACKENDS, indirect=True)``: NumPy, CuPy on a
+#: GPU (skipped without one) and CuPy emulated on the CPU (tests/cuda_emulator, runs everywhere).
+BACKENDS = ["numpy", pytest.param("cupy", marks=[requires_gpu, pytest.mark.gpu]), "emulated"]
 
-    BACKENDS.append(pytest.param(cupy, id="cupy", marks=pytest.mark.gpu))
-else:
-    BACKENDS.append(pytest.param(None, id="cupy", marks=requires_gpu))
+
+@pytest.fixture
+def xp(request):
+    """The array module named by the ``BACKENDS`` parameter."""
+    if request.param == "numpy":
+        yield np
+    elif request.param == "cupy":
+        import cupy
+
+        yield cupy
+    else:
+        from tests.cuda_emulator import emulated_cupy
+
+        with emulated_cupy() as cupy:
+            yield cupy
 
 
 @pytest.fixture(scope="session", autouse=True)

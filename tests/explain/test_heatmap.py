@@ -12,7 +12,7 @@ from tests.conftest import BACKENDS
 RELEVANCE = [[1.0, -1.0], [0.0, 0.25]]
 
 
-@pytest.mark.parametrize("xp", BACKENDS)
+@pytest.mark.parametrize("xp", BACKENDS, indirect=True)
 def test_colours_on_white_by_hand(xp):
     rgb = relevance_heatmap(xp.asarray(RELEVANCE))
     # r = 1: red; r = -1: blue; r = 0: white; r = 0.25: 0.75 white + 0.25 red = (255, 191, 191).

@@ -317,7 +317,7 @@ def test_bad_parameters_give_one_line_errors(call, error, words):
 # --- backends ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("xp", BACKENDS)
+@pytest.mark.parametrize("xp", BACKENDS, indirect=True)
 @pytest.mark.parametrize("name", list(OPS))
 def test_backend_parity(name, xp, rng):
     image = make_image(rng, (17, 24), np.float32)

@@ -118,7 +118,7 @@ def test_jpeg_bad_image(image):
 # --- backends ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("xp", BACKENDS)
+@pytest.mark.parametrize("xp", BACKENDS, indirect=True)
 def test_backend_parity(xp, rng):
     image = textured(rng, (31, 40))
     for name, op in (("blur", lambda x: gaussian_blur(x, 1.5)), ("jpeg", lambda x: jpeg(x, 50))):

@@ -282,7 +282,7 @@ def test_bad_axis(axis):
 # --- backends ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("xp", BACKENDS)
+@pytest.mark.parametrize("xp", BACKENDS, indirect=True)
 def test_bmode_backend_parity(xp, rng):
     rf = simulated_rf(rng, shape=(512, 32))
     expected = bmode(rf, 50)
