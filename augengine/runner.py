@@ -264,25 +264,16 @@ class StyleTransferInputs:
     def _assess(self, pairs: np.ndarray, results: np.ndarray, keys: list) -> None:
         """SSIM to the content, and style distance before and after to the row's style target:
         the style image's features, or the Eq. 9 target of K references."""
-        import torch
-
-        from augengine.models import imagenet_normalize
         from augengine.nst.generate import to_unit
-        from augengine.nst.histogram import multi_reference_target
-        from augengine.nst.quality import ssim, style_distance
+        from augengine.nst.quality import assess_quality
 
-        device, c = self.torch_device, self.quality_c
-        result, content = to_unit(results, device), to_unit(self.images[pairs[:, 0]], device)
-        references = self._references(pairs[:, 1:])
-        with torch.no_grad():
-            features = self.extractor(imagenet_normalize(references.flatten(0, 1)))
-            target = {layer: multi_reference_target(value.unflatten(0, references.shape[:2]))
-                      for layer, value in features.items()}
-            scores = (ssim(result, content), style_distance(content, target, self.extractor, c),
-                      style_distance(result, target, self.extractor, c))
+        device = self.torch_device
+        scores = assess_quality(to_unit(results, device), to_unit(self.images[pairs[:, 0]], device),
+                                self._references(pairs[:, 1:]), self.extractor, self.quality_c)
         for k, key in enumerate(keys):
-            self.quality[key] = {name: round(float(score[k]), 6) for name, score in zip(
-                ("ssim_to_content", "style_distance_before", "style_distance_after"), scores)}
+            self.quality[key] = {"ssim_to_content": round(float(scores.ssim[k]), 6),
+                                 "style_distance_before": round(float(scores.style_before[k]), 6),
+                                 "style_distance_after": round(float(scores.style_after[k]), 6)}
 
     def load(self, item: WorkItem) -> tuple[Frame, list[dict]]:
         for position in item.nst_key:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from augengine.errors import ConfigError, InputError
 from augengine.models import imagenet_normalize
 from augengine.nst.feedforward import check_images
+from augengine.nst.histogram import multi_reference_target
 from augengine.nst.losses import mmd_poly_loss
 
 __all__ = ["QualityScores", "assess_quality", "ssim", "style_distance"]
@@ -202,14 +203,15 @@ def assess_quality(
     c: float = 0.0,
     layer_weights: Mapping[str, float] | None = None,
 ) -> QualityScores:
-    """SSIM to the content image and style distance to the style image, before and after.
+    """SSIM to the content image and style distance to the style target, before and after.
 
     Parameters
     ----------
     result, content : torch.Tensor (N, 1, H, W), floating
         Styled images and their content images, in [0, 1]; ``H, W >= 11``.
-    style : torch.Tensor (N or 1, 1, H', W'), floating
-        Style images in [0, 1].
+    style : torch.Tensor (N or 1, 1, H', W') or (N, K, 1, H', W'), floating
+        Style images in [0, 1], or K references per pair whose target is Eq. 9's
+        (:func:`augengine.nst.histogram.multi_reference_target`; K = 1 is the reference itself).
     extractor, c, layer_weights
         As in :func:`style_distance`; the style features are computed once for both distances.
 
@@ -230,12 +232,18 @@ def assess_quality(
     """
     check_images("result", result)
     check_images("content", content)
+    stacks = style.shape[:2] if style.ndim == 5 else None
+    if stacks is not None:
+        style = style.flatten(0, 1)
     check_images("style", style)
     if result.shape != content.shape:
         raise InputError(f"result {tuple(result.shape)} and content {tuple(content.shape)} "
                          "differ in shape")
     with torch.no_grad():
         style_features = extractor(imagenet_normalize(style))
+        if stacks is not None:
+            style_features = {layer: multi_reference_target(value.unflatten(0, stacks))
+                              for layer, value in style_features.items()}
         return QualityScores(
             ssim=ssim(result, content),
             style_before=style_distance(content, style_features, extractor, c, layer_weights),

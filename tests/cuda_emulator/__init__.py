@@ -162,10 +162,6 @@ def asarray(value, dtype=None, order=None):
     return ndarray(_device_copy(np.asarray(value, dtype=dtype, order=order)))
 
 
-def asnumpy(value, stream=None):
-    return value.get() if isinstance(value, ndarray) else np.asarray(value)
-
-
 # --- kernels -------------------------------------------------------------------------------------
 
 _SCALARS = {
@@ -277,12 +273,6 @@ class _Device:
     def __exit__(self, *exc):
         return False
 
-    def use(self):
-        return self
-
-    def synchronize(self):
-        return None
-
 
 class _Event:
     """``cupy.cuda.Event``: the emulator is synchronous, so a host clock times the work."""
@@ -335,12 +325,11 @@ def modules() -> dict[str, types.ModuleType]:
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: 1,
         getDeviceProperties=lambda device: {"name": b"CPU emulation (tests/cuda_emulator)"})
-    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, is_available=lambda: True,
-                                 Event=_Event, get_elapsed_time=_elapsed_ms)
+    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event,
+                                 get_elapsed_time=_elapsed_ms)
     random = types.SimpleNamespace(default_rng=_Generator)
-    cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, array=asarray, asnumpy=asnumpy,
-                   RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, random=random,
-                   EMULATED=True)
+    cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, RawModule=RawModule,
+                   RawKernel=RawKernel, cuda=cuda, random=random)
     scipy_ = types.ModuleType("cupyx.scipy")
     fakes = {"cupy": cupy, "cupyx": types.ModuleType("cupyx"), "cupyx.scipy": scipy_}
     fakes["cupyx"].scipy = scipy_

@@ -38,7 +38,6 @@
 
 #define __global__
 #define __device__
-#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
@@ -111,8 +110,6 @@ inline void fiber_entry()
     state.fibers[state.current].wait = Wait::done;
     _longjmp(state.back, 1);
 }
-
-inline int warp_of(int linear) { return linear / 32; }
 
 // Run one block to completion: every fiber from the top of the kernel, barriers honoured.
 inline bool run_block(std::mt19937_64& rng, std::size_t stack_bytes)
