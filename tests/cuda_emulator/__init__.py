@@ -42,7 +42,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 HEADER = Path(__file__).with_name("cuda_cpu.h")
 GUARD = 4096  # bytes of 0xFF before and after every device allocation
-_ROOTS: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+_ROOTS: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 _SEEDS = itertools.count(int(os.environ.get("AUGENGINE_EMULATOR_SEED", "0")) * 1_000_003)
 #: Launches per kernel name expression, for tests that must prove a path reached the kernels.
 LAUNCHES: collections.Counter[str] = collections.Counter()
@@ -99,7 +99,7 @@ def _device_call(function, args, kwargs, allow_host: bool = False):
     return _wrap(function(*_unwrap(args, allow_host), **_unwrap(kwargs, allow_host)))
 
 
-class ndarray(NDArrayOperatorsMixin):  # noqa: N801 - the name CuPy uses
+class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
     """Device array stand-in: NumPy data in a guarded buffer, CuPy's host/device rules."""
 
     __module__ = "cupy"  # augengine._xp dispatches on the defining module
@@ -199,7 +199,7 @@ def _compile(code: str, name_expressions) -> ctypes.CDLL:
         cpp.write_text(source)
         partial = library.with_suffix(f".{os.getpid()}.tmp")
         result = subprocess.run(["g++", *flags, str(cpp), "-o", str(partial)],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         cpp.unlink()
         if result.returncode != 0:
             raise EmulatorError(f"g++ could not compile the kernels:\n{result.stderr[-4000:]}")
