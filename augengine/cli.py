@@ -32,10 +32,14 @@ def _cmd_run(args) -> int:
     from augengine.config import load_job
     from augengine.runner import run_job
 
-    result = run_job(load_job(args.job), address=args.address, progress=not args.quiet)
+    result = run_job(load_job(args.job), address=args.address, progress=not args.quiet,
+                     rebuild=args.rebuild)
     print(f"{result.path}: {result.written} samples written, {result.quarantined} quarantined "
           f"of {result.planned} planned ({result.shards_built} shards built, "
           f"{result.shards_kept} kept from an earlier run) in {result.seconds:.1f} s")
+    if result.quarantine:
+        print("left out (count x reason):", *(f"  {line}" for line in result.quarantine[:10]),
+              f"  all of them: augengine inspect {result.path}", sep="\n", file=sys.stderr)
     return 0
 
 
@@ -50,6 +54,10 @@ def _cmd_inspect(args) -> int:
         print(f"{key:<14} {info[key]}")
     print(f"{'size':<14} {info['bytes_on_disk'] / 1e6:.1f} MB on disk")
     print(f"{'counts':<14} {info['counts']}")
+    if info["quarantine"]:
+        print("left out (count x reason):")
+        for line in info["quarantine"]:
+            print(f"  {line}")
     if info["nst_quality_mean"]:
         print(f"{'nst quality':<14} {info['nst_quality_mean']} (means over samples)")
     print("by label:")
@@ -111,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", help="job YAML file")
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rebuild", action="store_true",
+                   help="the inputs changed since the store was made: rebuild the shards they "
+                        "change (without it such a resume is refused)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("inspect", help="counts by label and op chain, sizes")

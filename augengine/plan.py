@@ -7,8 +7,11 @@ once and shares the common prefix of its chains (one envelope per dynamic range,
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,12 @@ from augengine.config import JobConfig, NstConfig
 from augengine.errors import ConfigError, InputError
 from augengine.pipeline import describe_chain
 from augengine.sources import LABEL_NAMES, SampleRef
+
+
+#: Memory one sample's chain may use on an actor (see :meth:`Plan.actor_memory_bytes`).
+WORKING_SET_BYTES = 512 * 2**20
+#: A ResNet-50 encoder, its decoder and a batch of 32 activations at 224x224, with room to spare.
+NST_MODEL_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,21 @@ class Plan:
     def has_masks(self) -> bool:
         return any(ref.has_roi for ref in self.refs)
 
+    def actor_memory_bytes(self) -> int:
+        """A deliberately generous estimate of one actor's peak memory while it builds a shard.
+
+        The shard's output buffers (images, and masks when any input has one) three times over:
+        the arrays ``build_shard`` fills, Zarr's encoded copy and the copy Ray returns; plus
+        ``WORKING_SET_BYTES`` for one sample's chain (float64 intermediates of a full RF frame);
+        for style transfer, every input image as uint8 and float32 and ``NST_MODEL_BYTES`` for
+        the networks and one batch of activations. Inputs are not decoded at plan time, so an
+        input much larger than the output is covered only by the working set.
+        """
+        h, w = self.config.output.size
+        buffers = 3 * self.shard_size * h * w * (2 if self.has_masks else 1)
+        nst = 0 if self.pairs is None else NST_MODEL_BYTES + 5 * len(self.refs) * h * w
+        return buffers + WORKING_SET_BYTES + nst
+
     def shard_indices(self, shard: int) -> range:
         start = shard * self.shard_size
         return range(start, min(start + self.shard_size, self.n_samples))
@@ -123,6 +147,52 @@ class Plan:
         counts = Counter(prefix + describe_chain(chain) for chain in self.chains)
         return {name: n * self.n_rows for name, n in counts.items()}
 
+    @cached_property
+    def _stamps(self) -> dict[str, list]:
+        """``[size, mtime_ns]`` of every file the plan reads (``None`` for a missing file), each
+        file stat-ed once however many samples it holds."""
+        paths = {path for ref in self.refs for path in sources.input_files(ref)}
+        return {path: file_stamp(path) for path in sorted(paths | set(self.job_files))}
+
+    @property
+    def job_files(self) -> list[str]:
+        """Files besides the samples that every output depends on: the style-transfer models."""
+        nst = self.config.nst
+        if nst is None:
+            return []
+        return [str(Path(p).resolve()) for p in (nst.checkpoint, nst.encoder_weights,
+                                                 nst.classifier) if p is not None]
+
+    def inputs(self) -> list[dict]:
+        """What the plan reads, in plan order: one row per input sample (its id and each file
+        it reads with size and mtime), then one per model file (``sample_id`` None). Recorded
+        in the store (``inputs.parquet``) so a resume can say what changed."""
+        rows = [{"sample_id": ref.sample_id,
+                 "files": json.dumps([[p, *(self._stamps[p] or [None, None])]
+                                      for p in sources.input_files(ref)])}
+                for ref in self.refs]
+        rows += [{"sample_id": None, "files": json.dumps([[p, *(self._stamps[p] or [None, None])]])}
+                 for p in self.job_files]
+        return rows
+
+    def inputs_digest(self) -> str:
+        """sha256 of :meth:`inputs`: equal for two plans exactly when they read the same sample
+        ids, in the same order, from files of the same size and modification time."""
+        return hashlib.sha256(json.dumps(self.inputs()).encode()).hexdigest()
+
+    def shard_digest(self, shard: int) -> str:
+        """sha256 of what shard ``shard`` is made from: its indices, each item's input key and
+        variant, and the stamps of every file those inputs (and the model files) read. A shard
+        whose digest is unchanged holds exactly the samples the plan puts there now."""
+        items = []
+        for index in self.shard_indices(shard):
+            item = self.work_item(index)
+            files = [p for ref in (item.ref, *item.styles) for p in sources.input_files(ref)]
+            items.append([index, item.input_key, item.variant,
+                          [[p, self._stamps[p]] for p in files]])
+        job = [[p, self._stamps[p]] for p in self.job_files]
+        return hashlib.sha256(json.dumps([self.job_hash(), job, items]).encode()).hexdigest()
+
     def job_hash(self) -> str:
         """The store's identity: :meth:`JobConfig.config_hash`, and the content of the explicit
         pairing file when there is one, so a run never resumes a store made from other pairs."""
@@ -130,6 +200,15 @@ class Plan:
         if self.pairs_sha256 is None:
             return digest
         return hashlib.sha256(f"{digest}:{self.pairs_sha256}".encode()).hexdigest()
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """``[size in bytes, mtime in ns]`` of a file, or None when it is missing."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def make_plan(config: JobConfig) -> Plan:

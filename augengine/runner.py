@@ -1,11 +1,12 @@
 """Run a job: the driver turns the plan into shard-sized work units, Ray actors build and write
 whole shards, and the driver alone records them (journal, manifest, attributes).
 
-Resuming is re-running: a shard whose journal exists and whose stored images match the recorded
-checksums is kept; every other shard is rebuilt. Shards are deterministic functions of the job
+Resuming is re-running: a shard whose journal exists, was made from the same inputs and whose
+stored images, masks and labels match the recorded checksums is kept; every other shard is rebuilt. Shards are deterministic functions of the job
 (per-sample seeds), and Zarr rewrites a shard byte for byte, so a resumed run ends identical to an
-uninterrupted one. Ray's own machinery does the rest: an ``ActorPool`` hands out shards, actors are
-restarted (``max_restarts``) and their in-flight shard retried (``max_task_retries``) if they die.
+uninterrupted one. Ray's own machinery does the rest: actors are restarted (``max_restarts``) and
+their in-flight shard retried (``max_task_retries``) if they die; a shard that still fails stops
+the run with one line naming it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 from augengine import sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
-from augengine.errors import AugengineError, InputError
+from augengine.errors import ConfigError, InputError, RunError, one_line
 from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
 from augengine.plan import Plan, WorkItem, make_plan
 from augengine.sources import SampleRef
@@ -85,7 +86,7 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                 frame, made_by = load_input(item)
                 frame = _on_device(frame, device)
             except Exception as error:  # noqa: BLE001 - one bad input must not stop the shard
-                load_error = _reason(error)
+                load_error = one_line(error)
         seed = sample_seed(job_seed, item.input_key, variant)
         concrete = realise_chain(chains[variant], seed)
         reason = load_error
@@ -93,7 +94,7 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             try:
                 out, applied = apply_chain(frame, concrete, output_size, cache)
             except Exception as error:  # noqa: BLE001
-                reason = _reason(error)
+                reason = one_line(error)
         if reason is not None:
             quarantined.append({"index": item.index, "input_id": item.input_key,
                                 "source_path": ref.path, "variant": variant,
@@ -112,6 +113,7 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                               sort_keys=True),
             "seed": seed, "shard": item.index // shard_size, "has_mask": out.mask is not None,
             "sha256": store.image_sha256(images[slot]),
+            "mask_sha256": None if out.mask is None else store.image_sha256(masks[slot]),
         })
     return images, masks, labels, rows, quarantined
 
@@ -140,7 +142,7 @@ class StyleTransferInputs:
                 samples.append(sources.load_sample(ref))
             except Exception as error:  # noqa: BLE001 - its pairs are quarantined, not the run
                 samples.append(None)
-                self.errors[position] = _reason(error)
+                self.errors[position] = one_line(error)
         shapes = {s.image.shape for s in samples if s is not None}
         if len(shapes) > 1:
             raise InputError(f"nst: input images must share one size, found {sorted(shapes)[:3]}; "
@@ -299,11 +301,6 @@ def _file_sha256(path) -> str | None:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _reason(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text if isinstance(error, AugengineError) else f"{type(error).__name__}: {text}"
-
-
 def _actor_device() -> str:
     """"cuda" when Ray gave this actor a GPU and CuPy can use it, else "cpu"."""
     import ray
@@ -357,6 +354,8 @@ class RunResult:
     shards_built: int
     shards_kept: int
     seconds: float
+    #: :func:`augengine.store.quarantine_summary` of the samples and sources left out.
+    quarantine: list[str] = field(default_factory=list)
 
 
 def _ray_connect(address: str | None):
@@ -376,9 +375,23 @@ def _ray_connect(address: str | None):
     return True
 
 
-def _actor_options(config: JobConfig, shards_todo: int) -> tuple[int, dict]:
+def _host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _refuse_memory(plan: Plan, need: int, have: int, where: str) -> None:
+    out = plan.config.output
+    raise ConfigError(
+        f"output.size {out.size[0]}x{out.size[1]} x output.shard_size {out.shard_size}: one actor "
+        f"needs about {need / 2**30:.1f} GiB, more than {where} has ({have / 2**30:.1f} GiB); "
+        "lower output.shard_size or output.size")
+
+
+def _actor_options(config: JobConfig, shards_todo: int, memory: int) -> tuple[int, dict]:
     """One actor per GPU where the cluster has GPUs, else CPU actors with a little headroom
-    (whole-CPU actors filling a small node starve Ray's own tasks)."""
+    (whole-CPU actors filling a small node starve Ray's own tasks). Each actor reserves its
+    ``memory`` estimate, so Ray never packs more onto a node than it can hold; the count is cut
+    to what the cluster's memory allows."""
     import ray
 
     resources = ray.cluster_resources()
@@ -389,23 +402,44 @@ def _actor_options(config: JobConfig, shards_todo: int) -> tuple[int, dict]:
     else:
         workers = config.workers or max(1, int(cpus))
         options = {"num_cpus": min(1.0, round(cpus / (workers + 1), 2))}
-    workers = max(1, min(workers, shards_todo))
-    options.update(max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_TASK_RETRIES)
+    workers = max(1, min(workers, shards_todo, int(resources.get("memory", memory) // memory)))
+    options.update(memory=memory, max_restarts=ACTOR_MAX_RESTARTS,
+                   max_task_retries=ACTOR_MAX_TASK_RETRIES)
     return workers, options
 
 
-def finished_shards(plan: Plan) -> dict[int, tuple[list, list]]:
-    """Shards of an existing store that a resumed run can keep: journaled and checksums intact."""
+def _check_memory(plan: Plan, memory: int, embedded: bool) -> None:
+    """Refuse, before anything is written, a job one of whose actors cannot fit: on this machine
+    for an embedded Ray, on the largest node of a cluster (Ray's ``memory`` resource)."""
+    if embedded:
+        if memory > _host_memory():
+            _refuse_memory(plan, memory, _host_memory(), "this machine")
+        return
+    import ray
+
+    largest = max((node["Resources"].get("memory", 0) for node in ray.nodes() if node["Alive"]),
+                  default=0)
+    if memory > largest:
+        _refuse_memory(plan, memory, largest, "the largest node of the cluster")
+
+
+def finished_shards(plan: Plan) -> dict[int, store.Journal]:
+    """Shards of an existing store that a resumed run can keep: journaled from the same inputs
+    (:meth:`Plan.shard_digest`), and every stored image, mask and label intact."""
+    import zarr
+
+    group = zarr.open_group(plan.config.output.path, mode="r")
     done = {}
     for shard in range(plan.n_shards):
         journal = store.read_journal(plan.config.output.path, shard)
-        if journal is None:
+        if journal is None or journal.inputs_digest != plan.shard_digest(shard):
             continue
         indices = plan.shard_indices(shard)
-        rows, quarantined = journal
-        recorded = sorted([r["index"] for r in rows] + [q["index"] for q in quarantined])
-        if recorded == list(indices) and store.shard_matches(
-                plan.config.output.path, indices.start, indices.stop, rows):
+        recorded = sorted([r["index"] for r in journal.rows] +
+                          [q["index"] for q in journal.quarantined])
+        if recorded == list(indices) and store.shard_problem(
+                group, shard, indices.start, indices.stop, journal.rows,
+                journal.quarantined) is None:
             done[shard] = journal
     return done
 
@@ -438,66 +472,113 @@ def progress_bar(total: int, initial: int, name: str, enabled: bool):
 
 
 def run_job(config: JobConfig, address: str | None = None, progress: bool = True,
-            on_shard_done: Callable[[int, list], None] | None = None) -> RunResult:
+            on_shard_done: Callable[[int, list], None] | None = None,
+            rebuild: bool = False) -> RunResult:
     """Plan, build every unfinished shard on Ray actors, and finalize the store.
 
-    ``on_shard_done(shard, actors)`` is called on the driver after each shard is recorded (tests
-    use it to kill an actor mid-run).
+    The output is checked (:func:`augengine.store.check_output_path`) and locked before anything
+    is written. ``rebuild`` accepts a store whose inputs changed and rebuilds exactly the shards
+    whose own inputs differ. ``on_shard_done(shard, actors)`` is called on the driver after each
+    shard is recorded (tests use it to kill an actor mid-run).
     """
     started = time.perf_counter()
     if config.nst is not None:
-        # Fail on the driver, in one line, before any actor starts: a missing or corrupt
-        # checkpoint, classifier or encoder weights.
-        if config.nst.mode == "feedforward":
-            from augengine.nst.training import load_style_net
-
-            load_style_net(config.nst.checkpoint, config.nst.encoder_weights)
-        else:
-            from augengine.models import ARCHITECTURES, load_classifier, load_weights
-
-            if config.nst.encoder_weights is not None:
-                load_weights(ARCHITECTURES[config.nst.arch](), config.nst.encoder_weights,
-                             skip_head=True)
-            if config.nst.lrp:
-                load_classifier(config.nst.classifier)
+        _check_nst_files(config.nst)
     plan = make_plan(config)
     out = config.output
-    store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,
-                       plan.job_hash(), config.model_dump(mode="json"))
-    done = finished_shards(plan)
-    todo = [s for s in range(plan.n_shards) if s not in done]
-    bar = progress_bar(plan.n_samples, sum(len(plan.shard_indices(s)) for s in done), config.name,
-                       progress)
-    if todo:
-        import ray
-        from ray.util import ActorPool
+    store.check_output_path(out.path, [source.path for source in config.sources])
+    memory = plan.actor_memory_bytes()
+    embedded = not (address or os.environ.get("RAY_ADDRESS"))
+    owns_ray = False if embedded else _ray_connect(address)
+    try:
+        _check_memory(plan, memory, embedded)
+        with store.locked_output(out.path):
+            store.create_store(out.path, plan.n_samples, out.size, out.shard_size, plan.has_masks,
+                               plan.job_hash(), config.model_dump(mode="json"), plan.inputs(),
+                               rebuild)
+            store.remove_journals_from(out.path, plan.n_shards)
+            done = finished_shards(plan)
+            todo = [s for s in range(plan.n_shards) if s not in done]
+            if todo:
+                owns_ray = _ray_connect(address) or owns_ray
+                _build_shards(plan, todo, done, memory, progress, on_shard_done)
+            journals = [done[shard] for shard in sorted(done)]
+            rows = [row for journal in journals for row in journal.rows]
+            quarantined = [q for journal in journals for q in journal.quarantined]
+            counts = store.finalize(out.path, rows, quarantined, plan.n_samples,
+                                    plan.source_errors)
+    finally:
+        if owns_ray:
+            import ray
 
-        owns_ray = _ray_connect(address)
-        try:
-            workers, options = _actor_options(config, len(todo))
-            actor_class = ray.remote(ShardWorker).options(**options)
-            nst = None if config.nst is None else config.nst.model_dump()
-            actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
-                                         out.size, out.shard_size, nst,
-                                         plan.refs if nst else None) for _ in range(workers)]
-            pool = ActorPool(actors)
-            work = [(s, plan.shard_indices(s).start, [plan.work_item(i) for i in
-                                                      plan.shard_indices(s)]) for s in todo]
-            for shard, rows, quarantined in pool.map_unordered(
-                    lambda actor, unit: actor.process_shard.remote(*unit), work):
-                store.write_journal(out.path, shard, rows, quarantined)
-                done[shard] = (rows, quarantined)
-                bar.update(len(plan.shard_indices(shard)))
-                if on_shard_done is not None:
-                    on_shard_done(shard, actors)
-            for actor in actors:
-                ray.kill(actor)
-        finally:
-            if owns_ray:
-                ray.shutdown()
-    bar.close()
-    rows = [row for shard in sorted(done) for row in done[shard][0]]
-    quarantined = [q for shard in sorted(done) for q in done[shard][1]]
-    counts = store.finalize(out.path, rows, quarantined, plan.n_samples, plan.source_errors)
+            ray.shutdown()
+    unreadable = [{"input_id": path, "reason": f"source unreadable: {reason}"}
+                  for path, reason in plan.source_errors]
     return RunResult(str(out.path), plan.n_samples, counts["written"], counts["quarantined"],
-                     len(todo), plan.n_shards - len(todo), time.perf_counter() - started)
+                     len(todo), plan.n_shards - len(todo), time.perf_counter() - started,
+                     store.quarantine_summary(unreadable + quarantined))
+
+
+def _check_nst_files(nst) -> None:
+    """Fail on the driver, in one line, before any actor starts: a missing or corrupt
+    checkpoint, classifier or encoder weights."""
+    if nst.mode == "feedforward":
+        from augengine.nst.training import load_style_net
+
+        load_style_net(nst.checkpoint, nst.encoder_weights)
+        return
+    from augengine.models import ARCHITECTURES, load_classifier, load_weights
+
+    if nst.encoder_weights is not None:
+        load_weights(ARCHITECTURES[nst.arch](), nst.encoder_weights, skip_head=True)
+    if nst.lrp:
+        load_classifier(nst.classifier)
+
+
+def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress: bool,
+                  on_shard_done) -> None:
+    """Hand the shards in ``todo`` to actors, one at a time each, and journal each as it
+    returns. A shard that still fails after Ray's retries stops the run with one line naming it
+    (the shards finished so far stay journaled, so re-running resumes)."""
+    import ray
+
+    config, out = plan.config, plan.config.output
+    workers, options = _actor_options(config, len(todo), memory)
+    actor_class = ray.remote(ShardWorker).options(**options)
+    nst = None if config.nst is None else config.nst.model_dump()
+    actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
+                                 out.size, out.shard_size, nst, plan.refs if nst else None)
+              for _ in range(workers)]
+    queue = list(todo)
+    idle, running = list(actors), {}
+    bar = progress_bar(plan.n_samples, plan.n_samples - sum(len(plan.shard_indices(s))
+                                                            for s in todo), config.name, progress)
+    try:
+        while queue or running:
+            while idle and queue:
+                shard = queue.pop(0)
+                indices = plan.shard_indices(shard)
+                actor = idle.pop()
+                task = actor.process_shard.remote(shard, indices.start,
+                                                  [plan.work_item(i) for i in indices])
+                running[task] = shard, actor
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            shard, actor = running.pop(ready)
+            try:
+                _, rows, quarantined = ray.get(ready)
+            except ray.exceptions.RayError as error:
+                cause = getattr(error, "cause", None) or error
+                raise RunError(f"{out.path}: shard {shard} failed ({one_line(cause)}); the "
+                               f"{len(done)} shards finished so far are kept: re-run the same "
+                               "command to resume") from None
+            digest = plan.shard_digest(shard)
+            store.write_journal(out.path, shard, rows, quarantined, digest)
+            done[shard] = store.Journal(rows, quarantined, digest)
+            idle.append(actor)
+            bar.update(len(plan.shard_indices(shard)))
+            if on_shard_done is not None:
+                on_shard_done(shard, actors)
+    finally:
+        bar.close()
+        for actor in actors:
+            ray.kill(actor)

@@ -2,23 +2,36 @@
 
 Layout of ``STORE`` (a directory)::
 
-    zarr.json                  group attributes: schema version, config hash, counts, manifest sha256
+    zarr.json                  group attributes: schema version, config hash, inputs digest,
+                               counts, manifest sha256
     images/                    (N, H, W) uint8, one sample per chunk, ``shard_size`` per shard, zstd
     masks/                     (N, H, W) uint8 0/1, present when any source has ROIs/masks
     labels/                    (N,) int8 (-1 where a planned sample was quarantined)
     manifest.parquet           one row per written sample (``MANIFEST_SCHEMA``)
-    quarantine.parquet         one row per planned sample that could not be made, with the reason
+    quarantine.parquet         one row per planned sample that could not be made, with the reason,
+                               and one per source that could not be read at all (index null)
+    inputs.parquet             what the plan read: sample ids in plan order, files, sizes, mtimes
     _journal/shard-XXXXXX.parquet   the driver's record of each finished shard (resume points)
+    .augengine.lock            held (``flock``) by the one run writing the store
 
 Concurrency rule (Zarr rewrites a whole shard on every write): one writer per shard, always. A
 worker writes its whole shard with one assignment; only the driver writes the journal, manifest and
-attributes. Rewriting a shard with the same content is byte-identical, so retries are safe.
+attributes, and only one driver at a time (:func:`locked_output`). Rewriting a shard with the same
+content is byte-identical, so retries are safe.
+
+Safety rule: nothing here deletes or overwrites a file the store did not create. An output path
+that is an existing non-store directory with anything in it, the working directory, a source or a
+folder holding one is refused before anything is written (:func:`check_output_path`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +42,12 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
 
-from augengine.errors import ConfigError, InputError
+from augengine.errors import ConfigError, InputError, one_line
 
-SCHEMA_VERSION = 1
+#: 2: masks checksummed (``mask_sha256``), inputs recorded (``inputs.parquet``, ``inputs_digest``),
+#: unreadable sources in the quarantine.
+SCHEMA_VERSION = 2
+LOCK_FILE = ".augengine.lock"
 
 MANIFEST_SCHEMA = pa.schema([
     ("index", pa.int64()),
@@ -48,8 +64,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("shard", pa.int32()),
     ("has_mask", pa.bool_()),
     ("sha256", pa.string()),
+    ("mask_sha256", pa.string()),
 ])
 
+#: ``index``, ``variant`` and ``shard`` are null for a source that could not be read at all (its
+#: samples were never planned).
 QUARANTINE_SCHEMA = pa.schema([
     ("index", pa.int64()),
     ("input_id", pa.string()),
@@ -59,9 +78,14 @@ QUARANTINE_SCHEMA = pa.schema([
     ("reason", pa.string()),
 ])
 
+INPUTS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("files", pa.string()),
+])
+
 
 def image_sha256(image: np.ndarray) -> str:
-    """Checksum of a sample: sha256 of its C-order uint8 bytes."""
+    """Checksum of a sample (image or mask): sha256 of its C-order uint8 bytes."""
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
@@ -70,24 +94,95 @@ def _create_array(group, name, shape, chunks, shards, dtype, fill):
                               compressors=ZstdCodec(level=3), fill_value=fill)
 
 
+def _is_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file()
+
+
+def check_output_path(path: str | Path, source_paths: list[str]) -> None:
+    """Refuse an output path whose writing could destroy a user's files (``ConfigError``, one line).
+
+    Refused: the working directory or any folder above it; an existing file; an existing
+    directory that is not a store and holds anything but a stale lock of ours; a source itself,
+    a folder holding a source, or a folder inside a directory source (discovery would read the
+    store's own files as inputs).
+    """
+    out = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise ConfigError(f"output.path {path}: is the working directory or a folder above it; "
+                          "name a new directory for the store (e.g. out/dataset.zarr)")
+    for source in source_paths:
+        src = Path(source).resolve()
+        if out == src or out in src.parents:
+            raise ConfigError(f"output.path {path}: holds the source {source}; name a new "
+                              "directory outside the sources")
+        if src.is_dir() and src in out.parents:
+            raise ConfigError(f"output.path {path}: is inside the source folder {source}, whose "
+                              "discovery would read the store's own files; write it elsewhere")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output.path {path}: exists and is not a directory; refusing to "
+                          "overwrite it")
+    if out.is_dir() and not _is_store(out):
+        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if foreign:
+            raise ConfigError(f"output.path {path}: exists, is not an augengine store and holds "
+                              f"{len(foreign)} entries (first: {foreign[0]!r}); refusing to write "
+                              "into it: choose a new or empty directory")
+
+
+@contextlib.contextmanager
+def locked_output(path: str | Path):
+    """Hold the store's lock while a run writes it; a second run is refused with one line.
+
+    The lock is an ``flock`` on ``.augengine.lock``: the kernel drops it when its holder exits,
+    however it exits, so a lock left by a killed run is taken over without a stale-lock guess.
+    The file records who holds it (host, pid, start) for the refusal message and stays behind
+    (unlinking it would let a waiting run lock a file nobody else sees). Call
+    :func:`check_output_path` first: this creates the directory.
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise ConfigError(f"output.path {path}: in use by another augengine run ({holder}); "
+                              "wait for it to finish or choose another output.path") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def create_store(path: str | Path, n_samples: int, size: tuple[int, int], shard_size: int,
-                 with_masks: bool, config_hash: str, job: dict) -> None:
-    """Create the arrays for a plan, or accept an existing store written by the same job.
+                 with_masks: bool, config_hash: str, job: dict, inputs: list[dict] = (),
+                 rebuild: bool = False) -> None:
+    """Create the arrays for a plan, or accept an existing store written by the same job from the
+    same inputs. Call under :func:`locked_output`, after :func:`check_output_path`.
 
-    A store from a different job (another config hash) is refused rather than mixed.
+    A store from a different job (another config hash) is refused. A store whose recorded
+    ``inputs`` (:meth:`augengine.plan.Plan.inputs`) differ from the plan's is refused with what
+    changed, unless ``rebuild``: then its arrays take the plan's length and the new inputs are
+    recorded; the runner keeps only the shards whose own inputs are unchanged.
     """
-    path = Path(path)
-    if (path / "zarr.json").exists():
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
-        if attrs.get("config_hash") != config_hash:
-            raise ConfigError(
-                f"{path} holds a dataset from a different job config (hash "
-                f"{str(attrs.get('config_hash'))[:12]} vs {config_hash[:12]}); choose another "
-                "output.path or delete it")
+    path, inputs = Path(path), list(inputs)
+    digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+    if _is_store(path):
+        _check_identity(path, config_hash, with_masks, digest, inputs, rebuild)
+        if rebuild:
+            group = zarr.open_group(path, mode="r+")
+            for name in ("images", "masks", "labels"):
+                if name in group and group[name].shape[0] != n_samples:
+                    group[name].resize((n_samples, *group[name].shape[1:]))
+            _write_inputs(path, inputs)
+            group.attrs.update({"planned": n_samples, "inputs_digest": digest, "complete": False})
         return
-    group = zarr.open_group(path, mode="w")
+    # mode "a" creates the group beside our lock file; mode "w" would empty the directory first.
+    group = zarr.open_group(path, mode="a")
     h, w = size
     _create_array(group, "images", (n_samples, h, w), (1, h, w), (shard_size, h, w), "uint8", 0)
     if with_masks:
@@ -95,82 +190,237 @@ def create_store(path: str | Path, n_samples: int, size: tuple[int, int], shard_
     # Labels are tiny: one chunk per image shard keeps the same single-writer boundaries without
     # paying per-chunk codec overhead for one byte.
     _create_array(group, "labels", (n_samples,), (shard_size,), None, "int8", -1)
+    _write_inputs(path, inputs)
     group.attrs.update({"schema_version": SCHEMA_VERSION, "config_hash": config_hash,
-                        "job": job, "planned": n_samples, "shard_size": shard_size,
-                        "complete": False})
+                        "inputs_digest": digest, "job": job, "planned": n_samples,
+                        "shard_size": shard_size, "complete": False})
+
+
+def _check_identity(path: Path, config_hash: str, with_masks: bool, digest: str,
+                    inputs: list[dict], rebuild: bool) -> None:
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    if "config_hash" not in attrs:
+        raise ConfigError(f"{path}: a Zarr group that is not an augengine store; choose another "
+                          "output.path")
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: a store of schema version {attrs.get('schema_version')!r} "
+                          f"(this augengine writes {SCHEMA_VERSION}); choose another output.path")
+    if attrs["config_hash"] != config_hash:
+        raise ConfigError(
+            f"{path} holds a dataset from a different job config (hash "
+            f"{str(attrs['config_hash'])[:12]} vs {config_hash[:12]}); choose another "
+            "output.path or delete it")
+    if ("masks" in zarr.open_group(path, mode="r")) != with_masks:
+        raise ConfigError(f"{path}: the inputs now {'have' if with_masks else 'lack'} masks and the "
+                          "store does not; choose another output.path")
+    if attrs.get("inputs_digest") != digest and not rebuild:
+        raise ConfigError(f"{path}: {describe_input_changes(read_inputs(path), inputs)} since the "
+                          "store was made; re-run with --rebuild to rebuild the shards they "
+                          "change, or choose another output.path")
+
+
+def _write_inputs(path: Path, inputs: list[dict]) -> None:
+    target = path / "inputs.parquet"
+    pq.write_table(pa.Table.from_pylist(inputs, schema=INPUTS_SCHEMA), target.with_suffix(".partial"))
+    os.replace(target.with_suffix(".partial"), target)
+
+
+def read_inputs(path: str | Path) -> list[dict]:
+    """The inputs recorded for a store (``[]`` when none can be read)."""
+    try:
+        return pq.read_table(Path(path) / "inputs.parquet").to_pylist()
+    except (OSError, pa.ArrowInvalid):
+        return []
+
+
+def describe_input_changes(old: list[dict], new: list[dict]) -> str:
+    """One phrase saying how two :meth:`~augengine.plan.Plan.inputs` lists differ, naming the
+    first samples or files of each kind of change."""
+    def key(row):
+        return row["sample_id"] if row["sample_id"] is not None else row["files"].split('"')[1]
+
+    before = {key(r): r["files"] for r in old}
+    after = {key(r): r["files"] for r in new}
+    parts = []
+    for what, names in (("added", [k for k in after if k not in before]),
+                        ("removed", [k for k in before if k not in after]),
+                        ("modified", [k for k in after if k in before and after[k] != before[k]])):
+        if names:
+            parts.append(f"{len(names)} {what} ({', '.join(map(repr, names[:3]))}"
+                         f"{', ...' if len(names) > 3 else ''})")
+    if not parts:
+        parts.append("the order of the inputs changed" if before else
+                     "the store records no inputs")
+    return "inputs changed: " + "; ".join(parts)
+
+
+def _shard_file(array, shard: int) -> Path:
+    store_root = Path(str(array.store_path.store.root))
+    key = array.metadata.encode_chunk_key((shard,) + (0,) * (array.ndim - 1))
+    return store_root / array.path / key
 
 
 def write_shard(path: str | Path, start: int, images: np.ndarray, labels: np.ndarray,
                 masks: np.ndarray | None) -> None:
-    """Write one whole shard (rows ``start : start + len(images)``) in one assignment per array."""
+    """Write one whole shard (rows ``start : start + len(images)``) in one assignment per array.
+
+    The shard's old file is removed first: Zarr reads an existing shard before rewriting it, so
+    a damaged one (truncated, bad checksum) could otherwise never be rebuilt. The file is this
+    store's own; a run killed between the two steps leaves a missing shard, which resume rebuilds.
+    """
     group = zarr.open_group(path, mode="r+")
     stop = start + len(images)
-    group["images"][start:stop] = images
-    group["labels"][start:stop] = labels
-    if "masks" in group:
-        group["masks"][start:stop] = masks if masks is not None else 0
+    for name, data in (("images", images), ("labels", labels),
+                       ("masks", masks if masks is not None else 0)):
+        if name not in group:
+            continue
+        array = group[name]
+        _shard_file(array, start // (array.shards or array.chunks)[0]).unlink(missing_ok=True)
+        array[start:stop] = data
 
 
 def _journal_file(path: Path, shard: int) -> Path:
     return Path(path) / "_journal" / f"shard-{shard:06d}.parquet"
 
 
-def write_journal(path: str | Path, shard: int, rows: list[dict], quarantined: list[dict]) -> None:
+@dataclass
+class Journal:
+    """The driver's record of one finished shard."""
+
+    rows: list[dict]
+    quarantined: list[dict]
+    #: :meth:`augengine.plan.Plan.shard_digest` of the plan that made it.
+    inputs_digest: str | None
+
+
+def write_journal(path: str | Path, shard: int, rows: list[dict], quarantined: list[dict],
+                  inputs_digest: str) -> None:
     """Record a finished shard (driver only), atomically: a reader sees the old file or the new."""
     target = _journal_file(Path(path), shard)
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_suffix(".partial")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    meta = {b"quarantine": json.dumps(quarantined, sort_keys=True).encode()}
+    meta = {b"quarantine": json.dumps(quarantined, sort_keys=True).encode(),
+            b"inputs_digest": inputs_digest.encode()}
     pq.write_table(table.replace_schema_metadata(meta), tmp)
     os.replace(tmp, target)
 
 
-def read_journal(path: str | Path, shard: int) -> tuple[list[dict], list[dict]] | None:
-    """The rows recorded for a finished shard, or None if it has no (readable) record."""
+def read_journal(path: str | Path, shard: int) -> Journal | None:
+    """The record of a finished shard, or None if it has no (readable) record."""
     target = _journal_file(Path(path), shard)
     if not target.exists():
         return None
     try:
         table = pq.read_table(target)
-    except (OSError, pa.ArrowInvalid):
+        meta = table.schema.metadata or {}
+        quarantined = json.loads(meta.get(b"quarantine", b"[]"))
+    except (OSError, ValueError, pa.ArrowInvalid):
         return None
-    quarantined = json.loads((table.schema.metadata or {}).get(b"quarantine", b"[]"))
-    return table.to_pylist(), quarantined
+    digest = meta.get(b"inputs_digest")
+    return Journal(table.to_pylist(), quarantined, digest.decode() if digest else None)
 
 
-def shard_matches(path: str | Path, start: int, stop: int, rows: list[dict]) -> bool:
-    """True when the stored images of a shard match the checksums recorded for it."""
-    images = zarr.open_group(path, mode="r")["images"][start:stop]
-    return all(image_sha256(images[row["index"] - start]) == row["sha256"] for row in rows)
+def remove_journals_from(path: str | Path, first_shard: int) -> None:
+    """Drop the journal files of shards ``>= first_shard`` (ours; a plan that shrank on
+    ``--rebuild`` no longer has those shards)."""
+    for file in (Path(path) / "_journal").glob("shard-*.parquet"):
+        if int(file.stem.removeprefix("shard-")) >= first_shard:
+            file.unlink()
+
+
+def shard_problem(group: zarr.Group, shard: int, start: int, stop: int, rows: list[dict],
+                  quarantined: list[dict] = ()) -> str | None:
+    """The first thing wrong with stored shard ``shard`` (rows ``start:stop``) against its
+    manifest rows and quarantine entries, or None when every image, mask and label matches."""
+    return next(_shard_problems(group, shard, start, stop, rows, quarantined), None)
+
+
+def _shard_problems(group, shard, start, stop, rows, quarantined):
+    """Yield every mismatch of one shard; a shard file that cannot be read (truncated, bad
+    checksum) is a named problem, not an exception."""
+    blocks = {}
+    for name in ("images", "labels") + (("masks",) if "masks" in group else ()):
+        try:
+            blocks[name] = group[name][start:stop]
+        except Exception as error:  # noqa: BLE001 - any codec or I/O failure: the shard is bad
+            yield f"shard {shard} of {name}: unreadable ({one_line(error)})"
+    if "images" not in blocks or "labels" not in blocks:
+        return
+    for row in rows:
+        k, name = row["index"] - start, f"sample {row['sample_id']} (index {row['index']})"
+        digest = image_sha256(blocks["images"][k])
+        if digest != row["sha256"]:
+            yield f"{name}: image sha256 {digest[:12]} != manifest {row['sha256'][:12]}"
+        if "masks" in blocks and row.get("mask_sha256") is not None:
+            digest = image_sha256(blocks["masks"][k])
+            if digest != row["mask_sha256"]:
+                yield f"{name}: mask sha256 {digest[:12]} != manifest {row['mask_sha256'][:12]}"
+        if int(blocks["labels"][k]) != row["label"]:
+            yield f"{name}: label {int(blocks['labels'][k])} in array, {row['label']} in manifest"
+    for entry in quarantined:
+        label = int(blocks["labels"][entry["index"] - start])
+        if label != -1:
+            yield f"index {entry['index']} (quarantined): label {label} in array, expected -1"
 
 
 def finalize(path: str | Path, rows: list[dict], quarantined: list[dict], planned: int,
              unreadable_sources: list[tuple[str, str]] = ()) -> dict:
     """Write the manifest, the quarantine record and the group's counts (driver only).
 
-    ``unreadable_sources`` (files that could not even be listed, so have no planned samples) are
-    kept in the attributes beside the counts.
+    ``unreadable_sources`` (files that could not even be listed, so have no planned samples)
+    become quarantine rows with a null index, after the samples'.
     """
     path = Path(path)
     rows = sorted(rows, key=lambda r: r["index"])
     quarantined = sorted(quarantined, key=lambda r: r["index"])
+    quarantined += [{"index": None, "input_id": source, "source_path": source, "variant": None,
+                     "shard": None, "reason": f"source unreadable: {reason}"}
+                    for source, reason in unreadable_sources]
     manifest = path / "manifest.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest.with_suffix(".partial"))
-    os.replace(manifest.with_suffix(".partial"), manifest)
-    pq.write_table(pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
-                   path / "quarantine.parquet")
+    _replace_if_changed(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
+    _replace_if_changed(pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
+                        path / "quarantine.parquet")
+    samples_quarantined = sum(q["index"] is not None for q in quarantined)
     counts = {
         "planned": planned,
         "written": len(rows),
-        "quarantined": len(quarantined),
+        "quarantined": samples_quarantined,
+        "unreadable_sources": len(unreadable_sources),
         "by_label": {str(k): v for k, v in sorted(Counter(r["label"] for r in rows).items())},
     }
     group = zarr.open_group(path, mode="r+")
-    group.attrs.update({"counts": counts, "manifest_sha256": _file_sha256(manifest),
-                        "unreadable_sources": [list(item) for item in unreadable_sources],
-                        "complete": len(rows) + len(quarantined) == planned})
+    update = {"counts": counts, "manifest_sha256": _file_sha256(manifest),
+              "complete": len(rows) + samples_quarantined == planned}
+    if any(group.attrs.get(key) != value for key, value in update.items()):
+        group.attrs.update(update)
     return counts
+
+
+def _replace_if_changed(table: pa.Table, target: Path) -> None:
+    """Write ``table`` to ``target`` atomically, leaving the file (and its mtime) alone when it
+    already holds the same bytes: a store read as the source of another job then keeps its
+    identity across a resume that changed nothing."""
+    tmp = target.with_suffix(".partial")
+    pq.write_table(table, tmp)
+    if target.exists() and _file_sha256(tmp) == _file_sha256(target):
+        tmp.unlink()
+    else:
+        os.replace(tmp, target)
+
+
+def quarantine_summary(quarantined: list[dict], first: int = 3) -> list[str]:
+    """Lines for people: the count per reason, most frequent first, with up to ``first``
+    samples (or sources) each."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in quarantined:
+        by_reason.setdefault(entry["reason"], []).append(entry["input_id"])
+    lines = []
+    for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        names = list(dict.fromkeys(ids))
+        lines.append(f"{len(ids):>6} x {reason} ({', '.join(names[:first])}"
+                     f"{', ...' if len(names) > first else ''})")
+    return lines
 
 
 def _file_sha256(path: Path) -> str:
@@ -188,25 +438,37 @@ class StoreView:
     quarantine: pa.Table
 
 
+def _read_table(file: Path, what: str, missing: str | None = None) -> pa.Table | None:
+    """A Parquet file of the store, or an ``InputError`` naming it (None if absent and allowed)."""
+    try:
+        return pq.read_table(file)
+    except FileNotFoundError:
+        if missing is None:
+            return None
+        raise InputError(f"{file.parent}: no {file.name} ({missing})") from None
+    except (OSError, pa.ArrowInvalid) as error:
+        raise InputError(f"{file}: {what} unreadable ({one_line(error)}); re-run the job to "
+                         "rewrite it") from None
+
+
 def open_store(path: str | Path) -> StoreView:
     """Open a store for reading; a clear error if it is not one."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise InputError(f"{path}: not an augengine store (no zarr.json)")
-    group = zarr.open_group(path, mode="r")
-    attrs = dict(group.attrs)
+    try:
+        group = zarr.open_group(path, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as error:  # noqa: BLE001 - a damaged zarr.json is a named problem
+        raise InputError(f"{path}/zarr.json: unreadable ({one_line(error)})") from None
     if attrs.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: schema version {attrs.get('schema_version')!r}, "
                          f"this augengine reads {SCHEMA_VERSION}")
-    try:
-        manifest = pq.read_table(path / "manifest.parquet")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no manifest.parquet (the run has not finished; re-run it to "
-                         "resume)") from None
-    quarantine_file = path / "quarantine.parquet"
-    quarantine = (pq.read_table(quarantine_file) if quarantine_file.exists()
-                  else QUARANTINE_SCHEMA.empty_table())
-    return StoreView(path, group, attrs, manifest, quarantine)
+    manifest = _read_table(path / "manifest.parquet", "manifest",
+                           missing="the run has not finished; re-run it to resume")
+    quarantine = _read_table(path / "quarantine.parquet", "quarantine record")
+    return StoreView(path, group, attrs, manifest,
+                     QUARANTINE_SCHEMA.empty_table() if quarantine is None else quarantine)
 
 
 def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
@@ -214,7 +476,8 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
 
     Checks: attributes and array shapes agree with the plan; the manifest file matches its
     recorded sha256; every planned index is in exactly one of manifest and quarantine, once;
-    shard numbers are right; every image's sha256 and label match its manifest row.
+    shard numbers are right; every image's and mask's sha256 and every label match its
+    manifest row, and quarantined slots hold label -1. A shard that cannot be read is named.
     """
     try:
         view = open_store(path)
@@ -236,8 +499,9 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
     if not attrs.get("complete"):
         problem("the store is marked incomplete (an interrupted run: re-run the job to resume)")
     rows = view.manifest.to_pylist()
+    quarantined = [q for q in view.quarantine.to_pylist() if q["index"] is not None]
     indices = Counter(r["index"] for r in rows)
-    indices.update(r["index"] for r in view.quarantine.to_pylist())
+    indices.update(q["index"] for q in quarantined)
     for index, n in sorted(indices.items()):
         if n > 1:
             problem(f"sample index {index} appears {n} times in manifest + quarantine")
@@ -251,30 +515,26 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
     counts = attrs.get("counts", {})
     if counts.get("written") != len(rows):
         problem(f"attributes count {counts.get('written')} written samples, manifest has {len(rows)}")
-    by_shard: dict[int, list[dict]] = {}
+    if not shard_size or extra:
+        return problems
+    by_shard: dict[int, tuple[list, list]] = {}
     for row in rows:
-        if shard_size and row["shard"] != row["index"] // shard_size:
+        if row["shard"] != row["index"] // shard_size:
             problem(f"sample {row['sample_id']} (index {row['index']}): shard {row['shard']}, "
                     f"expected {row['index'] // shard_size}")
-        by_shard.setdefault(row["index"] // shard_size, []).append(row)
-    images, labels = group["images"], group["labels"]
-    for shard, shard_rows in sorted(by_shard.items()):
+        by_shard.setdefault(row["index"] // shard_size, ([], []))[0].append(row)
+    for entry in quarantined:
+        by_shard.setdefault(entry["index"] // shard_size, ([], []))[1].append(entry)
+    for shard, (shard_rows, shard_quarantined) in sorted(by_shard.items()):
         start = shard * shard_size
-        stop = min(start + shard_size, planned)
-        block, block_labels = images[start:stop], labels[start:stop]
-        for row in shard_rows:
-            offset = row["index"] - start
-            if image_sha256(block[offset]) != row["sha256"]:
-                problem(f"sample {row['sample_id']} (index {row['index']}): image sha256 "
-                        f"{image_sha256(block[offset])[:12]} != manifest {row['sha256'][:12]}")
-            if int(block_labels[offset]) != row["label"]:
-                problem(f"sample {row['sample_id']} (index {row['index']}): label "
-                        f"{int(block_labels[offset])} in array, {row['label']} in manifest")
+        for text in _shard_problems(group, shard, start, min(start + shard_size, planned),
+                                    shard_rows, shard_quarantined):
+            problem(text)
     return problems
 
 
 def inspect_store(path: str | Path) -> dict:
-    """Counts by label and by op chain, shapes, shards and bytes on disk."""
+    """Counts by label and by op chain, shapes, shards, bytes on disk and quarantine reasons."""
     view = open_store(path)
     rows = view.manifest.to_pylist()
     size = sum(f.stat().st_size for f in view.path.rglob("*") if f.is_file())
@@ -295,6 +555,7 @@ def inspect_store(path: str | Path) -> dict:
         "counts": view.attrs.get("counts"),
         "by_label": dict(sorted(Counter(r["label"] for r in rows).items())),
         "by_chain": dict(Counter(r["chain"] for r in rows)),
+        "quarantine": quarantine_summary(view.quarantine.to_pylist()),
         "bytes_on_disk": size,
         "complete": view.attrs.get("complete"),
     }

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                         "shared path on a cluster)")
     parser.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS, "
                         "set by `ray job submit`, else an embedded Ray)")
+    parser.add_argument("--rebuild", action="store_true", help="the inputs changed since the "
+                        "store was made: rebuild the shards they change")
     args = parser.parse_args(argv)
     try:
         with open(args.config) as f:
@@ -34,13 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.output and isinstance(job, dict):
             job.setdefault("output", {})["path"] = args.output
         config = parse_job(job, origin=args.config)
-        result = run_job(config, address=args.address)
+        result = run_job(config, address=args.address, rebuild=args.rebuild)
         problems = verify_store(result.path)
     except (AugengineError, OSError) as error:
         print(f"jobs/augment.py: error: {error}", file=sys.stderr)
         return 2
     print(f"{result.path}: {result.written} written, {result.quarantined} quarantined, "
           f"{result.shards_built} shards built, {result.shards_kept} kept, {result.seconds:.1f} s")
+    for line in result.quarantine:
+        print(f"left out: {line}", file=sys.stderr)
     for text in problems:
         print(f"verify: {text}", file=sys.stderr)
     return 1 if problems else 0

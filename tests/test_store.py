@@ -15,12 +15,13 @@ from augengine.errors import ConfigError, InputError
 N, SHARD, SIZE = 10, 4, (16, 16)
 
 
-def make_rows(images, labels, start):
+def make_rows(images, labels, start, masks=None):
     return [{"index": start + k, "sample_id": f"s{start + k}:0", "input_id": f"s{start + k}",
              "source_id": f"s{start + k}", "source_path": "/x", "reader": "busi",
              "label": int(labels[k]), "variant": 0, "chain": "identity",
              "ops": json.dumps([{"op": "identity"}]), "seed": 1, "shard": (start + k) // SHARD,
-             "has_mask": True, "sha256": store.image_sha256(images[k])}
+             "has_mask": masks is not None, "sha256": store.image_sha256(images[k]),
+             "mask_sha256": None if masks is None else store.image_sha256(masks[k])}
             for k in range(len(images))]
 
 
@@ -35,8 +36,8 @@ def whole_store(tmp_path, rng):
         labels = (np.arange(start, stop) % 2).astype(np.int8)
         masks = (images > 128).astype(np.uint8)
         store.write_shard(path, start, images, labels, masks)
-        shard_rows = make_rows(images, labels, start)
-        store.write_journal(path, shard, shard_rows, [])
+        shard_rows = make_rows(images, labels, start, masks)
+        store.write_journal(path, shard, shard_rows, [], f"digest-{shard}")
         rows += shard_rows
     store.finalize(path, rows, [], N)
     return path
@@ -52,7 +53,7 @@ def test_layout_chunks_and_shards(whole_store):
     assert group["labels"].chunks == (SHARD,), "labels chunked along the image shards"
     attrs = dict(group.attrs)
     assert attrs["schema_version"] == store.SCHEMA_VERSION and attrs["complete"] is True
-    assert attrs["counts"] == {"planned": N, "written": N, "quarantined": 0,
+    assert attrs["counts"] == {"planned": N, "written": N, "quarantined": 0, "unreadable_sources": 0,
                                "by_label": {"0": 5, "1": 5}}
     assert (whole_store / "manifest.parquet").exists()
 
@@ -66,8 +67,8 @@ def test_journal_round_trip(tmp_path):
     path.mkdir()
     quarantined = [{"index": 3, "input_id": "a", "source_path": "/a", "variant": 0, "shard": 0,
                     "reason": "RF is all zeros (Amax = 0)"}]
-    store.write_journal(path, 0, [], quarantined)
-    assert store.read_journal(path, 0) == ([], quarantined)
+    store.write_journal(path, 0, [], quarantined, "digest-0")
+    assert store.read_journal(path, 0) == store.Journal([], quarantined, "digest-0")
     assert store.read_journal(path, 1) is None
     (path / "_journal" / "shard-000002.parquet").write_bytes(b"torn")
     assert store.read_journal(path, 2) is None, "an unreadable journal means: redo the shard"
@@ -131,11 +132,12 @@ def test_another_job_cannot_reuse_the_store(whole_store):
         store.create_store(whole_store, N, SIZE, SHARD, True, "hash-b", {})
 
 
-def test_shard_matches_detects_changes(whole_store):
-    rows, _ = store.read_journal(whole_store, 1)
-    assert store.shard_matches(whole_store, 4, 8, rows)
+def test_shard_problem_detects_changes(whole_store):
+    group = zarr.open_group(whole_store, mode="r")
+    rows = store.read_journal(whole_store, 1).rows
+    assert store.shard_problem(group, 1, 4, 8, rows) is None
     rows[0] = dict(rows[0], sha256="0" * 64)
-    assert not store.shard_matches(whole_store, 4, 8, rows)
+    assert "index 4" in store.shard_problem(group, 1, 4, 8, rows)
 
 
 def test_inspect_counts(whole_store):

@@ -9,7 +9,7 @@ from augengine.sources._sample import LABEL_NAMES, LABELS, Sample, SampleRef
 from augengine.sources.busi import read_busi
 from augengine.sources.dicom import read_dicom
 from augengine.sources.oasbud import OASBUD_DEFAULTS, read_oasbud
-from augengine.sources.registry import READERS, discover, load_sample
+from augengine.sources.registry import READERS, discover, input_files, load_sample
 from augengine.sources.rf_npz import read_rf_npz
 from augengine.sources.validate import UNKNOWN_LABEL, validate_sample
 
@@ -22,6 +22,7 @@ __all__ = [
     "SampleRef",
     "UNKNOWN_LABEL",
     "discover",
+    "input_files",
     "load_sample",
     "read_busi",
     "read_dicom",

@@ -9,6 +9,9 @@ frames of one cine) reads the file once.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from augengine.errors import ConfigError
 from augengine.sources._sample import Sample, SampleRef
 from augengine.sources.busi import discover_busi, load_busi
@@ -73,3 +76,18 @@ def load_sample(ref: SampleRef) -> Sample:
     if ref.reader not in READERS:
         raise ConfigError(f"unknown reader {ref.reader!r}; allowed: {', '.join(READERS)}")
     return READERS[ref.reader][1](ref)
+
+
+def input_files(ref: SampleRef) -> list[str]:
+    """The files ``load_sample(ref)`` reads, so a store can tell when its inputs changed.
+
+    A BUSI image brings its mask files; a store source is identified by its ``zarr.json``
+    (attributes, rewritten whenever the store is finalized) and its manifest; every other
+    reader reads ``ref.path`` alone.
+    """
+    if ref.reader == "busi":
+        image = Path(ref.path)
+        return [ref.path, *(str(image.with_name(name)) for name in json.loads(ref.key)["masks"])]
+    if ref.reader == "store":
+        return [str(Path(ref.path) / "zarr.json"), str(Path(ref.path) / "manifest.parquet")]
+    return [ref.path]
