@@ -34,10 +34,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from augengine.errors import ConfigError
-from augengine.pipeline import OPS, RANDOM_KINDS, validate_op_params
+from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, validate_op_params
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class SourceConfig(_Strict):

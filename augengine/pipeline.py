@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from numbers import Real
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -20,6 +21,11 @@ from augengine import ops
 from augengine.errors import ConfigError, InputError
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
+
+#: Typed job settings (op parameters and the job's own sections): unknown keys are errors, and a
+#: float must be finite. NaN fails every comparison, so without this a NaN bound check reports the
+#: bound ("<= 120") instead of the value; and no setting means anything at infinity.
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class Frame:
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class NoParams(_Params):
@@ -270,10 +276,15 @@ OPS: dict[str, OpSpec] = {
 
 
 def _random_bounds(name: str, spec: dict) -> list[Any]:
+    """The values of a random spec to check against the op's model: both bounds, every choice.
+    Bounds are used as they are when drawing, so they must be numbers, not numeric strings."""
     kind, args = next(iter(spec.items()))
     if kind in ("uniform", "randint"):
-        if not (isinstance(args, list) and len(args) == 2 and args[0] <= args[1]):
-            raise ConfigError(f"{name}: {{{kind}: [lo, hi]}} needs lo <= hi, got {args!r}")
+        number = int if kind == "randint" else Real
+        if not (isinstance(args, list) and len(args) == 2
+                and all(isinstance(a, number) and not isinstance(a, bool) for a in args)):
+            what = "integers" if kind == "randint" else "numbers"
+            raise ConfigError(f"{name}: {{{kind}: [lo, hi]}} needs two {what}, got {args!r}")
         return list(args)
     if not (isinstance(args, list) and args):
         raise ConfigError(f"{name}: {{choice: [...]}} needs a non-empty list, got {args!r}")
@@ -292,6 +303,11 @@ def validate_op_params(op: str, params: dict[str, Any]) -> None:
         candidates = [base] + [dict(base, **{key: value}) for key in bounds for value in bounds[key]]
         for candidate in candidates:
             model.model_validate(candidate)
+        # After the model, which names a NaN bound as not finite (NaN <= x is always False).
+        for key, values in bounds.items():
+            kind = next(iter(params[key]))
+            if kind != "choice" and not values[0] <= values[1]:
+                raise ConfigError(f"{key}: {{{kind}: [lo, hi]}} needs lo <= hi, got {values!r}")
     except ConfigError as error:
         raise ValueError(f"op {op!r}: {error}") from None
     except ValidationError as error:
