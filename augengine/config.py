@@ -28,10 +28,11 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from augengine.errors import ConfigError
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, validate_op_params
@@ -128,6 +129,17 @@ class OneOfStep(_Strict):
         return value
 
 
+def _step_kind(step) -> str:
+    is_op = isinstance(step, OpStep) or (isinstance(step, dict) and "op" in step)
+    return "op" if is_op else "one_of"
+
+
+#: A step is validated as the form its key names (``parse_job`` checks there is exactly one), so
+#: an error in an op's parameters is not followed by what the step lacks to be a ``one_of``.
+Step = Annotated[Annotated[OpStep, Tag("op")] | Annotated[OneOfStep, Tag("one_of")],
+                 Discriminator(_step_kind)]
+
+
 def _is_random(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in RANDOM_KINDS
 
@@ -209,7 +221,7 @@ class JobConfig(_Strict):
     sources: list[SourceConfig]
     #: Style transfer before ``steps``: outputs are (content, style) pairs of the inputs.
     nst: NstConfig | None = None
-    steps: list[OpStep | OneOfStep] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
     output: OutputConfig
     #: Number of Ray actors; default: one per GPU, else one per CPU of the cluster.
     workers: int | None = None
@@ -275,13 +287,13 @@ class JobConfig(_Strict):
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p not in ("OpStep", "OneOfStep"))
-        loc = loc.replace(".function-after[_check_params(), OpStep]", "")
+        loc = list(item["loc"])
+        if loc[:1] == ["steps"] and len(loc) > 2:
+            del loc[2]  # the step's form (its ``Step`` tag), which its key already names
+        loc = ".".join(str(p) for p in loc)
         msg = item["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
-    # A step that fits neither form yields one error per form; keep the informative ones.
-    unique = list(dict.fromkeys(parts))
-    return f"{origin}: " + "; ".join(unique[:4])
+    return f"{origin}: " + "; ".join(parts[:4])
 
 
 def parse_job(data: Any, origin: str = "job") -> JobConfig:

@@ -110,6 +110,19 @@ def test_bad_job_names_the_key(changes, needle):
     assert message.startswith("job.yaml: ") and "\n" not in message
 
 
+def test_step_errors_name_only_the_form_the_step_has():
+    steps = [{"op": "bmode", "dynamic_range_db": 500}]
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(steps=steps), origin="job.yaml")
+    assert str(info.value) == ("job.yaml: steps.0: op 'bmode': dynamic_range_db: Input should be "
+                               "less than or equal to 120 (parameters of bmode: dynamic_range_db)")
+    steps = [{"op": "bmode", "dynamic_range_db": 50}, {"one_of": [{"op": "flip", "axis": "x"}]}]
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(steps=steps), origin="job.yaml")
+    assert str(info.value) == ("job.yaml: steps.1.one_of.0: op 'flip': axis: Input should be "
+                               "'horizontal' or 'vertical' (parameters of flip: axis)")
+
+
 def test_unknown_op_lists_allowed_ops():
     with pytest.raises(ConfigError, match="allowed: .*bmode.*rotate90"):
         parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 40}, {"op": "twirl"}]))
