@@ -35,7 +35,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       field_validator, model_validator)
 
 from augengine.errors import ConfigError
-from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, validate_op_params
+from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
 
 class _Strict(BaseModel):
     model_config = STRICT
@@ -50,15 +50,8 @@ class SourceConfig(_Strict):
 
 class OutputConfig(_Strict):
     path: str
-    size: tuple[int, int] = (224, 224)
+    size: ImageSize = (224, 224)
     shard_size: int = 256
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, size):
-        if min(size) < 8 or max(size) > 8192:
-            raise ValueError(f"each side must be in [8, 8192] pixels, got {list(size)}")
-        return size
 
     @field_validator("shard_size")
     @classmethod
