@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -305,13 +306,47 @@ def parse_job(data: Any, origin: str = "job") -> JobConfig:
         raise ConfigError(_format_validation_error(error, origin)) from None
 
 
-def load_job(path: str | Path) -> JobConfig:
-    """Read and validate a YAML job file."""
-    path = Path(path)
+class _JobLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``1e9``,
+    ``1E-3`` and ``-.5`` load as strings and ``{uniform: [0.0, 1e9]}`` fails far from its cause.
+    YAML 1.2 (like JSON and Python) reads them as numbers; integers stay integers.
+    """
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_JobLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_JobLoader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+      [-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
+    | [-+]?[0-9]+[eE][-+]?[0-9]+
+    | [-+]?\.(?:inf|Inf|INF)
+    | \.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def read_job_file(path) -> Any:
+    """The plain data of a YAML job file (a path, or a package resource). Every job file is read
+    here, so ``augengine``, ``jobs/augment.py`` and the demo agree on what a job says."""
+    path = Path(path) if isinstance(path, str) else path
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: job file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the job file ({error.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_JobLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark else str(path)
+        detail = ", ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: not valid YAML: {detail}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    return parse_job(data, origin=str(path))
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Read and validate a YAML job file."""
+    return parse_job(read_job_file(path), origin=str(path))

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from augengine.config import parse_job
+from augengine.config import parse_job, read_job_file
 from augengine.errors import AugengineError
 from augengine.runner import run_job
 from augengine.store import verify_store
@@ -29,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         "set by `ray job submit`, else an embedded Ray)")
     args = parser.parse_args(argv)
     try:
-        with open(args.config) as f:
-            job = yaml.safe_load(f)
+        job = read_job_file(args.config)
         if args.output and isinstance(job, dict):
             job.setdefault("output", {})["path"] = args.output
         config = parse_job(job, origin=args.config)

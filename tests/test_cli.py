@@ -1,6 +1,7 @@
 """The ``augengine`` command: every verb, exit codes, and one-line errors for bad input."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ def test_verify_exits_1_on_a_broken_store(store_path, tmp_path, capsys):
     (["plan", "missing.yaml"], "job file not found"),
     (["verify", "no-such-store"], None),
     (["inspect", "no-such-store"], "not an augengine store"),
+    (["plan", "."], ".: cannot read the job file (Is a directory)"),
 ])
 def test_errors_are_one_line(argv, needle, capsys):
     code = main(argv)
@@ -85,3 +87,16 @@ def test_simulate(tmp_path, capsys):
                  str(tmp_path / "p"), "--seed", "3"]) == 0
     assert (tmp_path / "p" / "phantoms.mat").exists()
     assert len(list((tmp_path / "p" / "npz").glob("*.npz"))) == 2
+
+
+def test_jobs_augment_reports_yaml_errors_with_line_and_column(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "jobs_augment", Path(__file__).resolve().parents[1] / "jobs" / "augment.py")
+    augment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(augment)
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\nsources:\n  - {reader: oasbud, path: x.mat}\nsteps: [op: bmode]]\n")
+    assert augment.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jobs/augment.py: error: {path} line 4 column 19: not valid YAML: ")
+    assert err.count("\n") == 1, err

@@ -163,6 +163,48 @@ def test_load_job_reads_yaml_and_reports_bad_files(tmp_path: Path):
         load_job(path)
 
 
+def test_job_yaml_reads_floats_as_yaml_1_2(tmp_path: Path):
+    # PyYAML alone (YAML 1.1) reads 1e9, 1E-3 and -.5 as strings.
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job(steps=[])) + "steps:\n"
+                    "  - {op: bmode, sweep: {dynamic_range_db: [5e1, 1.2E+2]}}\n"
+                    "  - {op: translate, dy_px: -.5, dx_px: 1E-3}\n"
+                    "  - {op: rotate90, k: 1}\n")
+    chains = load_job(path).chains()
+    assert chains[0] == [("bmode", {"dynamic_range_db": 50.0}),
+                         ("translate", {"dy_px": -0.5, "dx_px": 0.001}), ("rotate90", {"k": 1})]
+    assert chains[1][0] == ("bmode", {"dynamic_range_db": 120.0})
+    assert type(chains[0][2][1]["k"]) is int
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("{uniform: [0.0, 1e9]}", "angle_deg: Input should be less than or equal to 360"),
+    (".nan", "angle_deg: Input should be a finite number"),
+])
+def test_job_yaml_number_errors_name_the_key(tmp_path: Path, value, needle):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job(steps=[])) + "steps:\n"
+                    "  - {op: bmode, dynamic_range_db: 50}\n"
+                    f"  - {{op: rotate, angle_deg: {value}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    assert str(info.value).startswith(f"{path}: steps.1") and needle in str(info.value)
+
+
+def test_job_yaml_errors_give_line_and_column(tmp_path: Path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\nsources:\n  - {reader: oasbud, path: x.mat}\nsteps:\n"
+                    "  - op: bmode\n   dynamic_range_db: 50\noutput: {path: o.zarr}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    assert str(info.value).startswith(f"{path} line 6 column 4: not valid YAML: "), str(info.value)
+
+
+def test_a_directory_is_not_a_job_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"cannot read the job file \(Is a directory\)"):
+        load_job(tmp_path)
+
+
 def test_packaged_demo_job_matches_jobs_demo_yaml():
     root = Path(__file__).resolve().parents[1]
     packaged = yaml.safe_load((root / "augengine/data/demo.yaml").read_text())
