@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from augengine.config import parse_job, read_job_file
-from augengine.errors import AugengineError
+from augengine.errors import AugengineError, error_line, printable
 from augengine.runner import run_job
 from augengine.store import verify_store
 
@@ -34,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(config, address=args.address)
         problems = verify_store(result.path)
     except (AugengineError, OSError) as error:
-        print(f"jobs/augment.py: error: {error}", file=sys.stderr)
+        print(f"jobs/augment.py: error: {error_line(error)}", file=sys.stderr)
         return 2
-    print(f"{result.path}: {result.written} written, {result.quarantined} quarantined, "
+    print(f"{printable(result.path)}: {result.written} written, {result.quarantined} quarantined, "
           f"{result.shards_built} shards built, {result.shards_kept} kept, {result.seconds:.1f} s")
     for text in problems:
-        print(f"verify: {text}", file=sys.stderr)
+        print(f"verify: {printable(text)}", file=sys.stderr)
     return 1 if problems else 0
 
 
