@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from augengine.errors import AugengineError
+from augengine.errors import AugengineError, error_line, printable
+
+
+def _say(text: object) -> None:
+    """Print text that holds names, paths, chains or reasons read from files, each line with its
+    control characters escaped (a job name must not clear the terminal)."""
+    print("\n".join(printable(line) for line in str(text).split("\n")))
 
 
 def _cmd_simulate(args) -> int:
@@ -24,7 +31,7 @@ def _cmd_plan(args) -> int:
     from augengine.config import load_job
     from augengine.plan import format_plan, make_plan
 
-    print(format_plan(make_plan(load_job(args.job))))
+    _say(format_plan(make_plan(load_job(args.job))))
     return 0
 
 
@@ -34,12 +41,13 @@ def _cmd_run(args) -> int:
 
     result = run_job(load_job(args.job), address=args.address, progress=not args.quiet,
                      rebuild=args.rebuild)
-    print(f"{result.path}: {result.written} samples written, {result.quarantined} quarantined "
-          f"of {result.planned} planned ({result.shards_built} shards built, "
-          f"{result.shards_kept} kept from an earlier run) in {result.seconds:.1f} s")
+    _say(f"{result.path}: {result.written} samples written, {result.quarantined} quarantined "
+         f"of {result.planned} planned ({result.shards_built} shards built, "
+         f"{result.shards_kept} kept from an earlier run) in {result.seconds:.1f} s")
     if result.quarantine:
-        print("left out (count x reason):", *(f"  {line}" for line in result.quarantine[:10]),
-              f"  all of them: augengine inspect {result.path}", sep="\n", file=sys.stderr)
+        lines = ["left out (count x reason):", *(f"  {line}" for line in result.quarantine[:10]),
+                 f"  all of them: augengine inspect {result.path}"]
+        print("\n".join(map(printable, lines)), file=sys.stderr)
     return 0
 
 
@@ -51,21 +59,21 @@ def _cmd_inspect(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     for key in ("path", "job", "images", "masks", "shards", "complete"):
-        print(f"{key:<14} {info[key]}")
+        _say(f"{key:<14} {info[key]}")
     print(f"{'size':<14} {info['bytes_on_disk'] / 1e6:.1f} MB on disk")
-    print(f"{'counts':<14} {info['counts']}")
+    _say(f"{'counts':<14} {info['counts']}")
     if info["quarantine"]:
         print("left out (count x reason):")
         for line in info["quarantine"]:
-            print(f"  {line}")
+            _say(f"  {line}")
     if info["nst_quality_mean"]:
-        print(f"{'nst quality':<14} {info['nst_quality_mean']} (means over samples)")
+        _say(f"{'nst quality':<14} {info['nst_quality_mean']} (means over samples)")
     print("by label:")
     for label, n in info["by_label"].items():
-        print(f"  {label:<6} {n:>10}")
+        _say(f"  {label:<6} {n:>10}")
     print("by op chain:")
     for chain, n in info["by_chain"].items():
-        print(f"  {n:>10}  {chain}")
+        _say(f"  {n:>10}  {chain}")
     return 0
 
 
@@ -74,11 +82,11 @@ def _cmd_verify(args) -> int:
 
     problems = verify_store(args.store)
     if problems:
-        print(f"{args.store}: NOT whole; first problems:")
+        _say(f"{args.store}: NOT whole; first problems:")
         for text in problems:
-            print(f"  - {text}")
+            _say(f"  - {text}")
         return 1
-    print(f"{args.store}: whole (every planned sample present once, checksums match)")
+    _say(f"{args.store}: whole (every planned sample present once, checksums match)")
     return 0
 
 
@@ -86,10 +94,10 @@ def _cmd_preview(args) -> int:
     from augengine.preview import preview_nst, preview_store
 
     if args.nst:
-        print(preview_nst(args.store, args.out, count=min(args.count, 12),
-                          classifier=args.classifier))
+        _say(preview_nst(args.store, args.out, count=min(args.count, 12),
+                         classifier=args.classifier))
     else:
-        print(preview_store(args.store, args.out, count=args.count))
+        _say(preview_store(args.store, args.out, count=args.count))
     return 0
 
 
@@ -160,9 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except AugengineError as error:
-        print(f"augengine {args.command}: error: {error}", file=sys.stderr)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it cannot be caught
+        return code
+    except BrokenPipeError:
+        # The reader left (`augengine plan JOB | head`): stop quietly like the standard tools,
+        # with the exit status a shell gives them (128 + SIGPIPE), so `set -o pipefail` still
+        # sees that the output was cut. Python flushes stdout again at exit: point it at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (AugengineError, OSError) as error:
+        print(f"augengine {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"augengine {args.command}: interrupted; re-run the same command to resume",

@@ -27,17 +27,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from augengine.errors import ConfigError
-from augengine.pipeline import OPS, RANDOM_KINDS, validate_op_params
+from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class SourceConfig(_Strict):
@@ -49,15 +51,8 @@ class SourceConfig(_Strict):
 
 class OutputConfig(_Strict):
     path: str
-    size: tuple[int, int] = (224, 224)
+    size: ImageSize = (224, 224)
     shard_size: int = 256
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, size):
-        if min(size) < 8 or max(size) > 8192:
-            raise ValueError(f"each side must be in [8, 8192] pixels, got {list(size)}")
-        return size
 
     @field_validator("shard_size")
     @classmethod
@@ -126,6 +121,17 @@ class OneOfStep(_Strict):
         if not value:
             raise ValueError("one_of needs at least one op")
         return value
+
+
+def _step_kind(step) -> str:
+    is_op = isinstance(step, OpStep) or (isinstance(step, dict) and "op" in step)
+    return "op" if is_op else "one_of"
+
+
+#: A step is validated as the form its key names (``parse_job`` checks there is exactly one), so
+#: an error in an op's parameters is not followed by what the step lacks to be a ``one_of``.
+Step = Annotated[Annotated[OpStep, Tag("op")] | Annotated[OneOfStep, Tag("one_of")],
+                 Discriminator(_step_kind)]
 
 
 def _is_random(value) -> bool:
@@ -209,7 +215,7 @@ class JobConfig(_Strict):
     sources: list[SourceConfig]
     #: Style transfer before ``steps``: outputs are (content, style) pairs of the inputs.
     nst: NstConfig | None = None
-    steps: list[OpStep | OneOfStep] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
     output: OutputConfig
     #: Number of Ray actors; default: one per GPU, else one per CPU of the cluster.
     workers: int | None = None
@@ -275,13 +281,13 @@ class JobConfig(_Strict):
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p not in ("OpStep", "OneOfStep"))
-        loc = loc.replace(".function-after[_check_params(), OpStep]", "")
+        loc = list(item["loc"])
+        if loc[:1] == ["steps"] and len(loc) > 2:
+            del loc[2]  # the step's form (its ``Step`` tag), which its key already names
+        loc = ".".join(str(p) for p in loc)
         msg = item["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
-    # A step that fits neither form yields one error per form; keep the informative ones.
-    unique = list(dict.fromkeys(parts))
-    return f"{origin}: " + "; ".join(unique[:4])
+    return f"{origin}: " + "; ".join(parts[:4])
 
 
 def parse_job(data: Any, origin: str = "job") -> JobConfig:
@@ -300,13 +306,47 @@ def parse_job(data: Any, origin: str = "job") -> JobConfig:
         raise ConfigError(_format_validation_error(error, origin)) from None
 
 
-def load_job(path: str | Path) -> JobConfig:
-    """Read and validate a YAML job file."""
-    path = Path(path)
+class _JobLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``1e9``,
+    ``1E-3`` and ``-.5`` load as strings and ``{uniform: [0.0, 1e9]}`` fails far from its cause.
+    YAML 1.2 (like JSON and Python) reads them as numbers; integers stay integers.
+    """
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_JobLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_JobLoader.add_implicit_resolver(_FLOAT_TAG, re.compile(r"""^(?:
+      [-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
+    | [-+]?[0-9]+[eE][-+]?[0-9]+
+    | [-+]?\.(?:inf|Inf|INF)
+    | \.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def read_job_file(path) -> Any:
+    """The plain data of a YAML job file (a path, or a package resource). Every job file is read
+    here, so ``augengine``, ``jobs/augment.py`` and the demo agree on what a job says."""
+    path = Path(path) if isinstance(path, str) else path
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: job file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the job file ({error.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_JobLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark else str(path)
+        detail = ", ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: not valid YAML: {detail}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    return parse_job(data, origin=str(path))
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Read and validate a YAML job file."""
+    return parse_job(read_job_file(path), origin=str(path))

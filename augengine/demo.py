@@ -5,14 +5,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from augengine.config import parse_job
+from augengine.config import parse_job, read_job_file
 
 
 def demo_job(out: Path) -> dict:
     """The packaged demo job (``augengine/data/demo.yaml``) with its paths under ``out``."""
-    job = yaml.safe_load(resources.files("augengine").joinpath("data/demo.yaml").read_text())
+    job = read_job_file(resources.files("augengine").joinpath("data/demo.yaml"))
     job["sources"][0]["path"] = str(out / "phantoms" / "phantoms.mat")
     job["output"]["path"] = str(out / "dataset.zarr")
     return job

@@ -28,3 +28,21 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, AugengineError):
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with control and other non-printable characters written as escapes
+    (``\\x1b``, ``\\n``, ``\\u2028``): names, paths and reasons read from files must not move the
+    cursor, clear the terminal or forge extra output lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
+def error_line(error: Exception) -> str:
+    """The one line a command prints for an error it reports: an ``AugengineError``'s message, or
+    for an ``OSError`` (no space, name too long, permission denied, ...) the path(s) it concerns
+    and the system's reason, without Python's ``[Errno N]`` prefix; escaped as :func:`printable`."""
+    if not isinstance(error, OSError) or error.strerror is None:
+        return printable(error)
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return printable(": ".join([" -> ".join(paths), error.strerror] if paths else [error.strerror]))

@@ -11,15 +11,37 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal
+from numbers import Real
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      model_validator)
 
 from augengine import ops
 from augengine.errors import ConfigError, InputError
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
+
+#: Typed job settings (op parameters and the job's own sections): unknown keys are errors, and a
+#: float must be finite. NaN fails every comparison, so without this a NaN bound check reports the
+#: bound ("<= 120") instead of the value; and no setting means anything at infinity.
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+#: Sides of every image a job makes [pixels]: ``output.size``, ``resize.size`` and the result of
+#: ``scan_convert``. The upper bound keeps one image (and its float work copies) to a few hundred
+#: MiB per actor.
+MIN_SIDE, MAX_SIDE = 8, 8192
+
+
+def _check_image_size(size: tuple[int, int]) -> tuple[int, int]:
+    if min(size) < MIN_SIDE or max(size) > MAX_SIDE:
+        raise ValueError(f"each side must be in [{MIN_SIDE}, {MAX_SIDE}] pixels, got {list(size)}")
+    return size
+
+
+#: ``(height, width)`` in pixels, each side in [MIN_SIDE, MAX_SIDE].
+ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
 
 
 @dataclass
@@ -34,7 +56,7 @@ class Frame:
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
 
 class NoParams(_Params):
@@ -46,8 +68,9 @@ class BmodeParams(_Params):
 
 
 class RoiCropParams(_Params):
+    # The box is clipped to the image, so a margin only needs an upper bound in pixels.
     margin_mm: float | None = Field(default=None, ge=0)
-    margin_px: int | None = Field(default=None, ge=0)
+    margin_px: int | None = Field(default=None, ge=0, le=MAX_SIDE)
 
     @model_validator(mode="after")
     def _one_margin(self):
@@ -57,12 +80,15 @@ class RoiCropParams(_Params):
 
 
 class ScanConvertParams(_Params):
-    pixel_size_mm: float | None = Field(default=None, gt=0)
+    #: The result's size depends on each sample's extent, so it is checked per sample (at most
+    #: MAX_SIDE per side); this range only refuses settings no ultrasound image needs: 0.01 mm is
+    #: a tenth of the wavelength at 15 MHz.
+    pixel_size_mm: float | None = Field(default=None, ge=0.01, le=10)
 
 
 class ResizeParams(_Params):
     #: (height, width); default: the job's output size.
-    size: tuple[int, int] | None = None
+    size: ImageSize | None = None
 
 
 class Rotate90Params(_Params):
@@ -78,8 +104,9 @@ class RotateParams(_Params):
 
 
 class TranslateParams(_Params):
-    dy_px: float = 0.0
-    dx_px: float = 0.0
+    # A shift by a whole side leaves only fill on any image a job can make.
+    dy_px: float = Field(default=0.0, ge=-MAX_SIDE, le=MAX_SIDE)
+    dx_px: float = Field(default=0.0, ge=-MAX_SIDE, le=MAX_SIDE)
 
 
 class ScaleParams(_Params):
@@ -224,6 +251,14 @@ def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
 def _apply_scan_convert(frame: Frame, params: ScanConvertParams, output_size) -> Frame:
     if frame.spacing_mm is None:
         raise InputError("scan_convert needs the pixel spacing, which this sample lacks")
+    shape = ops.geometry.scan_convert_shape(frame.data.shape, frame.spacing_mm,
+                                            params.pixel_size_mm)
+    if max(shape) > MAX_SIDE:
+        extent = " x ".join(f"{n * mm:.1f}" for n, mm in zip(frame.data.shape, frame.spacing_mm))
+        pixel = params.pixel_size_mm or "(default)"
+        raise InputError(f"scan_convert: pixel_size_mm {pixel} would make a "
+                         f"{shape[0]} x {shape[1]} image of this {extent} mm sample; each side "
+                         f"must be <= {MAX_SIDE} pixels (give a larger pixel_size_mm)")
     data = ops.scan_convert(frame.data, frame.spacing_mm, params.pixel_size_mm, order=3)
     mask = None
     if frame.mask is not None:
@@ -270,10 +305,15 @@ OPS: dict[str, OpSpec] = {
 
 
 def _random_bounds(name: str, spec: dict) -> list[Any]:
+    """The values of a random spec to check against the op's model: both bounds, every choice.
+    Bounds are used as they are when drawing, so they must be numbers, not numeric strings."""
     kind, args = next(iter(spec.items()))
     if kind in ("uniform", "randint"):
-        if not (isinstance(args, list) and len(args) == 2 and args[0] <= args[1]):
-            raise ConfigError(f"{name}: {{{kind}: [lo, hi]}} needs lo <= hi, got {args!r}")
+        number = int if kind == "randint" else Real
+        if not (isinstance(args, list) and len(args) == 2
+                and all(isinstance(a, number) and not isinstance(a, bool) for a in args)):
+            what = "integers" if kind == "randint" else "numbers"
+            raise ConfigError(f"{name}: {{{kind}: [lo, hi]}} needs two {what}, got {args!r}")
         return list(args)
     if not (isinstance(args, list) and args):
         raise ConfigError(f"{name}: {{choice: [...]}} needs a non-empty list, got {args!r}")
@@ -292,6 +332,11 @@ def validate_op_params(op: str, params: dict[str, Any]) -> None:
         candidates = [base] + [dict(base, **{key: value}) for key in bounds for value in bounds[key]]
         for candidate in candidates:
             model.model_validate(candidate)
+        # After the model, which names a NaN bound as not finite (NaN <= x is always False).
+        for key, values in bounds.items():
+            kind = next(iter(params[key]))
+            if kind != "choice" and not values[0] <= values[1]:
+                raise ConfigError(f"{key}: {{{kind}: [lo, hi]}} needs lo <= hi, got {values!r}")
     except ConfigError as error:
         raise ValueError(f"op {op!r}: {error}") from None
     except ValidationError as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from augengine.errors import InputError
+from augengine.errors import ConfigError, InputError
 from augengine.sources import LABEL_NAMES
 from augengine.store import open_store
 
@@ -27,6 +27,8 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 def pick_indices(rows: list[dict], count: int, seed: int = 0) -> list[int]:
     """A fixed random pick of ``count`` samples, balanced over labels so every class shows."""
+    if count < 1:
+        raise ConfigError(f"count: must be >= 1 (samples to show), got {count}")
     rng = np.random.default_rng(seed)
     by_label: dict[int, list[int]] = {}
     for row in rows:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from augengine.config import parse_job
-from augengine.errors import AugengineError
+from augengine.config import parse_job, read_job_file
+from augengine.errors import AugengineError, error_line, printable
 from augengine.runner import run_job
 from augengine.store import verify_store
 
@@ -31,22 +29,21 @@ def main(argv: list[str] | None = None) -> int:
                         "store was made: rebuild the shards they change")
     args = parser.parse_args(argv)
     try:
-        with open(args.config) as f:
-            job = yaml.safe_load(f)
+        job = read_job_file(args.config)
         if args.output and isinstance(job, dict):
             job.setdefault("output", {})["path"] = args.output
         config = parse_job(job, origin=args.config)
         result = run_job(config, address=args.address, rebuild=args.rebuild)
         problems = verify_store(result.path)
     except (AugengineError, OSError) as error:
-        print(f"jobs/augment.py: error: {error}", file=sys.stderr)
+        print(f"jobs/augment.py: error: {error_line(error)}", file=sys.stderr)
         return 2
-    print(f"{result.path}: {result.written} written, {result.quarantined} quarantined, "
+    print(f"{printable(result.path)}: {result.written} written, {result.quarantined} quarantined, "
           f"{result.shards_built} shards built, {result.shards_kept} kept, {result.seconds:.1f} s")
     for line in result.quarantine:
-        print(f"left out: {line}", file=sys.stderr)
+        print(f"left out: {printable(line)}", file=sys.stderr)
     for text in problems:
-        print(f"verify: {text}", file=sys.stderr)
+        print(f"verify: {printable(text)}", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -1,6 +1,11 @@
 """The ``augengine`` command: every verb, exit codes, and one-line errors for bad input."""
 from __future__ import annotations
 
+import errno
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,10 @@ def test_verify_exits_1_on_a_broken_store(store_path, tmp_path, capsys):
     (["plan", "missing.yaml"], "job file not found"),
     (["verify", "no-such-store"], None),
     (["inspect", "no-such-store"], "not an augengine store"),
+    (["plan", "no\x1b[2Jsuch.yaml"], "no\\x1b[2Jsuch.yaml: job file not found"),
+    (["plan", "."], ".: cannot read the job file (Is a directory)"),
+    (["simulate", "--n-benign", "1", "--n-malignant", "1", "--out", "x" * 5000],
+     ": File name too long"),
 ])
 def test_errors_are_one_line(argv, needle, capsys):
     code = main(argv)
@@ -85,3 +94,76 @@ def test_simulate(tmp_path, capsys):
                  str(tmp_path / "p"), "--seed", "3"]) == 0
     assert (tmp_path / "p" / "phantoms.mat").exists()
     assert len(list((tmp_path / "p" / "npz").glob("*.npz"))) == 2
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "No space left on device"),
+                                          (errno.EACCES, "Permission denied")])
+def test_os_errors_are_one_line_naming_the_path(monkeypatch, code, reason, capsys):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), "/data/phantoms/phantoms.mat")
+
+    monkeypatch.setattr("augengine.simulate.simulate_dataset", fail)
+    assert main(["simulate", "--n-benign", "1", "--n-malignant", "1", "--out", "p"]) == 2
+    assert capsys.readouterr().err == ("augengine simulate: error: /data/phantoms/phantoms.mat: "
+                                       f"{reason}\n")
+
+
+def test_plan_escapes_control_characters_from_the_job(phantom_dir, tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(small_job(phantom_dir, tmp_path / "\x1b]0;owned\x07.zarr")))
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;owned\\x07.zarr: images" in out and "\x1b" not in out and "\x07" not in out
+
+
+def test_inspect_escapes_the_job_name(store_path, tmp_path, capsys):
+    import shutil
+
+    import zarr
+
+    store = tmp_path / "named.zarr"
+    shutil.copytree(store_path, store)
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["job"] = dict(group.attrs["job"], name="\x1b[2Jhello")
+    assert main(["inspect", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "job            \\x1b[2Jhello\n" in out and "\x1b" not in out
+
+
+def test_preview_count_below_one_is_one_line(store_path, tmp_path, capsys):
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"), "--count", "0"]) == 2
+    assert capsys.readouterr().err == ("augengine preview: error: count: must be >= 1 (samples to "
+                                       "show), got 0\n")
+
+
+def test_over_long_output_path_is_one_line(store_path, tmp_path, capsys):
+    out = tmp_path / ("p" * 5000 + ".png")
+    assert main(["preview", str(store_path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"augengine preview: error: {out}: File name too long\n"
+
+
+def test_plan_into_a_closed_pipe_exits_quietly(phantom_dir, tmp_path):
+    """`augengine plan JOB | head -1`: the reader is gone before the plan is printed."""
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(small_job(phantom_dir, tmp_path / "ds.zarr")))
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "augengine", "plan", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert err.decode() == "" and proc.returncode == 141, err.decode()[-2000:]
+
+
+def test_jobs_augment_reports_yaml_errors_with_line_and_column(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "jobs_augment", Path(__file__).resolve().parents[1] / "jobs" / "augment.py")
+    augment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(augment)
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\nsources:\n  - {reader: oasbud, path: x.mat}\nsteps: [op: bmode]]\n")
+    assert augment.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jobs/augment.py: error: {path} line 4 column 19: not valid YAML: ")
+    assert err.count("\n") == 1, err

@@ -76,6 +76,31 @@ def nst_changes(**nst):
     ({"sources": [{"reader": "oasbud", "path": "x"}, {"reader": "busi", "path": "y"}]},
      "mix RF readers"),
     ({"workers": 0}, "workers"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": float("nan")}]},
+     "dynamic_range_db: Input should be a finite number"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "srad", "iterations": 5, "q0": float("inf")}]},
+     "q0: Input should be a finite number"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "rotate", "angle_deg": {"uniform": [0.0, float("nan")]}}]},
+     "angle_deg: Input should be a finite number"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "rotate", "angle_deg": {"uniform": [0.0, "1e9"]}}]},
+     "angle_deg: {uniform: [lo, hi]} needs two numbers, got [0.0, '1e9']"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "rotate90", "k": {"randint": [1, 2.5]}}]},
+     "k: {randint: [lo, hi]} needs two integers"),
+    (nst_changes(beta=float("inf")), "nst.beta: Input should be a finite number"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "resize", "size": [100000, 64]}]},
+     "size: each side must be in [8, 8192] pixels, got [100000, 64]"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "scan_convert",
+                                                          "pixel_size_mm": 1e-6}]},
+     "pixel_size_mm: Input should be greater than or equal to 0.01"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "roi_crop", "margin_px": 10**6}]},
+     "margin_px: Input should be less than or equal to 8192"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
+                {"op": "translate", "dx_px": {"uniform": [0, 1e7]}}]},
+     "dx_px: Input should be less than or equal to 8192"),
     ({"seeds": 1}, "seeds"),
     (nst_changes(pairing="explicit"),
      "nst: pairs (a CSV file of sample ids) is required with pairing 'explicit' and only then"),
@@ -93,6 +118,19 @@ def test_bad_job_names_the_key(changes, needle):
     message = str(info.value)
     assert needle in message, f"error should mention {needle!r}: {message}"
     assert message.startswith("job.yaml: ") and "\n" not in message
+
+
+def test_step_errors_name_only_the_form_the_step_has():
+    steps = [{"op": "bmode", "dynamic_range_db": 500}]
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(steps=steps), origin="job.yaml")
+    assert str(info.value) == ("job.yaml: steps.0: op 'bmode': dynamic_range_db: Input should be "
+                               "less than or equal to 120 (parameters of bmode: dynamic_range_db)")
+    steps = [{"op": "bmode", "dynamic_range_db": 50}, {"one_of": [{"op": "flip", "axis": "x"}]}]
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(steps=steps), origin="job.yaml")
+    assert str(info.value) == ("job.yaml: steps.1.one_of.0: op 'flip': axis: Input should be "
+                               "'horizontal' or 'vertical' (parameters of flip: axis)")
 
 
 def test_unknown_op_lists_allowed_ops():
@@ -123,6 +161,48 @@ def test_load_job_reads_yaml_and_reports_bad_files(tmp_path: Path):
     path.write_text("steps: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_job(path)
+
+
+def test_job_yaml_reads_floats_as_yaml_1_2(tmp_path: Path):
+    # PyYAML alone (YAML 1.1) reads 1e9, 1E-3 and -.5 as strings.
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job(steps=[])) + "steps:\n"
+                    "  - {op: bmode, sweep: {dynamic_range_db: [5e1, 1.2E+2]}}\n"
+                    "  - {op: translate, dy_px: -.5, dx_px: 1E-3}\n"
+                    "  - {op: rotate90, k: 1}\n")
+    chains = load_job(path).chains()
+    assert chains[0] == [("bmode", {"dynamic_range_db": 50.0}),
+                         ("translate", {"dy_px": -0.5, "dx_px": 0.001}), ("rotate90", {"k": 1})]
+    assert chains[1][0] == ("bmode", {"dynamic_range_db": 120.0})
+    assert type(chains[0][2][1]["k"]) is int
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("{uniform: [0.0, 1e9]}", "angle_deg: Input should be less than or equal to 360"),
+    (".nan", "angle_deg: Input should be a finite number"),
+])
+def test_job_yaml_number_errors_name_the_key(tmp_path: Path, value, needle):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job(steps=[])) + "steps:\n"
+                    "  - {op: bmode, dynamic_range_db: 50}\n"
+                    f"  - {{op: rotate, angle_deg: {value}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    assert str(info.value).startswith(f"{path}: steps.1") and needle in str(info.value)
+
+
+def test_job_yaml_errors_give_line_and_column(tmp_path: Path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\nsources:\n  - {reader: oasbud, path: x.mat}\nsteps:\n"
+                    "  - op: bmode\n   dynamic_range_db: 50\noutput: {path: o.zarr}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    assert str(info.value).startswith(f"{path} line 6 column 4: not valid YAML: "), str(info.value)
+
+
+def test_a_directory_is_not_a_job_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"cannot read the job file \(Is a directory\)"):
+        load_job(tmp_path)
 
 
 def test_packaged_demo_job_matches_jobs_demo_yaml():

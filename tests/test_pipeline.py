@@ -118,6 +118,14 @@ def test_bmode_then_scan_convert_gives_square_pixels(rng):
     assert converted.data.shape[0] * dy == pytest.approx(100 * axial_mm + 4.0, abs=2 * dy)
 
 
+def test_scan_convert_refuses_a_result_over_the_size_limit():
+    # 100 mm deep at 0.01 mm pixels: 10000 rows, over the 8192 every image of a job keeps to.
+    frame = Frame(np.zeros((100, 10), np.uint8), None, (1.0, 1.0), "image", {})
+    with pytest.raises(InputError, match=r"pixel_size_mm 0.01 would make a 10000 x 1000 image of "
+                                         r"this 100.0 x 10.0 mm sample; each side must be <= 8192"):
+        apply_chain(frame, [("scan_convert", {"pixel_size_mm": 0.01})], (64, 64))
+
+
 def test_describe_chain():
     chain = [("bmode", {"dynamic_range_db": 40}), ("identity", {}),
              ("rotate", {"angle_deg": {"uniform": [-15, 15]}})]

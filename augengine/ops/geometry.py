@@ -177,14 +177,23 @@ def scan_convert(image, spacing_mm, pixel_size_mm=None, order: int = 3):
     (400, 200)
     """
     image = _image(image, "scan_convert")
+    return resize(image, scan_convert_shape(image.shape, spacing_mm, pixel_size_mm), order=order)
+
+
+def scan_convert_shape(shape, spacing_mm, pixel_size_mm=None) -> tuple[int, int]:
+    """The ``(H', W')`` :func:`scan_convert` makes from an image of ``shape``, computed without
+    the image (so a caller can refuse a gigantic result before allocating it).
+
+    >>> scan_convert_shape((2000, 100), (0.02, 0.2), pixel_size_mm=0.1)
+    (400, 200)
+    """
     axial, lateral = _pair(spacing_mm, "spacing_mm", positive=True)
     if pixel_size_mm is None:
         pixel = math.sqrt(axial * lateral)
     else:
         pixel = _finite(pixel_size_mm, "pixel_size_mm", positive=True)
-    height, width = image.shape
-    size = (max(1, round(height * axial / pixel)), max(1, round(width * lateral / pixel)))
-    return resize(image, size, order=order)
+    height, width = shape
+    return max(1, round(height * axial / pixel)), max(1, round(width * lateral / pixel))
 
 
 def roi_box(roi, margin_mm, spacing_mm) -> tuple[slice, slice]:
