@@ -445,10 +445,11 @@ def simulate_dataset(n_benign: int, n_malignant: int, out_dir, seed: int = 0,
                         source_id=lesion_id)
                     record[f"rf{scan}"] = sample.rf
                     record[f"roi{scan}"] = sample.roi.astype(np.uint8)
-                    np.savez(npz_dir / f"{lesion_id}_rf{scan}.npz", rf=sample.rf,
-                             roi=sample.roi, fs_hz=params.fs_hz, fc_hz=params.fc_hz,
-                             c_m_s=params.c_m_s, pitch_m=params.pitch_m, label=code,
-                             source_id=lesion_id, sample_id=sample.sample_id)
+                    npz = io.BytesIO()
+                    np.savez(npz, rf=sample.rf, roi=sample.roi, fs_hz=params.fs_hz,
+                             fc_hz=params.fc_hz, c_m_s=params.c_m_s, pitch_m=params.pitch_m,
+                             label=code, source_id=lesion_id, sample_id=sample.sample_id)
+                    _write_if_changed(npz_dir / f"{lesion_id}_rf{scan}.npz", npz.getvalue())
                     progress.update()
                 records.append(record)
     mat_path = out / "phantoms.mat"
@@ -463,11 +464,20 @@ def simulate_dataset(n_benign: int, n_malignant: int, out_dir, seed: int = 0,
     # savemat writes its creation time into the 116-byte text header; a fixed text keeps the
     # file byte-identical for the same seed (MATLAB ignores this text).
     contents[:116] = _MAT_HEADER
-    mat_path.write_bytes(contents)
+    _write_if_changed(mat_path, bytes(contents))
     seconds = time.perf_counter() - start
     return {"mat_path": str(mat_path), "npz_dir": str(npz_dir),
             "n_lesions": {name: -(-n // 2) for name, n in counts.items()},
             "n_frames": dict(counts), "seconds": seconds, "frames_per_s": total / seconds}
+
+
+def _write_if_changed(path: Path, contents: bytes) -> None:
+    """Write ``contents`` unless the file already holds exactly them: simulating the same set
+    again (``make demo`` twice) keeps the files' modification times, so a store made from them
+    still recognises its inputs and resumes instead of refusing."""
+    if path.exists() and path.stat().st_size == len(contents) and path.read_bytes() == contents:
+        return
+    path.write_bytes(contents)
 
 
 def _label_code(label) -> int:

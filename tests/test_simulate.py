@@ -1,6 +1,8 @@
 """The RF phantom simulator: physical units, determinism, lesion shape and acoustics."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from scipy.signal import hilbert
@@ -231,3 +233,19 @@ def test_dataset_same_seed_same_bytes(tmp_path):
 def test_dataset_bad_arguments(tmp_path, n_benign, n_malignant, seed, message):
     with pytest.raises(ConfigError, match=message):
         simulate_dataset(n_benign, n_malignant, tmp_path, seed=seed)
+
+
+def test_simulating_again_leaves_identical_files_untouched(tmp_path):
+    """``make demo`` twice: the store made from the first phantoms must still see its inputs."""
+    from augengine.simulate import simulate_dataset
+
+    simulate_dataset(1, 1, tmp_path, seed=4)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in files}
+    for p in files:
+        os.utime(p, ns=(1, 1))
+    simulate_dataset(1, 1, tmp_path, seed=4)
+    assert {p: p.stat().st_mtime_ns for p in files} == dict.fromkeys(before, 1), \
+        "an identical file was rewritten"
+    simulate_dataset(1, 1, tmp_path, seed=5)
+    assert (tmp_path / "phantoms.mat").stat().st_mtime_ns != 1, "a changed file must be written"
