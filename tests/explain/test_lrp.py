@@ -262,3 +262,17 @@ def test_gpu_matches_cpu(resnet18_model):
     want = lrp(resnet18_model, x, 1)
     got = lrp(copy.deepcopy(resnet18_model).to("cuda"), x.to("cuda"), 1).cpu()
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-12), "GPU relevance differs from CPU"
+
+
+def test_lrp_computes_with_tf32_off(resnet18_model):
+    # cuDNN's default is TF32 for float32 convolutions; LRP's divisions would amplify its error.
+    folded = fold_batchnorm(resnet18_model)  # used as is, so the hook below sees the forward
+    seen = []
+    hook = folded.conv1.register_forward_pre_hook(
+        lambda *_: seen.append(torch.backends.cudnn.conv.fp32_precision))
+    try:
+        lrp(folded, _images(1, seed=13), 0)
+    finally:
+        hook.remove()
+    assert seen == ["ieee"], f"cuDNN conv precision during LRP: {seen}, expected ['ieee']"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32", "TF32 default not restored"
