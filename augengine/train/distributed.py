@@ -40,7 +40,8 @@ import torch
 from augengine.errors import ConfigError
 
 __all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
-           "ddp_buffer_options", "init_distributed", "launch", "launch_command", "launched_backend", "run_on_ray"]
+           "ddp_buffer_options", "init_distributed", "launch", "launch_command",
+           "launched_backend", "run_on_ray"]
 
 #: Multi-process backends, as named by ``--backend``.
 BACKENDS = ("horovod", "ddp")

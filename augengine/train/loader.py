@@ -181,9 +181,9 @@ class StoreSource:
     """Batches of raw samples from a store, by ``(epoch, iteration)`` alone (DALI's contract).
 
     A picklable callable for ``fn.external_source(batch=True, batch_info=True)``: forked or
-    spawned workers open the Zarr group themselves and keep only a small cache of whole shards (a read
-    buffer, not state: any batch can be asked for in any order). See the module docstring for
-    the order. With ``py_num_workers > 1`` each worker reads the shards its batches touch, so a
+    spawned workers open the Zarr group themselves and keep only a small cache of whole shards
+    (a read buffer, not state: any batch can be asked for in any order). See the module
+    docstring for the order. With ``py_num_workers > 1`` each worker reads the shards its batches touch, so a
     shard may be decoded once per worker.
 
     Parameters

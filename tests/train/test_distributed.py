@@ -137,7 +137,8 @@ def test_ddp_wrap_turns_off_the_per_forward_buffer_sync_on_old_and_new_torch(mon
     model = torch.nn.Linear(2, 1)
     wrapped, _ = dist.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
     assert wrapped.module is model and wrapped.broadcast_buffers is False, \
-        f"{ddp_class.__doc__}: expected the buffer sync off (False), got {wrapped.broadcast_buffers}"
+        f"{ddp_class.__doc__}: expected the buffer sync off (False), got " \
+        f"{wrapped.broadcast_buffers}"
 
 
 # --- two real ranks per launcher ----------------------------------------------------------------
