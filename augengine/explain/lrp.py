@@ -43,8 +43,9 @@ autograd and everything runs wherever the model and the input are (CPU or GPU).
 Precision. :func:`lrp_layers` (and so :func:`lrp`) runs inside
 :func:`augengine.precision.full_float32`: cuDNN's default TF32 for float32 convolutions on
 Ampere/Hopper (relative error about 5e-4 per product) would be amplified by the divisions by ``z``.
-With TF32 off a float32 GPU heatmap matches the CPU one to float32 rounding; float64 never uses
-TF32. The individual rules run under whatever the caller has set.
+With TF32 off the GPU forms the same float32 products as the CPU (results then differ by summation
+order; not yet measured on a GPU); float64 never uses TF32. The individual rules run under
+whatever the caller has set.
 """
 from __future__ import annotations
 
