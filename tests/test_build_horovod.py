@@ -26,10 +26,10 @@ def _fake_pip_nccl(site: Path) -> Path:
     return nccl
 
 
-def _fake_program(folder: Path, name: str, output: str = "") -> Path:
+def _fake_program(folder: Path, name: str, output: str = "", status: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     program = folder / name
-    program.write_text(f"#!/bin/sh\necho '{output}'\n")
+    program.write_text(f"#!/bin/sh\necho '{output}'\nexit {status}\n")
     program.chmod(0o755)
     return program
 
@@ -76,8 +76,10 @@ def test_gpu_build_with_a_cuda_home_without_nvcc_fails_loudly(tmp_path):
 
 
 @pytest.mark.parametrize("options", [("--gpu=none",), ()], ids=["none", "auto-without-gpu"])
-def test_cpu_build_keeps_its_settings_and_cache_key(options):
-    result = _run(*options)
+def test_cpu_build_keeps_its_settings_and_cache_key(options, tmp_path):
+    # nvidia-smi as on a machine without a GPU (or without a driver): it fails.
+    _fake_program(tmp_path / "bin", "nvidia-smi", "NVIDIA-SMI has failed", status=9)
+    result = _run(*options, PATH=f"{tmp_path / 'bin'}:/usr/bin:/bin")
     got = _settings(result)
     horovod = {k: v for k, v in got.items() if k.startswith("HOROVOD_")}
     assert horovod == {"HOROVOD_WITH_PYTORCH": "1", "HOROVOD_WITHOUT_TENSORFLOW": "1",
