@@ -24,9 +24,28 @@ unit has contributions of both signs); the epsilon rule at ``fc`` gives the shar
 ``epsilon`` away, so with the default rules ``sum(R_input) = f(x) - b_fc[target]`` up to
 ``epsilon``.
 
+Sign: the walk starts from the logit itself, ``R = f(x)``, not from a unit relevance. The epsilon
+rule at ``fc`` then gives each pooled feature ``k`` the relevance ``a_k w_k f / (f + eps sign f)
+~ a_k w_k``, its own contribution to the logit: positive when it raises the class's logit,
+whatever the sign of ``f(x)``; the rules below pass relevance on in proportion to contributions,
+so the convention carries down to the pixels (for LRP-0 exactly: gradient x input). So positive
+relevance is evidence for the class and negative evidence against it, also for a negative logit
+(an image the model scores against the class); the sign of the total ``f(x) - b_fc`` says which
+way the evidence adds up. A unit start (``R = 1`` at the logit) divides every relevance by
+``f(x)`` and so flips the whole map whenever the logit is negative: that unit-start map correlates
+-1 with this one for a negative logit (issue 11). The class's log-odds would explain another
+quantity (the class against the others, through every logit) and is not used.
+
 Every rule is written out as ``R_in = a * J^T (R_out / z)``: one forward product for the
 denominators ``z`` and one transposed product (``conv2d_input``, ``s @ W``), so nothing here needs
 autograd and everything runs wherever the model and the input are (CPU or GPU).
+
+Precision. :func:`lrp_layers` (and so :func:`lrp`) runs inside
+:func:`augengine.precision.full_float32`: cuDNN's default TF32 for float32 convolutions on
+Ampere/Hopper (relative error about 5e-4 per product) would be amplified by the divisions by ``z``.
+With TF32 off the GPU forms the same float32 products as the CPU (results then differ by summation
+order; not yet measured on a GPU); float64 never uses TF32. The individual rules run under
+whatever the caller has set.
 """
 from __future__ import annotations
 
@@ -40,6 +59,7 @@ from torch import nn
 
 from augengine.errors import ConfigError, InputError
 from augengine.models.resnet import Bottleneck, ResNet
+from augengine.precision import full_float32
 
 __all__ = [
     "alpha_beta_rule",
@@ -505,6 +525,7 @@ def _block_relevance(block: nn.Module, inputs: list[torch.Tensor], branch: torch
     return r_branch + r_shortcut
 
 
+@full_float32()
 def lrp_layers(model: ResNet, x: torch.Tensor, target, rule: str = "alpha_beta",
                alpha: float = 2.0, beta: float = 1.0, *, first_rule: str | None = None,
                epsilon: float = 1e-6, input_bounds=None) -> "OrderedDict[str, torch.Tensor]":
@@ -589,7 +610,9 @@ def lrp(model: ResNet, x: torch.Tensor, target, rule: str = "alpha_beta", alpha:
     Starts from ``R = f_target(x)`` at the logit and propagates it with the rules listed in the
     module docstring (seed 002, Eq. 10-16): alpha-beta at every convolution, epsilon at ``fc``,
     flat (or z^B) at the pixels, z-rule at residual adds, winner-take-all at max pooling. Positive
-    ``R`` marks pixels that speak for the class, negative ones against it.
+    ``R`` marks pixels that speak for the class (raise its logit), negative ones against it,
+    whatever the sign of the logit (module docstring, "Sign": a unit start would flip the map for
+    negative logits).
 
     Parameters
     ----------
@@ -623,7 +646,8 @@ def lrp(model: ResNet, x: torch.Tensor, target, rule: str = "alpha_beta", alpha:
     Tensor, shape, dtype and device of ``x``
         Relevance per input element; sum over channels for a per-pixel map. Sums to
         ``f_target(x) - b_fc[target]`` (alpha-beta conserves exactly where each unit has inputs
-        of both signs; the epsilon rule gives the bias share away).
+        of both signs; the epsilon rule gives the bias share away), negative when the evidence
+        against the class outweighs that for it.
 
     Raises
     ------

@@ -15,7 +15,8 @@ BatchNorm running statistics are the one state that gradient averaging does not 
 rank updates them from its own batches. :meth:`Distributed.average_buffers` averages every
 floating-point buffer over the ranks (call it at each epoch end), so the ranks evaluate and save
 identical models. DDP's per-forward buffer broadcast is switched off for the same reason: both
-backends then treat buffers the same way.
+backends then treat buffers the same way (:func:`ddp_buffer_options`: ``forward_sync_buffers`` on
+torch that has it, ``broadcast_buffers`` before).
 
 Launching. ``processes > 1`` re-runs the training command under a launcher on this machine:
 ``horovodrun --gloo -np N -H localhost:N`` for Horovod, ``python -m torch.distributed.run
@@ -26,6 +27,7 @@ launching again. :func:`run_on_ray` runs the ranks as Ray actors through
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -38,7 +40,8 @@ import torch
 from augengine.errors import ConfigError
 
 __all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
-           "init_distributed", "launch", "launch_command", "launched_backend", "run_on_ray"]
+           "ddp_buffer_options", "init_distributed", "launch", "launch_command",
+           "launched_backend", "run_on_ray"]
 
 #: Multi-process backends, as named by ``--backend``.
 BACKENDS = ("horovod", "ddp")
@@ -161,6 +164,38 @@ class HorovodDistributed(Distributed):
         self.hvd.shutdown()
 
 
+def ddp_buffer_options(ddp_class) -> dict[str, bool]:
+    """The ``DistributedDataParallel`` keyword that stops its per-forward buffer broadcast.
+
+    torch 2.13 added ``forward_sync_buffers`` and deprecated ``broadcast_buffers`` (a
+    FutureWarning); older torch (``pyproject`` allows >= 2.4; the GPU machines run 2.11) has only
+    ``broadcast_buffers`` and rejects the new name. The old ``broadcast_buffers=False`` also skips
+    the buffer broadcast at wrapping, which :meth:`TorchDistributed.broadcast_state` does itself,
+    so both give the same start.
+
+    Parameters
+    ----------
+    ddp_class : type
+        ``torch.nn.parallel.DistributedDataParallel`` (or a stand-in with its signature).
+
+    Returns
+    -------
+    dict
+        ``{"forward_sync_buffers": False}`` or ``{"broadcast_buffers": False}``.
+
+    Example
+    -------
+    >>> class OldDDP:
+    ...     def __init__(self, module, device_ids=None, broadcast_buffers=True): ...
+    >>> ddp_buffer_options(OldDDP)
+    {'broadcast_buffers': False}
+    """
+    parameters = inspect.signature(ddp_class.__init__).parameters
+    if "forward_sync_buffers" in parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class TorchDistributed(Distributed):
     """torch DDP ranks started by torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` set).
 
@@ -188,7 +223,9 @@ class TorchDistributed(Distributed):
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False), optimizer
+        return (DistributedDataParallel(model, device_ids=ids,
+                                        **ddp_buffer_options(DistributedDataParallel)),
+                optimizer)
 
     def unwrap(self, model):
         return getattr(model, "module", model)

@@ -59,8 +59,8 @@ from augengine.train.augment import (
 from augengine.train.splits import assign_split
 
 __all__ = ["DaliLoader", "StoreSource", "TorchLoader", "augment_batch", "dali_pipeline",
-           "group_by_shard", "make_dali_loader", "make_torch_loader", "rank_epoch_order",
-           "split_indices"]
+           "group_by_shard", "make_dali_loader", "make_torch_loader", "py_start_method",
+           "rank_epoch_order", "split_indices"]
 
 
 def _as_view(store) -> StoreView:
@@ -180,10 +180,10 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
 class StoreSource:
     """Batches of raw samples from a store, by ``(epoch, iteration)`` alone (DALI's contract).
 
-    A picklable callable for ``fn.external_source(batch=True, batch_info=True)``: forked
-    workers open the Zarr group themselves and keep only a small cache of whole shards (a read
-    buffer, not state: any batch can be asked for in any order). See the module docstring for
-    the order. With ``py_num_workers > 1`` each worker reads the shards its batches touch, so a
+    A picklable callable for ``fn.external_source(batch=True, batch_info=True)``: forked or
+    spawned workers open the Zarr group themselves and keep only a small cache of whole shards
+    (a read buffer, not state: any batch can be asked for in any order). See the module
+    docstring for the order. With ``py_num_workers > 1`` each worker reads the shards its batches touch, so a
     shard may be decoded once per worker.
 
     Parameters
@@ -365,6 +365,24 @@ class StoreSource:
         return tuple(batch[name] for name in self.outputs)
 
 
+def py_start_method() -> str:
+    """How DALI starts the Python workers of the parallel external source in this process.
+
+    ``"fork"`` while no CUDA context exists: the workers start at once, import nothing and share
+    the parent's memory. ``"spawn"`` once the CUDA driver is initialised (by torch, e.g. a model
+    moved to the GPU, or by DALI or CuPy), because DALI refuses to fork then (a forked child
+    cannot use its parent's CUDA context). Spawned workers unpickle the :class:`StoreSource`
+    (importable from this module; its ``__getstate__`` drops the open store) and reopen the store.
+
+    Returns
+    -------
+    {"fork", "spawn"}
+    """
+    from nvidia.dali.backend import IsDriverInitialized
+
+    return "spawn" if torch.cuda.is_initialized() or IsDriverInitialized() else "fork"
+
+
 def dali_pipeline(source: StoreSource, device: str = "cpu", device_id: int | None = None,
                   channels: int = 3, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, num_threads: int = 2,
@@ -390,7 +408,8 @@ def dali_pipeline(source: StoreSource, device: str = "cpu", device_id: int | Non
     num_threads : int
         DALI CPU threads for the ops.
     py_num_workers : int
-        Forked Python processes running ``source`` in parallel; 0 runs it in the main process.
+        Python processes running ``source`` in parallel, started here (forked, or spawned once
+        CUDA is initialised: :func:`py_start_method`); 0 runs it in the main process.
     prefetch_queue_depth : int
         Batches prepared ahead.
 
@@ -420,7 +439,8 @@ def dali_pipeline(source: StoreSource, device: str = "cpu", device_id: int | Non
              "labels": (types.INT64, ""), "indices": (types.INT64, ""),
              "matrices": (types.FLOAT, "")}
 
-    workers = {"py_num_workers": py_num_workers, "py_start_method": "fork"} if parallel else {}
+    workers = {"py_num_workers": py_num_workers,
+               "py_start_method": py_start_method()} if parallel else {}
 
     @pipeline_def(batch_size=source.batch_size, num_threads=num_threads, device_id=device_id,
                   seed=source.seed, prefetch_queue_depth=prefetch_queue_depth, **workers)
@@ -447,7 +467,12 @@ def dali_pipeline(source: StoreSource, device: str = "cpu", device_id: int | Non
             outputs.append(masks)
         return (*outputs, nodes["labels"], nodes["indices"])
 
-    return graph()
+    pipeline = graph()
+    if parallel:
+        # Now, not at build(): a forked worker started after anything (a GPU pipeline's build,
+        # the training loop) creates a CUDA context would be refused by DALI.
+        pipeline.start_py_workers()
+    return pipeline
 
 
 class DaliLoader:

@@ -362,7 +362,8 @@ def _make_loader(config: TrainConfig, task: Task, source, device: torch.device, 
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as error:
-        raise ConfigError(f"--loader dali needs NVIDIA DALI (pip install nvidia-dali-cuda120), "
+        raise ConfigError(f"--loader dali needs NVIDIA DALI (the train-cuda12 or train-cuda13 "
+                          "extra, docs/install.md), "
                           f"which cannot be imported ({error}); or use --loader torch") from None
     pipeline = dali_pipeline(source, "gpu" if device.type == "cuda" else "cpu",
                              device.index if device.type == "cuda" else None, task.channels,

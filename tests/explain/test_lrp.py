@@ -262,3 +262,79 @@ def test_gpu_matches_cpu(resnet18_model):
     want = lrp(resnet18_model, x, 1)
     got = lrp(copy.deepcopy(resnet18_model).to("cuda"), x.to("cuda"), 1).cpu()
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-12), "GPU relevance differs from CPU"
+
+
+def test_lrp_computes_with_tf32_off(resnet18_model):
+    # cuDNN's default is TF32 for float32 convolutions; LRP's divisions would amplify its error.
+    folded = fold_batchnorm(resnet18_model)  # used as is, so the hook below sees the forward
+    seen = []
+    hook = folded.conv1.register_forward_pre_hook(
+        lambda *_: seen.append(torch.backends.cudnn.conv.fp32_precision))
+    try:
+        lrp(folded, _images(1, seed=13), 0)
+    finally:
+        hook.remove()
+    assert seen == ["ieee"], f"cuDNN conv precision during LRP: {seen}, expected ['ieee']"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32", "TF32 default not restored"
+
+
+# ------------------------------------------------------------------------------------------------
+# Sign: positive relevance is evidence for the class, whatever the sign of the explained logit
+# ------------------------------------------------------------------------------------------------
+
+def _with_logit(model: nn.Module, x: torch.Tensor, target: int, value: float) -> nn.Module:
+    """A copy whose logit ``target`` on ``x`` is ``value``: only b_fc[target] moves, so every
+    pixel's effect on the logit (its evidence) stays what it was."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.fc.bias[target] += value - twin(x)[0, target]
+    return twin
+
+
+def test_heatmap_does_not_flip_with_the_sign_of_the_logit(resnet18_model):
+    # Issue 11's case: a two-class ResNet-18 explaining a logit of -0.515. A relevance started
+    # from 1 instead of f(x) would be -1/0.515 times this one (correlation -1).
+    x = _images(1, seed=14)
+    positive = lrp(_with_logit(resnet18_model, x, 1, 0.515), x, 1)
+    negative = lrp(_with_logit(resnet18_model, x, 1, -0.515), x, 1)
+    correlation = torch.corrcoef(torch.stack([positive.flatten(), negative.flatten()]))[0, 1]
+    assert torch.allclose(negative, positive, rtol=1e-5, atol=1e-12), \
+        f"logit -0.515 vs +0.515: heatmaps correlate {correlation.item():.4f}, expected 1.0000"
+
+
+def _negative_logit_lrp0_case():
+    """Bias-free ResNet-18 whose explained logit is negative, with its gradient x input: for
+    LRP-0 the exact relevance, each pixel's contribution to the logit (Montavon et al. 2018)."""
+    model = _bias_free_resnet18()
+    x = _images(1, seed=15).requires_grad_(True)
+    logit = model(x)[0, 1]
+    if logit > 0:  # flipping the class's weights flips the logit and keeps the model bias-free
+        with torch.no_grad():
+            model.fc.weight[1].neg_()
+        logit = model(x)[0, 1]
+    logit.backward()
+    return model, x.detach(), logit.item(), (x * x.grad).detach()
+
+
+def test_positive_relevance_raises_the_logit_when_the_logit_is_negative():
+    model, x, logit, contribution = _negative_logit_lrp0_case()
+    got = lrp(model, x, 1, rule="epsilon", epsilon=1e-12)
+    agree = (torch.sign(got) == torch.sign(contribution)).double().mean().item()
+    error = ((got - contribution).abs().max() / contribution.abs().max()).item()
+    assert logit < 0, f"test case needs a negative logit, got {logit:.3f}"
+    assert error < 1e-6, \
+        f"logit {logit:.3f}: relevance differs from gradient x input by {error:.2e} (relative); " \
+        f"same sign at {agree:.1%} of the inputs, expected 100%"
+
+
+def test_nst_content_weights_come_from_the_evidence_for_the_class():
+    # relevance_weights keeps max(R, 0): with the sign right these are the pixels that raise the
+    # class's logit, also for an image the model scores against the class.
+    from augengine.nst.losses import relevance_weights
+
+    model, x, logit, contribution = _negative_logit_lrp0_case()
+    got = relevance_weights(lrp(model, x, 1, rule="epsilon", epsilon=1e-12).sum(dim=1), (8, 8))
+    want = relevance_weights(contribution.sum(dim=1), (8, 8))
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-9), \
+        f"logit {logit:.3f}: content weights differ from those of the evidence for the class " \
+        f"by {(got - want).abs().max().item():.3g} (weights have mean 1)"

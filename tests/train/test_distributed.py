@@ -16,6 +16,7 @@ import torch
 from augengine.errors import ConfigError
 from augengine.train.distributed import (
     Distributed,
+    TorchDistributed,
     init_distributed,
     launch,
     launch_command,
@@ -104,6 +105,40 @@ def test_single_process_collectives_are_identities():
     assert model.running_mean.tolist() == [3.0, 3.0], "one rank: buffers must stay as they are"
     assert dist.sum(torch.tensor([1.5])).tolist() == [1.5]
     assert (dist.broadcast_object({"a": 1}), dist.gather_objects(7)) == ({"a": 1}, [7])
+
+
+class _DDPTorch24:
+    """DistributedDataParallel's constructor as of torch 2.4-2.12: no forward_sync_buffers."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0, broadcast_buffers=True,
+                 process_group=None, bucket_cap_mb=None, find_unused_parameters=False,
+                 check_reduction=False, gradient_as_bucket_view=False, static_graph=False,
+                 delay_all_reduce_named_params=None, param_to_hook_all_reduce=None,
+                 mixed_precision=None, device_mesh=None):
+        self.module, self.broadcast_buffers = module, broadcast_buffers
+
+
+class _DDPTorch213:
+    """torch 2.13: forward_sync_buffers added, broadcast_buffers deprecated (None by default)."""
+
+    def __init__(self, module, device_ids=None, broadcast_buffers=None, init_sync=True,
+                 forward_sync_buffers: bool | None = None):
+        if broadcast_buffers is not None:
+            raise AssertionError("broadcast_buffers is deprecated on torch 2.13")
+        self.module, self.broadcast_buffers = module, forward_sync_buffers
+
+
+@pytest.mark.parametrize("ddp_class", [_DDPTorch24, _DDPTorch213])
+def test_ddp_wrap_turns_off_the_per_forward_buffer_sync_on_old_and_new_torch(monkeypatch,
+                                                                             ddp_class):
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", ddp_class)
+    dist = object.__new__(TorchDistributed)  # no process group: only the wrap is under test
+    dist.device = torch.device("cpu")
+    model = torch.nn.Linear(2, 1)
+    wrapped, _ = dist.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert wrapped.module is model and wrapped.broadcast_buffers is False, \
+        f"{ddp_class.__doc__}: expected the buffer sync off (False), got " \
+        f"{wrapped.broadcast_buffers}"
 
 
 # --- two real ranks per launcher ----------------------------------------------------------------

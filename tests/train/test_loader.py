@@ -26,7 +26,9 @@ from augengine.train.augment import (
     warp_affine,
 )
 from augengine.train.loader import (
+    DaliLoader,
     StoreSource,
+    dali_pipeline,
     group_by_shard,
     make_dali_loader,
     make_torch_loader,
@@ -461,6 +463,30 @@ def test_dali_parallel_workers_serve_the_same_stream(tiny_store):
     inline = run_epoch(make_dali_loader(tiny_store, py_num_workers=0, **common))[0]
     assert torch.equal(forked["indices"], inline["indices"])
     assert torch.equal(forked["images"], inline["images"])
+
+
+def test_dali_workers_are_started_with_the_pipeline(tiny_store):
+    # Before any later CUDA context (the model on the GPU, another pipeline's build): DALI
+    # refuses to fork once CUDA is initialised.
+    require_dali()
+    pipeline = dali_pipeline(StoreSource(tiny_store, batch_size=6, output_size=SIZE),
+                             py_num_workers=2)
+    assert pipeline._py_pool_started, "fork workers not started when the pipeline was made"
+
+
+def test_dali_workers_spawn_and_serve_the_same_stream_once_cuda_is_initialised(tiny_store,
+                                                                                monkeypatch):
+    require_dali()
+    common = {"batch_size": 6, "seed": 5, "output_size": SIZE}
+    inline = run_epoch(make_dali_loader(tiny_store, py_num_workers=0, **common))[0]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    source = StoreSource(tiny_store, **common)
+    pipeline = dali_pipeline(source, py_num_workers=2)
+    assert pipeline.py_start_method == "spawn", \
+        f"with CUDA initialised the workers must be spawned, got {pipeline.py_start_method!r}"
+    spawned = run_epoch(DaliLoader(pipeline, source))[0]
+    assert torch.equal(spawned["indices"], inline["indices"]), "spawned workers: other samples"
+    assert torch.equal(spawned["images"], inline["images"]), "spawned workers: other images"
 
 
 def test_torch_workers_serve_the_same_stream(tiny_store):
