@@ -2,11 +2,21 @@
 nothing: each test here is a small kernel with a known defect (or a known right answer)."""
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from augengine.ops import _cuda
 from augengine.ops.despeckle import srad
+from tests import cuda_emulator
 from tests.cuda_emulator import EmulatorError, RawModule, emulated_cupy
 
 BLOCK_SUM = r"""
@@ -138,3 +148,108 @@ def test_a_broken_srad_kernel_fails_parity(cp, monkeypatch, rng):
     broken = srad(cp.asarray(images), 3, q0=0.8).get()
     assert not np.array_equal(broken, srad(images, 3, q0=0.8)), (
         "SRAD without its tile barrier still matched NumPy: the emulator hides races")
+
+
+# --- CuPy's API -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [(lambda cp: cp.random.default_rng(0).exponential(1.0, (4,), dtype=np.float32),
+      "exponential\\(\\) got an unexpected keyword argument 'dtype'"),
+     (lambda cp: cp.zeros(4, like=None), "zeros\\(\\) got an unexpected keyword argument 'like'"),
+     (lambda cp: cp.ones(4).max(initial=0.0),
+      "max\\(\\) got an unexpected keyword argument 'initial'"),
+     (lambda cp: cp.sqrt(cp.ones(4), where=True), "Wrong arguments {'where': True}")],
+    ids=["generator", "function", "method", "ufunc"],
+)
+def test_arguments_cupy_refuses_are_refused(cp, call, message):
+    with pytest.raises(TypeError, match=message):
+        call(cp)
+
+
+def test_what_cupy_lacks_is_missing(cp):
+    # CuPy 14's Generator has no normal(); NumPy's has.
+    with pytest.raises(AttributeError, match="cupy.random.Generator.normal is not emulated"):
+        cp.random.default_rng(0).normal(0.0, 1.0, (4,))
+    with pytest.raises(AttributeError, match="cupy.ndarray.tolist is not emulated"):
+        cp.ones(4).tolist()
+
+
+@pytest.fixture(scope="module")
+def real_cupy():
+    """The installed CuPy (imports without a GPU; only allocations and launches need one)."""
+    try:
+        import cupy
+    except ImportError as error:
+        if os.environ.get("AUGENGINE_SKIP_CUDA_COMPILE") == "1":
+            pytest.skip(f"CuPy not importable ({error}) and AUGENGINE_SKIP_CUDA_COMPILE=1")
+        pytest.fail(f"CuPy not importable ({error}): install the gpu extra (its CuPy checks the "
+                    "emulator's signatures), or set AUGENGINE_SKIP_CUDA_COMPILE=1 to skip")
+    return cupy
+
+
+def _signature_from_parameters(parameters: str) -> inspect.Signature:
+    namespace = {"numpy": np}
+    exec(f"def f{parameters}:\n    pass", namespace)  # noqa: S102 - CuPy's own text
+    return inspect.signature(namespace["f"])
+
+
+def _real_signature(path: str) -> inspect.Signature:
+    """CuPy's signature of ``path``: inspect's, or for Cython functions without one the first
+    docstring line (Cython's embedded signature, C types dropped); for a module that cannot be
+    imported here (cupyx.scipy.signal needs cuBLAS) the ``def`` in its source."""
+    parts = path.split(".")
+    split = max(i for i in range(1, len(parts)) if importlib.util.find_spec(".".join(parts[:i])))
+    module, attributes = ".".join(parts[:split]), parts[split:]
+    try:
+        obj = functools.reduce(getattr, attributes, importlib.import_module(module))
+    except ImportError:
+        folder = Path(importlib.util.find_spec(module).origin).parent
+        for source in sorted(folder.glob("*.py")):
+            for node in ast.parse(source.read_text()).body:
+                if isinstance(node, ast.FunctionDef) and node.name == attributes[-1]:
+                    return _signature_from_parameters(f"({ast.unparse(node.args)})")
+        raise
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        first = obj.__doc__.splitlines()[0]
+        parameters = re.fullmatch(r"[\w.]+(\(.*\))(?: -> .*)?", first).group(1)
+        parameters = re.sub(r"\b(?:int|str|bint|bool|tuple|object)\s+(?=\w)", "",
+                            parameters.replace("\\*", "*"))
+        return _signature_from_parameters(parameters)
+
+
+def _parameters(signature: inspect.Signature):
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+
+
+@pytest.mark.parametrize("path", cuda_emulator.API)
+def test_signature_is_cupys(real_cupy, path):
+    fakes = cuda_emulator.modules()
+    parts = path.split(".")
+    root = ".".join(parts[:2]) if parts[0] == "cupyx" else parts[0]
+    emulated = functools.reduce(getattr, parts[root.count(".") + 1 :], fakes[root])
+    assert _parameters(inspect.signature(emulated)) == _parameters(_real_signature(path)), (
+        f"{path}: emulated {inspect.signature(emulated)}, CuPy {_real_signature(path)}")
+
+
+def test_array_attributes_exist_in_cupy(real_cupy):
+    missing = [name for name in cuda_emulator.ATTRIBUTES if not hasattr(real_cupy.ndarray, name)]
+    assert not missing, f"cupy.ndarray has no {missing}"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [(("code",), {}, "positional"),
+     ((), {"code": BLOCK_SUM, "options": ["--std=c++17"]},
+      "Argument 'options' has incorrect type \\(expected tuple, got list\\)")],
+    ids=["positional-code", "options-list"],
+)
+def test_raw_module_refuses_what_cupy_refuses(real_cupy, cp, args, kwargs, message):
+    # CuPy's RawModule compiles lazily, so its constructor runs here without a GPU.
+    with pytest.raises(TypeError, match=message):
+        real_cupy.RawModule(*args, **kwargs)
+    with pytest.raises(TypeError, match=message):
+        cp.RawModule(*args, **kwargs)
