@@ -15,6 +15,8 @@ Fidelity choices, each to make a bug visible rather than hide it:
   and the classes below; ``test_emulator.py`` checks them against the installed CuPy): an
   argument CuPy rejects raises CuPy's ``TypeError``, and a function, method or ``Generator``
   method not listed raises ``AttributeError`` until its real signature is added.
+* ``RawKernel`` is called as CuPy's is: grid and block tuples (a zero dimension launches as 1,
+  as CuPy clamps it), keywords ``shared_mem`` and ``stream`` only.
 * Every device allocation is surrounded by guard bytes (0xFF, a NaN pattern for floats): a kernel
   writing outside an argument's buffer fails with the argument named; reading outside it pulls in
   NaNs.
@@ -109,7 +111,7 @@ SIGNATURES: dict[str, str] = {
 #: written out below with CuPy's signature. ``cupy.RawModule``'s constructor is checked by
 #: behaviour instead (its docstring misstates it).
 API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.ndarray.get",
-                        "cupy.RawModule.get_function",
+                        "cupy.RawModule.get_function", "cupy.RawKernel.__call__",
                         "cupy.cuda.Device", "cupy.cuda.Device.synchronize", "cupy.cuda.Event",
                         "cupy.cuda.Event.record", "cupy.cuda.Event.synchronize",
                         "cupy.cuda.get_elapsed_time", "cupy.cuda.runtime.getDeviceCount",
@@ -355,9 +357,24 @@ class RawKernel:
         self._error.restype = ctypes.c_char_p
         self.name = name
 
-    def __call__(self, grid, block, args, shared_mem=0, stream=None):
-        dims = [(tuple(d) + (1, 1))[:3] if isinstance(d, tuple) else (d, 1, 1)
-                for d in (grid, block)]
+    def __call__(self, grid, block, args, **kwargs):
+        # CuPy's RawKernel.__call__ (cupy/_core/raw.pyx) forwards kwargs to Function.__call__(
+        # tuple grid, tuple block, args, size_t shared_mem=0, stream=None,
+        # enable_cooperative_groups=False) (cupy/cuda/function.pyx), passing the last itself.
+        if "enable_cooperative_groups" in kwargs:
+            raise TypeError("__call__() got multiple values for keyword argument "
+                            "'enable_cooperative_groups'")
+        for keyword in kwargs:
+            if keyword not in ("shared_mem", "stream"):
+                raise TypeError(f"__call__() got an unexpected keyword argument '{keyword}'")
+        if kwargs.get("shared_mem", 0):
+            raise EmulatorError(f"{self.name}: dynamic shared memory is not emulated")
+        for label, value in (("grid", grid), ("block", block)):
+            if not isinstance(value, tuple):
+                raise TypeError(f"Argument '{label}' has incorrect type (expected tuple, got "
+                                f"{type(value).__name__})")
+        # CuPy pads to three dimensions, drops any beyond and launches a 0 as 1.
+        dims = [tuple(max(1, d) for d in (value + (1, 1))[:3]) for value in (grid, block)]
         values, roots = [], []
         for position, arg in enumerate(args):
             if isinstance(arg, ndarray):

@@ -56,8 +56,13 @@ __global__ void scale(T* x, long long n, T factor)
     for (long long i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         x[i] *= factor;
 }
+
+extern "C" __global__ void count_blocks(int* count)
+{
+    if (threadIdx.x == 0) *count += 1;  // one OS thread runs the blocks: no race
+}
 """
-NAMES = ("block_sum", "write_past_end", "divergent_barrier", "scale<double>")
+NAMES = ("block_sum", "write_past_end", "divergent_barrier", "scale<double>", "count_blocks")
 
 
 @pytest.fixture
@@ -105,13 +110,37 @@ def test_barrier_not_reached_by_every_thread_is_reported(cp, kernels):
 
 @pytest.mark.parametrize(
     "grid, block, message",
-    [((1,), (2048,), "invalid block"), ((1, 70000), (32,), "invalid grid"),
-     ((0,), (32,), "invalid grid")],
+    [((1,), (2048,), "invalid block"), ((1, 70000), (32,), "invalid grid")],
 )
 def test_launch_limits_are_the_drivers(cp, kernels, grid, block, message):
     x = cp.ones(8, dtype=np.float64)
     with pytest.raises(EmulatorError, match=message):
         kernels["scale<double>"](grid, block, (x, np.int64(8), np.float64(2.0)))
+
+
+def test_zero_grid_dimensions_launch_one_block_as_cupy_does(cp, kernels):
+    # cupy/cuda/function.pyx: Function.__call__ launches max(1, grid[i]) blocks.
+    count = cp.zeros(1, dtype=np.int32)
+    kernels["count_blocks"]((0, 0), (32,), (count,))
+    assert int(count.get()[0]) == 1
+
+
+@pytest.mark.parametrize(
+    "grid, block, more, keywords, message",
+    [(4, (32,), (), {}, "Argument 'grid' has incorrect type \\(expected tuple, got int\\)"),
+     ((4,), [32], (), {}, "Argument 'block' has incorrect type \\(expected tuple, got list\\)"),
+     ((4,), (32,), (0,), {}, "positional arguments"),
+     ((4,), (32,), (), {"enable_cooperative_groups": True}, "multiple values for keyword")],
+    ids=["int-grid", "list-block", "positional-shared-mem", "cooperative-groups"],
+)
+def test_kernel_calls_cupy_refuses_are_refused(cp, kernels, grid, block, more, keywords, message):
+    # CuPy's RawKernel.__call__(grid, block, args, **kwargs) hands grid and block to
+    # Function.__call__(tuple grid, tuple block, args, size_t shared_mem=0, stream=None, ...).
+    x = cp.ones(8)
+    with pytest.raises(TypeError, match=message):
+        kernels["scale<double>"](grid, block, (x, np.int64(8), np.float64(2.0)), *more, **keywords)
+    kernels["scale<double>"]((4,), (32,), (x, np.int64(8), np.float64(2.0)), stream=None)
+    np.testing.assert_array_equal(x.get(), np.full(8, 2.0))
 
 
 def test_template_kernel_and_scalar_arguments(cp, kernels):
