@@ -20,6 +20,11 @@ Fidelity choices, each to make a bug visible rather than hide it:
 * Every device allocation is surrounded by guard bytes (0xFF, a NaN pattern for floats): a kernel
   writing outside an argument's buffer fails with the argument named; reading outside it pulls in
   NaNs.
+* A kernel's faults are asynchronous, as on a GPU: they surface at the next synchronisation
+  (a device-to-host copy, ``Device().synchronize()``, ``Event.synchronize()``), not at the launch,
+  and, as a fault poisons a CUDA context, at every synchronisation after it.
+  ``CUDA_LAUNCH_BLOCKING=1`` raises them at the launch, as it makes CUDA do. A launch
+  configuration the driver refuses raises at the launch either way, as in CUDA.
 * Threads and blocks run in a seeded random order (``cuda_cpu.h``), so missing barriers change
   results.
 * Launch limits (threads per block, grid dimensions) are checked as the CUDA driver checks them.
@@ -167,6 +172,36 @@ class _Ufunc:
         return _device_call(host, args, kwargs)
 
 
+# --- asynchronous errors -----------------------------------------------------------------------
+
+
+class _Context:
+    """The emulated CUDA context's sticky error: the first kernel fault since it was created."""
+
+    error: EmulatorError | None = None
+    reported = False
+
+
+_context = _Context()
+
+
+def _fault(message: str) -> None:
+    error = EmulatorError(
+        f"{message} (a kernel fault: raised at the first synchronisation after the launch, as "
+        "CUDA reports it; CUDA_LAUNCH_BLOCKING=1 raises it at the launch)")
+    if os.environ.get("CUDA_LAUNCH_BLOCKING") == "1":
+        raise error
+    if _context.error is None:
+        _context.error = error
+
+
+def _synchronize() -> None:
+    """What a synchronising CUDA call does after a fault: raise it, every time."""
+    if _context.error is not None:
+        _context.reported = True
+        raise _context.error
+
+
 # --- device arrays -----------------------------------------------------------------------------
 
 
@@ -223,6 +258,7 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
         self._a = device
 
     def get(self, stream=None, order="C", out=None, blocking=True):
+        _synchronize()  # a device-to-host copy waits for the kernels before it
         if out is None:
             return np.array(self._a, order=order)
         out[...] = self._a
@@ -347,6 +383,9 @@ def _compile(code: str, name_expressions) -> ctypes.CDLL:
     return ctypes.CDLL(str(library))
 
 
+_INVALID_LAUNCH, _KERNEL_FAULT = 1, 2  # cuda_cpu.h's Status
+
+
 class RawKernel:
     """One kernel of an emulated ``RawModule``; called like CuPy's: ``kernel(grid, block, args)``."""
 
@@ -390,16 +429,19 @@ class RawKernel:
         grid_dims, block_dims = ((ctypes.c_uint * 3)(*d) for d in dims)
         status = self._launch(grid_dims, block_dims, pointers, ctypes.c_ulonglong(next(_SEEDS)))
         LAUNCHES[self.name] += 1
-        if status != 0:
-            raise EmulatorError(f"{self.name} grid {dims[0]} block {dims[1]}: "
-                                f"{self._error().decode()}")
+        where = f"{self.name} grid {dims[0]} block {dims[1]}"
+        if status == _INVALID_LAUNCH:
+            raise EmulatorError(f"{where}: {self._error().decode()}")
+        if status == _KERNEL_FAULT:
+            _fault(f"{where}: {self._error().decode()}")
         for position, root in roots:
             if root is None:
-                raise EmulatorError(f"{self.name}: argument {position} is not a device buffer")
+                _fault(f"{self.name}: argument {position} is not a device buffer")
+                continue
             spoiled = np.flatnonzero(np.concatenate([root[:GUARD], root[-GUARD:]]) != 0xFF)
             if spoiled.size:
-                raise EmulatorError(f"{self.name} wrote outside argument {position} "
-                                    f"({spoiled.size} guard bytes changed)")
+                _fault(f"{self.name} wrote outside argument {position} "
+                       f"({spoiled.size} guard bytes changed)")
 
 
 class RawModule:
@@ -432,7 +474,7 @@ class _Device:
             raise EmulatorError(f"the emulator has one device (0), not {self.id}")
 
     def synchronize(self):
-        return None
+        _synchronize()
 
     def __enter__(self):
         return self
@@ -452,7 +494,7 @@ class _Event:
         self.seconds = time.perf_counter()
 
     def synchronize(self):
-        return None
+        _synchronize()
 
 
 def get_elapsed_time(start_event, end_event) -> float:
@@ -529,16 +571,21 @@ def modules() -> dict[str, types.ModuleType]:
 
 @contextlib.contextmanager
 def emulated_cupy():
-    """Within the block, ``import cupy`` gives the emulator and augengine's kernel cache is fresh."""
+    """Within the block, ``import cupy`` gives the emulator (a fresh CUDA context) and augengine's
+    kernel cache is fresh. A kernel fault no synchronisation reported raises at the end."""
     from augengine.ops import _cuda
 
     fakes = modules()
     saved = {name: sys.modules.get(name) for name in fakes}
     sys.modules.update(fakes)
     _cuda._module.cache_clear()
+    _context.error, _context.reported = None, False
     try:
         yield sys.modules["cupy"]
+        if not _context.reported:
+            _synchronize()  # else a test that never copies back would lose the fault
     finally:
+        _context.error, _context.reported = None, False
         _cuda._module.cache_clear()
         for name, module in saved.items():
             if module is None:

@@ -185,7 +185,11 @@ void call_closure(void* closure)
     (*static_cast<F*>(closure))();
 }
 
-// Launch `kernel` over grid x block; 0 on success, else state.error says why.
+// What a launch returns: the driver refuses the configuration at the launch call (CUDA reports
+// that synchronously), or the kernel fails while running (CUDA reports that asynchronously).
+enum Status { ok = 0, invalid_launch = 1, kernel_fault = 2 };
+
+// Launch `kernel` over grid x block; a Status, with state.error saying why when not ok.
 template <typename F>
 int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long long seed)
 {
@@ -196,13 +200,13 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     if (threads == 0 || threads > 1024 || block[0] > 1024 || block[1] > 1024 || block[2] > 64) {
         fail("invalid block (" + std::to_string(block[0]) + ", " + std::to_string(block[1]) +
              ", " + std::to_string(block[2]) + "): at most 1024 threads, z <= 64");
-        return 1;
+        return invalid_launch;
     }
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 2147483647u ||
         grid[1] > 65535 || grid[2] > 65535) {
         fail("invalid grid (" + std::to_string(grid[0]) + ", " + std::to_string(grid[1]) + ", " +
              std::to_string(grid[2]) + "): x <= 2^31 - 1, y and z <= 65535, none 0");
-        return 1;
+        return invalid_launch;
     }
     state.fibers.assign(threads, Fiber{});
     state.lanes[0].assign(threads, 0);
@@ -225,9 +229,9 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     for (unsigned long long b : order) {
         blockIdx = {unsigned(b % grid[0]), unsigned(b / grid[0] % grid[1]),
                     unsigned(b / grid[0] / grid[1])};
-        if (!run_block(rng, 64 * 1024)) return 1;
+        if (!run_block(rng, 64 * 1024)) return kernel_fault;
     }
-    return 0;
+    return ok;
 }
 
 template <typename... A, std::size_t... I>

@@ -96,16 +96,38 @@ def test_missing_barrier_changes_the_result(cp, kernels):
     assert any(total != 256.0 for total in sums), f"race not exposed: sums {sums}, expected != 256"
 
 
-def test_out_of_bounds_write_names_the_argument(cp, kernels):
+def test_out_of_bounds_write_names_the_argument_at_the_next_synchronisation(
+        cp, kernels, monkeypatch):
+    # As on a GPU the launch returns; the copy back reports the fault, and so does every
+    # synchronisation after it (a faulted CUDA context stays unusable).
     out = cp.zeros(100, dtype=np.float32)
+    kernels["write_past_end"]((1,), (128,), (out, np.int32(100)))
+    unrelated = cp.ones(4)
     with pytest.raises(EmulatorError, match="write_past_end wrote outside argument 0"):
-        kernels["write_past_end"]((1,), (128,), (out, np.int32(100)))
+        unrelated.get()
+    with pytest.raises(EmulatorError, match="write_past_end wrote outside argument 0"):
+        cp.cuda.Device().synchronize()
+    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "1")
+    with pytest.raises(EmulatorError, match="write_past_end wrote outside argument 0"):
+        kernels["write_past_end"]((1,), (128,), (cp.zeros(100, dtype=np.float32), np.int32(100)))
 
 
 def test_barrier_not_reached_by_every_thread_is_reported(cp, kernels):
     out = cp.zeros(32, dtype=np.float32)
+    kernels["divergent_barrier"]((1,), (32,), (out,))
     with pytest.raises(EmulatorError, match="deadlock: 16 of 32 threads wait at __syncthreads"):
-        kernels["divergent_barrier"]((1,), (32,), (out,))
+        cp.cuda.Event().synchronize()
+
+
+def test_a_fault_never_synchronised_is_raised_when_the_emulation_ends():
+    launched = False
+    with pytest.raises(EmulatorError, match="write_past_end wrote outside argument 0"):
+        with emulated_cupy() as cp:
+            module = RawModule(code=BLOCK_SUM, name_expressions=NAMES)
+            out = cp.zeros(10, np.float32)
+            module.get_function("write_past_end")((1,), (64,), (out, np.int32(10)))
+            launched = True
+    assert launched, "the launch itself raised: kernel faults must be asynchronous"
 
 
 @pytest.mark.parametrize(
