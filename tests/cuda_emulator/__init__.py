@@ -17,6 +17,9 @@ Fidelity choices, each to make a bug visible rather than hide it:
   method not listed raises ``AttributeError`` until its real signature is added.
 * ``RawKernel`` is called as CuPy's is: grid and block tuples (a zero dimension launches as 1,
   as CuPy clamps it), keywords ``shared_mem`` and ``stream`` only.
+* Kernels are compiled with the options CuPy's ``RawModule`` hands NVRTC
+  (:func:`cupy_nvrtc_options`), honoured where they have a meaning on a CPU: ``--fmad=false`` and
+  ``-ftz=true`` (``cuda_cpu.h``). An option the emulator does not know is refused.
 * Every device allocation is surrounded by guard bytes (0xFF, a NaN pattern for floats): a kernel
   writing outside an argument's buffer fails with the argument named; reading outside it pulls in
   NaNs.
@@ -355,7 +358,37 @@ _SCALARS = {
 }
 
 
-def _compile(code: str, name_expressions) -> ctypes.CDLL:
+def cupy_nvrtc_options(options: tuple[str, ...], arch: str, pch: bool = False) -> tuple[str, ...]:
+    """The options CuPy 14's ``RawModule(code=..., options=options)`` hands NVRTC on a device of
+    compute capability ``arch`` (``"80"``), in CuPy's order (``cupy/cuda/compiler.py``):
+    ``_compile_with_cache_cuda`` appends ``-ftz=true``; ``_compile_using_nvrtc_no_warning``
+    appends ``-arch=sm_<arch>`` (a cubin, for any arch NVRTC knows), then
+    ``--device-as-default-execution-space``, then ``--pch`` when ``CUPY_NVRTC_USE_PCH=1`` and
+    NVRTC >= 12.8 (``pch``). ``tests/test_cuda_compile.py`` checks this against CuPy's code."""
+    return (*options, "-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space",
+            *(("--pch",) if pch else ()))
+
+
+def _gxx_flags(options: tuple[str, ...]) -> list[str]:
+    """g++ flags for the NVRTC ``options`` (as :func:`cupy_nvrtc_options` gives them)."""
+    flags = ["-std=c++17", "-ffp-contract=off"]
+    for option in options:
+        if option == "-ftz=true":
+            flags.append("-DEMU_FTZ=1")
+        elif option in ("--std=c++17", "-std=c++17", "--fmad=false", "--pch",
+                        "--device-as-default-execution-space") or option.startswith("-arch="):
+            # Already so, or no meaning on a CPU: cuda_cpu.h makes every function callable from
+            # a kernel. Products and sums are always rounded separately: without --fmad=false
+            # NVRTC fuses them into FMAs, which x86-64's baseline cannot reproduce, so a kernel
+            # compiled without it may differ from the GPU in the last bits.
+            continue
+        else:
+            raise EmulatorError(f"NVRTC option {option!r}: the emulator does not know what it "
+                                "means; teach tests/cuda_emulator before using it")
+    return flags
+
+
+def _compile(code: str, name_expressions, options: tuple[str, ...]) -> ctypes.CDLL:
     """g++-compiled shared library of ``code`` with one C launcher per name expression."""
     launchers = "\n".join(
         f"extern \"C\" int emu_launch_{i}(const unsigned* g, const unsigned* b, void** a, "
@@ -364,7 +397,7 @@ def _compile(code: str, name_expressions) -> ctypes.CDLL:
     )
     source = (f"{code}\n{launchers}\n"
               "extern \"C\" const char* emu_error() { return emu::state.error.c_str(); }\n")
-    flags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-U_FORTIFY_SOURCE",
+    flags = ["-O2", "-fPIC", "-shared", *_gxx_flags(options), "-U_FORTIFY_SOURCE",
              "-include", str(HEADER)]
     key = hashlib.sha256("\0".join([HEADER.read_text(), source, *flags]).encode()).hexdigest()
     folder = Path(tempfile.gettempdir()) / "augengine-cuda-emulator"
@@ -458,7 +491,7 @@ class RawModule:
             raise EmulatorError("the emulator compiles code= with the default NVRTC settings "
                                 "only")
         self._names = list(name_expressions or ())
-        self._library = _compile(code, self._names)
+        self._library = _compile(code, self._names, cupy_nvrtc_options(options, "80"))
 
     def get_function(self, name):
         return RawKernel(self._library, self._names.index(name), name)

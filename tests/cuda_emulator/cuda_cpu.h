@@ -19,11 +19,18 @@
 //
 // Floating point: compile with -ffp-contract=off, which matches the kernels' --fmad=false; sqrt
 // and division are correctly rounded on both sides; log10 may differ by an ulp (the parity tests'
-// tolerances allow for that).
+// tolerances allow for that). EMU_FTZ=1 (CuPy compiles every kernel with -ftz=true) flushes
+// float denormals to zero, inputs and results, through the x86 MXCSR FTZ and DAZ bits; those
+// flush double denormals as well, which CUDA keeps, so a double below 2.2e-308 differs.
 #pragma once
+
+#ifndef EMU_FTZ
+#define EMU_FTZ 0
+#endif
 
 #include <setjmp.h>
 #include <ucontext.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -185,6 +192,14 @@ void call_closure(void* closure)
     (*static_cast<F*>(closure))();
 }
 
+// MXCSR for the launch. Set before run_block's getcontext, so every fiber's saved context carries
+// it; restored when the launch ends, so the host code (NumPy) keeps its denormals.
+struct Denormals {
+    unsigned saved = _mm_getcsr();
+    Denormals() { if (EMU_FTZ) _mm_setcsr(saved | 0x8040u); }  // FTZ | DAZ
+    ~Denormals() { _mm_setcsr(saved); }
+};
+
 // What a launch returns: the driver refuses the configuration at the launch call (CUDA reports
 // that synchronously), or the kernel fails while running (CUDA reports that asynchronously).
 enum Status { ok = 0, invalid_launch = 1, kernel_fault = 2 };
@@ -221,6 +236,7 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     state.body = &call_closure<F>;
     state.closure = &body;
 
+    const Denormals denormals;
     std::mt19937_64 rng(seed);
     const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
     std::vector<unsigned long long> order(blocks);

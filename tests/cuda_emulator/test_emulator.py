@@ -61,8 +61,15 @@ extern "C" __global__ void count_blocks(int* count)
 {
     if (threadIdx.x == 0) *count += 1;  // one OS thread runs the blocks: no race
 }
+
+extern "C" __global__ void float_products(const float* x, float* out)
+{
+    out[0] = x[0] * x[1];  // 1e-20 * 1e-20: a denormal result
+    out[1] = x[2] * x[3];  // a denormal input times 1
+}
 """
-NAMES = ("block_sum", "write_past_end", "divergent_barrier", "scale<double>", "count_blocks")
+NAMES = ("block_sum", "write_past_end", "divergent_barrier", "scale<double>", "count_blocks",
+         "float_products")
 
 
 @pytest.fixture
@@ -163,6 +170,20 @@ def test_kernel_calls_cupy_refuses_are_refused(cp, kernels, grid, block, more, k
         kernels["scale<double>"](grid, block, (x, np.int64(8), np.float64(2.0)), *more, **keywords)
     kernels["scale<double>"]((4,), (32,), (x, np.int64(8), np.float64(2.0)), stream=None)
     np.testing.assert_array_equal(x.get(), np.full(8, 2.0))
+
+
+def test_single_precision_denormals_flush_to_zero_as_cupy_compiles(cp, kernels):
+    # CuPy compiles every RawModule with -ftz=true (cupy/cuda/compiler.py).
+    x = cp.asarray(np.array([1e-20, 1e-20, 1e-40, 1.0], dtype=np.float32))
+    out = cp.ones(2, dtype=np.float32)
+    kernels["float_products"]((1,), (1,), (x, out))
+    np.testing.assert_array_equal(out.get(), [0.0, 0.0])
+    assert np.float32(1e-20) * np.float32(1e-20) != 0, "the launch left the host flushing"
+
+
+def test_nvrtc_options_the_emulator_does_not_know_are_refused(cp):
+    with pytest.raises(EmulatorError, match="NVRTC option '--use_fast_math'"):
+        RawModule(code=BLOCK_SUM, options=("--use_fast_math",), name_expressions=NAMES)
 
 
 def test_template_kernel_and_scalar_arguments(cp, kernels):
