@@ -1,5 +1,6 @@
 """The CUDA emulator must fail where a GPU would misbehave, or the parity tests it runs prove
-nothing: each test here is a small kernel with a known defect (or a known right answer)."""
+nothing: each test here is a small kernel with a known defect (or a known right answer), or a
+call CuPy refuses; the emulator's signatures are checked against the installed CuPy."""
 from __future__ import annotations
 
 import ast
