@@ -81,7 +81,8 @@ def bench_gpu(n: int = 64, size: int = 512, iterations: int = 100, copy_mib: int
         return best
 
     rng = cupy.random.default_rng(0)
-    batch = rng.exponential(1.0, (n, size, size), dtype=cupy.float32) + 0.01
+    # CuPy's Generator.exponential has no dtype (it draws float64): cast afterwards.
+    batch = rng.exponential(1.0, (n, size, size)).astype(cupy.float32) + 0.01
     pixels = batch.size
 
     big = cupy.empty(copy_mib << 18, dtype=cupy.float32)

@@ -6,8 +6,12 @@ locates that library by itself (checked with an empty environment: no ``CUDA_PAT
 ``LD_LIBRARY_PATH`` needed). Fallback: ``nvcc`` on PATH or under ``/usr/local/cuda*/bin``.
 With neither, the tests FAIL, unless ``AUGENGINE_SKIP_CUDA_COMPILE=1`` is set.
 
-Each source is compiled with the options and name expressions the runtime uses
-(``augengine.ops._cuda``), and every kernel name the Python side requests must be in the cubin.
+Each source is compiled with the name expressions the runtime uses (``augengine.ops._cuda``) and
+the options CuPy's ``RawModule`` hands NVRTC for them: the project's, as CuPy's
+``assemble_cupy_compiler_options`` extends them (C++ standard, include paths), then what
+``cupy/cuda/compiler.py`` appends (``tests.cuda_emulator.cupy_nvrtc_options``, checked here against
+that code). Every kernel name the Python side requests must be in the cubin. nvcc gets the
+project's options and ``-ftz=true``; it has no ``--device-as-default-execution-space``.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from augengine.ops import _cuda, _reconstruction_cuda, despeckle
+from tests.cuda_emulator import cupy_nvrtc_options
 
 ARCHS = ("sm_80", "sm_90")
 SOURCES = sorted(path.name for path in _cuda.CUDA_DIR.glob("*.cu"))
@@ -32,6 +37,15 @@ class CompileError(Exception):
     """The compiler rejected the source; the message carries its log."""
 
 
+def _cupy_options(options, arch: str) -> tuple[str, ...]:
+    """What CuPy's RawModule(code=..., options=options) hands NVRTC for ``arch`` ("sm_80")."""
+    from cupy._core.core import assemble_cupy_compiler_options
+    from cupy.cuda import compiler
+
+    pch = compiler._use_pch and compiler._get_nvrtc_version() >= (12, 8)
+    return cupy_nvrtc_options(assemble_cupy_compiler_options(tuple(options)), arch[3:], pch)
+
+
 class Nvrtc:
     name = "nvrtc"
 
@@ -39,14 +53,15 @@ class Nvrtc:
         self.nvrtc = nvrtc
 
     def compile(self, source: str, filename: str, kernels, options, arch: str) -> dict[str, bool]:
-        """Compile to a cubin; map each kernel name expression to 'its symbol is in the cubin'."""
+        """Compile to a cubin with CuPy's options; map each kernel name expression to 'its
+        symbol is in the cubin'."""
         nvrtc = self.nvrtc
         program = nvrtc.createProgram(source, filename, [], [])
         try:
             for kernel in kernels:
                 nvrtc.addNameExpression(program, kernel)
             try:
-                nvrtc.compileProgram(program, [*options, f"--gpu-architecture={arch}"])
+                nvrtc.compileProgram(program, list(_cupy_options(options, arch)))
             except nvrtc.NVRTCError as error:
                 raise CompileError(f"{error}\n{nvrtc.getProgramLog(program)}") from None
             cubin = nvrtc.getCUBIN(program)
@@ -70,7 +85,8 @@ class Nvcc:
             wrapper.write_text(f"{source}\nvoid* augengine_kernels[] = {{{keep}}};\n")
             cubin = Path(tmp) / "out.cubin"
             result = subprocess.run(
-                [self.path, "-cubin", f"-arch={arch}", *options, "-o", str(cubin), str(wrapper)],
+                [self.path, "-cubin", f"-arch={arch}", *options, "-ftz=true", "-o", str(cubin),
+                 str(wrapper)],
                 capture_output=True, text=True,
             )
             if result.returncode != 0:
@@ -117,6 +133,50 @@ def test_source_compiles_with_every_kernel(compiler, source, arch):
         pytest.fail(f"{source} does not compile for {arch} with {compiler.name}:\n{error}")
     missing = [kernel for kernel, present in found.items() if not present]
     assert not missing, f"{source} ({arch}, {compiler.name}): kernels not in the cubin: {missing}"
+
+
+class _LoadedModule:
+    """Stands in for ``cupy.cuda.function.Module``, whose load needs a GPU."""
+
+    def load(self, cubin):
+        self.cubin = cubin
+
+    def _set_mapping(self, mapping):
+        self.mapping = mapping
+
+
+@pytest.mark.parametrize("pch", [False, True], ids=["default", "CUPY_NVRTC_USE_PCH=1"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_options_are_the_ones_cupy_passes(compiler, monkeypatch, arch, pch):
+    """cupy_nvrtc_options retypes what cupy/cuda/compiler.py appends: run that code (RawModule's
+    path below assemble_cupy_compiler_options) on srad.cu and record what reaches NVRTC. Its two
+    device queries are replaced: the per-device memoised arch lookup by the function it wraps,
+    the module load by a recorder."""
+    if not isinstance(compiler, Nvrtc):
+        pytest.skip("CuPy's NVRTC binding is not available (nvcc fallback)")
+    from cupy._core.core import assemble_cupy_compiler_options
+    from cupy.cuda import compiler as cupy_compiler
+
+    recorded = []
+    compile_program = cupy_compiler._NVRTCProgram.compile
+
+    def record(program, options=(), log_stream=None):
+        recorded.append(tuple(options))
+        return compile_program(program, options, log_stream)
+
+    monkeypatch.setattr(cupy_compiler._NVRTCProgram, "compile", record)
+    monkeypatch.setattr(cupy_compiler, "_get_arch_for_options_for_nvrtc",
+                        cupy_compiler._get_arch_for_options_for_nvrtc.__wrapped__)
+    monkeypatch.setattr(cupy_compiler.function, "Module", _LoadedModule)
+    monkeypatch.setattr(cupy_compiler, "_use_pch", pch)
+    options = assemble_cupy_compiler_options(_cuda.OPTIONS["srad.cu"])
+    module = cupy_compiler._compile_with_cache_cuda(
+        _cuda.read_source("srad.cu"), options, arch[3:], name_expressions=_cuda.KERNELS["srad.cu"],
+        cache_in_memory=True)
+    assert set(module.mapping) == set(_cuda.KERNELS["srad.cu"])
+    assert recorded[-1] == _cupy_options(_cuda.OPTIONS["srad.cu"], arch), (
+        f"CuPy passes NVRTC {recorded[-1]}, the compile test and the emulator assume "
+        f"{_cupy_options(_cuda.OPTIONS['srad.cu'], arch)}")
 
 
 def test_every_source_is_registered():

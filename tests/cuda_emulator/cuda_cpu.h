@@ -19,11 +19,18 @@
 //
 // Floating point: compile with -ffp-contract=off, which matches the kernels' --fmad=false; sqrt
 // and division are correctly rounded on both sides; log10 may differ by an ulp (the parity tests'
-// tolerances allow for that).
+// tolerances allow for that). EMU_FTZ=1 (CuPy compiles every kernel with -ftz=true) flushes
+// float denormals to zero, inputs and results, through the x86 MXCSR FTZ and DAZ bits; those
+// flush double denormals as well, which CUDA keeps, so a double below 2.2e-308 differs.
 #pragma once
+
+#ifndef EMU_FTZ
+#define EMU_FTZ 0
+#endif
 
 #include <setjmp.h>
 #include <ucontext.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -185,7 +192,19 @@ void call_closure(void* closure)
     (*static_cast<F*>(closure))();
 }
 
-// Launch `kernel` over grid x block; 0 on success, else state.error says why.
+// MXCSR for the launch. Set before run_block's getcontext, so every fiber's saved context carries
+// it; restored when the launch ends, so the host code (NumPy) keeps its denormals.
+struct Denormals {
+    unsigned saved = _mm_getcsr();
+    Denormals() { if (EMU_FTZ) _mm_setcsr(saved | 0x8040u); }  // FTZ | DAZ
+    ~Denormals() { _mm_setcsr(saved); }
+};
+
+// What a launch returns: the driver refuses the configuration at the launch call (CUDA reports
+// that synchronously), or the kernel fails while running (CUDA reports that asynchronously).
+enum Status { ok = 0, invalid_launch = 1, kernel_fault = 2 };
+
+// Launch `kernel` over grid x block; a Status, with state.error saying why when not ok.
 template <typename F>
 int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long long seed)
 {
@@ -196,13 +215,13 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     if (threads == 0 || threads > 1024 || block[0] > 1024 || block[1] > 1024 || block[2] > 64) {
         fail("invalid block (" + std::to_string(block[0]) + ", " + std::to_string(block[1]) +
              ", " + std::to_string(block[2]) + "): at most 1024 threads, z <= 64");
-        return 1;
+        return invalid_launch;
     }
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 2147483647u ||
         grid[1] > 65535 || grid[2] > 65535) {
         fail("invalid grid (" + std::to_string(grid[0]) + ", " + std::to_string(grid[1]) + ", " +
              std::to_string(grid[2]) + "): x <= 2^31 - 1, y and z <= 65535, none 0");
-        return 1;
+        return invalid_launch;
     }
     state.fibers.assign(threads, Fiber{});
     state.lanes[0].assign(threads, 0);
@@ -217,6 +236,7 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     state.body = &call_closure<F>;
     state.closure = &body;
 
+    const Denormals denormals;
     std::mt19937_64 rng(seed);
     const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
     std::vector<unsigned long long> order(blocks);
@@ -225,9 +245,9 @@ int run_grid(F body, const unsigned* grid, const unsigned* block, unsigned long 
     for (unsigned long long b : order) {
         blockIdx = {unsigned(b % grid[0]), unsigned(b / grid[0] % grid[1]),
                     unsigned(b / grid[0] / grid[1])};
-        if (!run_block(rng, 64 * 1024)) return 1;
+        if (!run_block(rng, 64 * 1024)) return kernel_fault;
     }
-    return 0;
+    return ok;
 }
 
 template <typename... A, std::size_t... I>
