@@ -178,6 +178,10 @@ class NstConfig(_Strict):
     #: Content-style trade-off of AdaIN, 1 = full style.
     alpha: float = Field(default=1.0, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=4096)
+    #: Reproducible style-transfer bytes on a GPU (``augengine.determinism``): torch's
+    #: deterministic algorithms, TF32 off, and every batch padded to ``batch_size``. Slower on a
+    #: GPU; ``false`` trades that for speed (docs/store.md, "Regeneration guarantees").
+    deterministic: bool = True
     #: Record per sample the SSIM to the content image and the style distance to the style image
     #: before and after (at the decoder's style layers); costs about one more encoder pass each.
     quality_checks: bool = True

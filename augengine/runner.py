@@ -127,6 +127,8 @@ class StyleTransferInputs:
     feature network, the loss and (with LRP) each content image's relevance are built once; each
     batch of pairs is optimised for ``iterations`` steps. A row ``(content, ref_1, ..., ref_K)``
     of the plan is styled as one image; K >= 2 only with ``references: multi`` (Eqs. 7-9).
+    With ``deterministic`` (the default) all of it runs in ``augengine.determinism``'s scope and
+    in batches of exactly ``batch_size`` (docs/store.md, "Regeneration guarantees").
     """
 
     def __init__(self, refs: list[SampleRef], nst: dict, device: str):
@@ -151,10 +153,11 @@ class StyleTransferInputs:
         self.samples = samples
         self.images = np.stack([s.image if s is not None else np.zeros(shape, np.uint8)
                                 for s in samples])
-        if nst["mode"] == "feedforward":
-            features, self.record, loss = self._setup_feedforward()
-        else:
-            features, self.record, loss = self._setup_iterative()
+        with self._deterministic():
+            if nst["mode"] == "feedforward":
+                features, self.record, loss = self._setup_feedforward()
+            else:
+                features, self.record, loss = self._setup_iterative()
         # Keyed by WorkItem.nst_key: (content, *style positions).
         self.styled: dict[tuple[int, ...], np.ndarray] = {}
         self.quality: dict[tuple[int, ...], dict] = {}
@@ -171,7 +174,7 @@ class StyleTransferInputs:
         config = load_checkpoint(nst["checkpoint"])["config"]
         self.net = load_style_net(nst["checkpoint"], nst["encoder_weights"], self.torch_device)
         self.statistics = image_statistics(self.net, self.images, nst["batch_size"],
-                                           self.torch_device)
+                                           self.torch_device, fixed_batches=nst["deterministic"])
         loss = {key: config[key] for key in ("alpha", "beta", "content_layers", "style_layers",
                                              "lrp", "c")}
         record = {"op": "nst", "mode": "feedforward", "alpha": nst["alpha"],
@@ -203,6 +206,17 @@ class StyleTransferInputs:
                   "loss": loss}
         return self.network, record, loss
 
+    def _deterministic(self):
+        """The job's determinism scope (``augengine.determinism``) for everything that styles."""
+        from augengine.determinism import deterministic_torch
+
+        return deterministic_torch(self.nst["deterministic"])
+
+    def _batches(self):
+        from augengine.determinism import Batches
+
+        return Batches(self.nst["batch_size"], fixed=self.nst["deterministic"])
+
     def _content_relevance(self, contents: np.ndarray):
         """LRP relevance of each content image for its own label, computed once per image."""
         import torch
@@ -212,13 +226,27 @@ class StyleTransferInputs:
         from augengine.nst.generate import to_unit
         from augengine.nst.losses import uniform_where_unusable
 
-        missing = [int(c) for c in np.unique(contents) if int(c) not in self.relevance]
-        if missing:
-            x = imagenet_normalize(to_unit(self.images[missing], self.torch_device))
-            labels = torch.tensor([max(self.refs[c].label, 0) for c in missing])
-            for c, r in zip(missing, lrp(self.classifier, x, labels.to(x.device)).sum(dim=1)):
-                self.relevance[c] = r
+        for positions in self._relevance_batches(contents):
+            run = self._batches().run(positions)
+            x = imagenet_normalize(to_unit(self.images[run], self.torch_device))
+            labels = torch.tensor([max(self.refs[c].label, 0) for c in run])
+            for c, r in zip(positions, lrp(self.classifier, x, labels.to(x.device)).sum(dim=1)):
+                self.relevance[int(c)] = r
         return uniform_where_unusable(torch.stack([self.relevance[int(c)] for c in contents]))
+
+    def _relevance_batches(self, contents: np.ndarray) -> list[np.ndarray]:
+        """Positions whose relevance is still missing, as LRP batches: all in one, or with
+        ``deterministic`` the fixed blocks of ``batch_size`` positions they fall in, so that an
+        image's relevance never depends on which shards this actor styled before."""
+        missing = np.array([c for c in np.unique(contents) if int(c) not in self.relevance],
+                           np.int64)
+        if not missing.size:
+            return []
+        if not self.nst["deterministic"]:
+            return [missing]
+        size = self.nst["batch_size"]
+        return [np.arange(block * size, min(block * size + size, len(self.images)))
+                for block in np.unique(missing // size)]
 
     def _style_batches(self, pairs: np.ndarray):
         """(rows, uint8 images) batches of the styled pairs, in the mode of the job."""
@@ -228,19 +256,21 @@ class StyleTransferInputs:
             yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
                                 self.torch_device, alpha=self.nst["alpha"],
                                 statistics=self.statistics,
-                                multi_reference=self.nst["references"] == "multi")
+                                multi_reference=self.nst["references"] == "multi",
+                                fixed_batches=self.nst["deterministic"])
             return
         from augengine.nst.generate import to_uint8, to_unit
         from augengine.nst.iterative import stylize
 
-        for start in range(0, len(pairs), self.nst["batch_size"]):
-            rows = np.arange(start, min(start + self.nst["batch_size"], len(pairs)))
-            content = to_unit(self.images[pairs[rows, 0]], self.torch_device)
-            relevance = (self._content_relevance(pairs[rows, 0])
+        batches = self._batches()
+        for rows in batches.split(len(pairs)):
+            run = batches.run(rows)
+            content = to_unit(self.images[pairs[run, 0]], self.torch_device)
+            relevance = (self._content_relevance(pairs[run, 0])
                          if self.classifier is not None else None)
-            result = stylize(content, self._references(pairs[rows, 1:]), self.loss, self.network,
+            result = stylize(content, self._references(pairs[run, 1:]), self.loss, self.network,
                              relevance, iterations=self.nst["iterations"])
-            yield rows, to_uint8(result.images)
+            yield rows, to_uint8(result.images[:rows.size])
 
     def _references(self, positions: np.ndarray):
         """The style images of rows of reference positions ``(B, K)`` as ``(B, K, 1, H, W)`` in
@@ -257,11 +287,12 @@ class StyleTransferInputs:
         if not wanted:
             return
         pairs = np.array(wanted, np.int64)
-        for rows, batch in self._style_batches(pairs):
-            for row, image in zip(rows, batch):
-                self.styled[wanted[row]] = image
-            if self.extractor is not None:
-                self._assess(pairs[rows], batch, [wanted[row] for row in rows])
+        with self._deterministic():
+            for rows, batch in self._style_batches(pairs):
+                for row, image in zip(rows, batch):
+                    self.styled[wanted[row]] = image
+                if self.extractor is not None:
+                    self._assess(pairs[rows], batch, [wanted[row] for row in rows])
 
     def _assess(self, pairs: np.ndarray, results: np.ndarray, keys: list) -> None:
         """SSIM to the content, and style distance before and after to the row's style target:
@@ -270,6 +301,8 @@ class StyleTransferInputs:
         from augengine.nst.quality import assess_quality
 
         device = self.torch_device
+        run = self._batches().run(np.arange(len(keys)))
+        pairs, results = pairs[run], results[run]
         scores = assess_quality(to_unit(results, device), to_unit(self.images[pairs[:, 0]], device),
                                 self._references(pairs[:, 1:]), self.extractor, self.quality_c)
         for k, key in enumerate(keys):
@@ -322,6 +355,10 @@ class ShardWorker:
                  nst: dict | None = None, refs: list[SampleRef] | None = None):
         self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
         self.output_size, self.shard_size = tuple(output_size), shard_size
+        if nst is not None and nst["deterministic"]:
+            from augengine.determinism import fix_cublas_workspace
+
+            fix_cublas_workspace()  # before _actor_device starts CUDA in this process
         self.device = _actor_device()
         self.nst, self.refs, self._style_inputs = nst, refs, None
 

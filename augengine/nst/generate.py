@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from augengine.determinism import Batches
 from augengine.errors import ConfigError, InputError
 from augengine.nst.feedforward import (
     StyleNet,
@@ -124,6 +125,7 @@ def generate(
     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     multi_reference: bool = False,
+    fixed_batches: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Style every (content, style) pair of a plan, encoding each image once; yield uint8 batches.
 
@@ -171,6 +173,11 @@ def generate(
     multi_reference : bool, optional
         Accept ``(M, 1 + K)`` rows and style each by the Eq. 7-9 target of its K references
         (default False: ``(M, 2)`` rows only). Rows with K = 1 give the plain pairs' images.
+    fixed_batches : bool, optional
+        Run every encoder and decoder batch with exactly ``batch_size`` rows, padding the last
+        one (:func:`augengine.determinism.pad_rows`), so that on a GPU an image's bytes do not
+        depend on how many others share its batch (default False: the last batch is smaller).
+        Only the real rows are yielded.
 
     Yields
     ------
@@ -210,22 +217,24 @@ def generate(
     budget = _feature_budget(device) if max_feature_bytes is None else max_feature_bytes
     if statistics is not None and len(statistics[0]) != n_images:
         raise InputError(f"statistics cover {len(statistics[0])} images, images has {n_images}")
-    return _run(net, images, pairs, (height, width), batch_size, device, dtype, channels_last,
+    batches = Batches(batch_size, fixed_batches)
+    return _run(net, images, pairs, (height, width), batches, device, dtype, channels_last,
                 alpha, budget, statistics)
 
 
 def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
-                     dtype: torch.dtype | None = None, channels_last: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     dtype: torch.dtype | None = None, channels_last: bool = False, *,
+                     fixed_batches: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel mean and std of the encoder features of every image of ``images`` (N, H, W)
     uint8, each (N, C, 1, 1) on ``device``: the style side of AdaIN, for ``generate(...,
-    statistics=...)``."""
+    statistics=...)``. ``fixed_batches`` as in :func:`generate`."""
     n_images, _, _ = _check_images(images)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
     everything = np.arange(n_images)
-    mean, std, _ = _encode(net, images, everything, np.full(n_images, -1), batch_size, device,
-                           dtype, channels_last, budget=0.0)
+    mean, std, _ = _encode(net, images, everything, np.full(n_images, -1),
+                           Batches(batch_size, fixed_batches), device, dtype, channels_last,
+                           budget=0.0)
     return mean, std
 
 
@@ -277,14 +286,14 @@ def multi_reference_statistics(reference_features: torch.Tensor, eps: float = 1e
     return feature_stats(multi_reference_target(reference_features.to(work), bins), eps)
 
 
-def _reference_statistics(net, images, references: np.ndarray, batch_size, device, dtype,
+def _reference_statistics(net, images, references: np.ndarray, batches, device, dtype,
                           channels_last, budget) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`multi_reference_statistics` of rows of reference indices ``(B, K)``, encoding each
     distinct reference once."""
     distinct, inverse = np.unique(references, return_inverse=True)
     bank_slot = np.full(int(distinct.max()) + 1, -1, dtype=np.int64)
     bank_slot[distinct] = np.arange(distinct.size)
-    _, _, bank = _encode(net, images, distinct, bank_slot, batch_size, device, dtype,
+    _, _, bank = _encode(net, images, distinct, bank_slot, batches, device, dtype,
                          channels_last, budget)
     stacks = bank[torch.from_numpy(inverse.reshape(-1)).to(bank.device)].to(device)
     return multi_reference_statistics(stacks.unflatten(0, references.shape), net.eps)
@@ -296,7 +305,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _encode(net, images, indices, content_slot, batch_size, device, dtype, channels_last, budget):
+def _encode(net, images, indices, content_slot, batches, device, dtype, channels_last, budget):
     """Encode ``images[indices]`` once each: their channel statistics (rows follow ``indices``)
     and a bank of the features of those with ``content_slot >= 0`` (rows = that slot)."""
     float_dtype = next(net.parameters()).dtype
@@ -305,12 +314,12 @@ def _encode(net, images, indices, content_slot, batch_size, device, dtype, chann
     # Inference mode is entered per batch, never across a yield: it is thread-local state that
     # would otherwise leak into the caller's code between batches.
     means, stds, bank = [], [], None
-    for start in range(0, indices.size, batch_size):
-        chunk = indices[start:start + batch_size]
+    for rows in batches.split(indices.size):
+        chunk = indices[rows]
         with torch.inference_mode():
-            x = to_unit(_read(images, chunk), device, float_dtype)
+            x = to_unit(_read(images, indices[batches.run(rows)]), device, float_dtype)
             with _autocast(device, dtype):
-                features = net.encode(x.contiguous(memory_format=memory_format))
+                features = net.encode(x.contiguous(memory_format=memory_format))[:rows.size]
             mean, std = feature_stats(features, net.eps)
             means.append(mean)
             stds.append(std)
@@ -323,7 +332,7 @@ def _encode(net, images, indices, content_slot, batch_size, device, dtype, chann
     return torch.cat(means), torch.cat(stds), bank
 
 
-def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alpha, budget,
+def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha, budget,
          statistics):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     contents = np.unique(pairs[:, 0])
@@ -335,7 +344,7 @@ def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alp
     slot = np.full(n_slots, -1, dtype=np.int64)
     content_slot = np.full_like(slot, -1)
     content_slot[contents] = np.arange(contents.size)
-    mean, std, bank = _encode(net, images, used, content_slot, batch_size, device, dtype,
+    mean, std, bank = _encode(net, images, used, content_slot, batches, device, dtype,
                               channels_last, budget)
     if statistics is None:
         slot[used] = np.arange(used.size)
@@ -343,23 +352,23 @@ def _run(net, images, pairs, size, batch_size, device, dtype, channels_last, alp
         slot[:] = np.arange(n_slots)
         mean, std = statistics
 
-    for start in range(0, pairs.shape[0], batch_size):
-        rows = np.arange(start, min(start + batch_size, pairs.shape[0]))
-        content = pairs[rows, 0]
+    for rows in batches.split(pairs.shape[0]):
+        run = batches.run(rows)
+        content = pairs[run, 0]
         with torch.inference_mode():
             features = bank[torch.from_numpy(content_slot[content]).to(bank.device)].to(device)
             c = torch.from_numpy(slot[content]).to(device)
             if multi:
                 style_mean, style_std = _reference_statistics(
-                    net, images, pairs[rows, 1:], batch_size, device, dtype, channels_last, budget)
+                    net, images, pairs[run, 1:], batches, device, dtype, channels_last, budget)
             else:
-                s = torch.from_numpy(slot[pairs[rows, 1]]).to(device)
+                s = torch.from_numpy(slot[pairs[run, 1]]).to(device)
                 style_mean, style_std = mean[s], std[s]
             aligned = blend(align_statistics(features, mean[c], std[c], style_mean, style_std),
                             features, alpha)
             with _autocast(device, dtype):
                 out = net.decode(aligned.contiguous(memory_format=memory_format), size)
-            batch = to_uint8(out)
+            batch = to_uint8(out[:rows.size])
         yield rows, batch
 
 

@@ -155,9 +155,14 @@ def histogram_specification(
     # A constant reference channel has zero width: every value then lands on that constant.
     safe_width = torch.where(width > 0, width, torch.ones_like(width))
     index = ((ref - lo) / safe_width).floor().clamp_(0, bins - 1).long()
-    density = torch.zeros(n * c, bins, dtype=work, device=ref.device)
-    density.scatter_add_(1, index, torch.full_like(ref, 1.0 / ref.shape[1]))
-    cdf = torch.cat([torch.zeros_like(lo), density.cumsum(dim=1)], dim=1)
+    # Integer counts, not float sums: exact, and the same whatever order a GPU adds them in
+    # (float atomics are not; torch's deterministic mode refuses a float cumsum on CUDA).
+    row_offset = torch.arange(n * c, device=ref.device).unsqueeze(1) * bins
+    counts = torch.bincount((index + row_offset).flatten(), minlength=n * c * bins)
+    counts = counts.view(n * c, bins)
+    cumulative = torch.cat([torch.zeros_like(counts[:, :1]), counts.cumsum(dim=1)], dim=1)
+    density = counts.to(work) / ref.shape[1]
+    cdf = cumulative.to(work) / ref.shape[1]
 
     ordered = src.sort(dim=1).values
     below = torch.searchsorted(ordered, src, right=False)

@@ -259,6 +259,19 @@ def test_histogram_specification_ties_share_one_value():
     assert got[0] == got[1], "tied inputs must map to one output"
 
 
+def test_histogram_specification_quantile_on_a_bin_edge_skips_the_empty_bins_after_it():
+    # References: 5/6 of the mass at 0, 1/6 at 10; 10 bins of width 1, bins 1..8 empty. The
+    # largest of three values has quantile 5/6, exactly the mass below bin 1, so it goes to the
+    # start of the next occupied bin (9), as documented. The CDF comes from integer counts, so
+    # 5/6 is met exactly; float sums of 1/6 (atomics on a GPU) overshoot it and give ~1.
+    values = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 1, 1, 3)
+    reference = torch.tensor([0.0] * 5 + [10.0]).reshape(1, 1, 1, 1, 6)
+    got = histogram_specification(values, reference, bins=10).flatten()
+    # Quantiles 1/6 and 1/2 fall in bin 0 (mass 5/6): 0.2 and 0.6 of its width.
+    expected = torch.tensor([0.2, 0.6, 9.0])
+    assert torch.allclose(got, expected, atol=1e-6), f"expected {expected.tolist()}, got {got}"
+
+
 @pytest.mark.parametrize("bins", [8, 256])
 def test_histogram_specification_onto_own_histogram_moves_values_less_than_one_bin(gen, bins):
     values = _randn(gen, 2, 3, 10, 10)
