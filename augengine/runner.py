@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from augengine import sources, store
+from augengine import raycluster, sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import AugengineError, InputError
@@ -359,23 +358,6 @@ class RunResult:
     seconds: float
 
 
-def _ray_connect(address: str | None):
-    """Connect to ``address`` (or $RAY_ADDRESS, as under ``ray job submit``), else start an
-    embedded Ray. Returns True when this call started Ray and should shut it down."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
-                 object_store_memory=128 * 1024**2, logging_level=logging.WARNING)
-    return True
-
-
 def _actor_options(config: JobConfig, shards_todo: int) -> tuple[int, dict]:
     """One actor per GPU where the cluster has GPUs, else CPU actors with a little headroom
     (whole-CPU actors filling a small node starve Ray's own tasks)."""
@@ -472,7 +454,7 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
         import ray
         from ray.util import ActorPool
 
-        owns_ray = _ray_connect(address)
+        owns_ray = raycluster.connect(address)
         try:
             workers, options = _actor_options(config, len(todo))
             actor_class = ray.remote(ShardWorker).options(**options)
