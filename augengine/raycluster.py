@@ -45,8 +45,8 @@ def connect(address: str | None = None, runtime_env: dict | None = None,
         return True
     loopback = _loopback_requested()
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        raise ConfigError("RAY_AUTH_MODE is 'disabled': anyone who reaches the embedded Ray could "
-                          "run commands as you; unset RAY_AUTH_MODE (augengine's Ray needs a token)")
+        raise ConfigError("RAY_AUTH_MODE is 'disabled': anyone who reaches the embedded Ray "
+                          "could run commands as you; unset it (augengine's Ray needs a token)")
     options = {"num_cpus": os.cpu_count(), "include_dashboard": False,
                "object_store_memory": 128 * 1024**2, **embedded_options}
     with _loopback_only(loopback):

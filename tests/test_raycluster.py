@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Setting Ray's auth mode to disabled in Python, shell, Makefile or YAML (env list) syntax.
@@ -43,6 +44,29 @@ def test_no_file_turns_ray_auth_off():
                  for number, line in enumerate(path.read_text(errors="ignore").splitlines(), 1)
                  if AUTH_OFF.search(line) and not line.rstrip().endswith(REFUSAL)]
     assert offenders == []
+
+
+def test_cluster_configs_demand_the_token_and_keep_ports_private():
+    onprem = yaml.safe_load((ROOT / "cluster" / "onprem.yaml").read_text())
+    starts = onprem["head_start_ray_commands"] + onprem["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token ray start" in command
+               for command in starts if "ray start" in command)
+    assert "--dashboard-host=127.0.0.1" in " ".join(onprem["head_start_ray_commands"])
+    assert "~/.ray/auth_token" in onprem["file_mounts"]
+
+    ray_cluster, policy = yaml.safe_load_all((ROOT / "cluster" / "kuberay.yaml").read_text())
+    head = ray_cluster["spec"]["headGroupSpec"]
+    groups = [head] + ray_cluster["spec"]["workerGroupSpecs"]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {item["name"]: item for item in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token"
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token"
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    own_pods = {"ray.io/cluster": ray_cluster["metadata"]["name"]}
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"]["podSelector"]["matchLabels"] == own_pods
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": own_pods}}]}]
 
 
 def test_embedded_ray_refuses_to_start_with_auth_off():
