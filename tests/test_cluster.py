@@ -100,8 +100,9 @@ def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
     deadline = time.time() + 120
     while True:
         result = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", ray_head.address, "--working-dir",
-             str(ROOT), "--", "python", "jobs/augment.py", "--config", str(job), "--output", str(out)],
+            [str(BIN / "ray"), "job", "submit", "--address", ray_head.address,
+             "--working-dir", str(ROOT), "--", "python", "jobs/augment.py", "--config", str(job),
+             "--output", str(out)],
             env=env(), capture_output=True, text=True, timeout=300)
         # The job server answers before its per-node agent is up (slow on a busy machine); such a
         # refusal creates no job, so asking again is safe.
