@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,6 +92,7 @@ def ray_head():
         yield SimpleNamespace(address=address, job_agent=ports["dashboard-agent-listen-port"])
     finally:
         stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
