@@ -5,7 +5,9 @@ reachable by anyone else: it keeps Ray's token auth on (Ray's default for a new 
 the token comes from ``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, which
 Ray creates when none exists), listens on 127.0.0.1 only unless ``AUGENGINE_RAY_BIND=all``, and is
 torn down by a small guard process if the driver dies without ``ray.shutdown()`` (``kill -9``):
-Ray's agents would otherwise stay, listening, for about a minute.
+Ray kills its direct children with the driver, but its dashboard and runtime-env agents stay,
+listening, for a minute or more (measured with Ray 2.60: 62 s, once over 5 min) while they try
+to report the raylet's death to a GCS that is gone.
 """
 from __future__ import annotations
 
@@ -109,22 +111,28 @@ def _start_guard(session_dir: str) -> None:
     """Start the guard of the embedded Ray whose files are in ``session_dir``: it waits for this
     process to end, then stops whatever of that Ray is left. Its own session keeps a Ctrl-C from
     reaching it."""
-    guard = subprocess.Popen([sys.executable, "-m", "augengine.raycluster", session_dir],
+    import ray
+
+    programs = [os.path.realpath(sys.executable), os.path.dirname(os.path.realpath(ray.__file__))]
+    guard = subprocess.Popen([sys.executable, "-m", "augengine.raycluster", session_dir, *programs],
                              stdin=subprocess.PIPE, start_new_session=True)
     # Kept open for the life of this process: the guard reads end-of-file when it dies.
     _guards.append(guard)
 
 
-def _ray_processes(session_dir: str, driver: int) -> list[int]:
-    """Pids of the processes that hold files of ``session_dir`` open (every Ray process keeps its
-    logs there; their environment and command line are no guide, Ray retitles them), the driver
-    excepted."""
+def _ray_processes(session_dir: str, programs: list[str], driver: int) -> list[int]:
+    """Pids of the processes that run one of ``programs`` (Python, Ray's binaries) and hold files
+    of ``session_dir`` open: every Ray process keeps its logs there, while its environment and
+    command line are no guide (Ray retitles them). The driver is left out, and so is a ``tail -f``
+    of those logs."""
     prefix = os.path.join(session_dir, "")
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in (driver, os.getpid()):
             continue
         with contextlib.suppress(OSError):  # gone, or another user's
+            if not os.path.realpath(f"/proc/{entry}/exe").startswith(tuple(programs)):
+                continue
             fds = f"/proc/{entry}/fd"
             if any(_link(os.path.join(fds, fd)).startswith(prefix) for fd in os.listdir(fds)):
                 found.append(int(entry))
@@ -141,6 +149,7 @@ def _link(path: str) -> str:
 def _stop(pids: list[int], grace_s: float = 2.0) -> None:
     """SIGTERM, then SIGKILL whatever is still there after ``grace_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [pid for pid in pids if _running(pid)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -158,18 +167,18 @@ def _running(pid: int) -> bool:
         return False
 
 
-def guard(session_dir: str, poll_s: float = 5.0) -> None:
+def guard(session_dir: str, programs: list[str], poll_s: float = 5.0) -> None:
     """Wait for the driver (end of file on stdin), then stop what is left of its Ray; leave early
     once Ray is gone (the driver shut it down)."""
     driver = os.getppid()
     while True:
         readable, _, _ = select.select([sys.stdin], [], [], poll_s)
         if readable and not os.read(sys.stdin.fileno(), 4096):
-            _stop(_ray_processes(session_dir, driver))
+            _stop(_ray_processes(session_dir, programs, driver))
             return
-        if not readable and not _ray_processes(session_dir, driver):
+        if not readable and not _ray_processes(session_dir, programs, driver):
             return
 
 
 if __name__ == "__main__":
-    guard(sys.argv[1])
+    guard(sys.argv[1], sys.argv[2:])

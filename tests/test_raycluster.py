@@ -160,8 +160,8 @@ def _session_processes(session: int) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_driver_leaves_no_ray_behind():
-    """kill -9 of the driver: Ray's dashboard and runtime-env agents, which used to stay about a
-    minute (listening) after it, are gone within seconds."""
+    """kill -9 of the driver: Ray's dashboard and runtime-env agents, which used to stay a minute
+    or more (listening) after it, are gone within seconds."""
     temp_dir = tempfile.mkdtemp(prefix="rayk", dir="/tmp")  # short: Ray's socket paths are limited
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, temp_dir], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
