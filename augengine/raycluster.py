@@ -114,8 +114,12 @@ def _start_guard(session_dir: str) -> None:
     import ray
 
     programs = [os.path.realpath(sys.executable), os.path.dirname(os.path.realpath(ray.__file__))]
+    # The guard runs this very copy of augengine, wherever the driver imported it from.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     guard = subprocess.Popen([sys.executable, "-m", "augengine.raycluster", session_dir, *programs],
-                             stdin=subprocess.PIPE, start_new_session=True)
+                             stdin=subprocess.PIPE, start_new_session=True,
+                             env=dict(os.environ, PYTHONPATH=path))
     # Kept open for the life of this process: the guard reads end-of-file when it dies.
     _guards.append(guard)
 
