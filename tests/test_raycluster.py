@@ -181,6 +181,8 @@ def test_killed_driver_leaves_no_ray_behind():
         for pid in _session_processes(driver.pid):  # only what this test started
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        driver.stdin.close()
+        driver.stdout.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
