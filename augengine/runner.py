@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from augengine import sources, store
+from augengine import raycluster, sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, InputError, RunError, one_line
@@ -395,23 +394,6 @@ class RunResult:
     quarantine: list[str] = field(default_factory=list)
 
 
-def _ray_connect(address: str | None):
-    """Connect to ``address`` (or $RAY_ADDRESS, as under ``ray job submit``), else start an
-    embedded Ray. Returns True when this call started Ray and should shut it down."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
-                 object_store_memory=128 * 1024**2, logging_level=logging.WARNING)
-    return True
-
-
 def _host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
@@ -526,7 +508,7 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
     store.check_output_path(out.path, [source.path for source in config.sources])
     memory = plan.actor_memory_bytes()
     embedded = not (address or os.environ.get("RAY_ADDRESS"))
-    owns_ray = False if embedded else _ray_connect(address)
+    owns_ray = False if embedded else raycluster.connect(address)
     try:
         _check_memory(plan, memory, embedded)
         with store.locked_output(out.path):
@@ -537,7 +519,7 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
             done = finished_shards(plan)
             todo = [s for s in range(plan.n_shards) if s not in done]
             if todo:
-                owns_ray = _ray_connect(address) or owns_ray
+                owns_ray = raycluster.connect(address) or owns_ray
                 _build_shards(plan, todo, done, memory, progress, on_shard_done)
             journals = [done[shard] for shard in sorted(done)]
             rows = [row for journal in journals for row in journal.rows]

@@ -1,6 +1,7 @@
-"""Run an augmentation job on a Ray cluster:
+"""Run an augmentation job on a Ray cluster (token auth; the job server reached through an SSH
+tunnel or ``kubectl port-forward``, see cluster/README.md):
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- \
+    RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
         python jobs/augment.py --config jobs/demo.yaml --output /shared/datasets/demo.zarr
 
 Under ``ray job submit`` the driver runs inside a copy of the working directory, so the store must

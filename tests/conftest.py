@@ -79,21 +79,34 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_auth_token(tmp_path_factory):
+    """One Ray token for every Ray the tests start, in-process or not, kept in a temporary file:
+    without one, Ray would write ``~/.ray/auth_token`` into the real home folder."""
+    import secrets
+
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        yield token
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """One embedded Ray per pytest run (starting one costs seconds and ~500 MB)."""
-    import logging
-    import os
+def ray_session(ray_auth_token):
+    """One embedded Ray per pytest run (starting one costs seconds and ~500 MB), started the way
+    ``augengine run`` starts it."""
     import shutil
     import tempfile
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    from augengine import raycluster
+
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
-             _temp_dir=temp_dir, logging_level=logging.WARNING)
+    raycluster.connect(num_cpus=2, object_store_memory=100 * 1024**2, _temp_dir=temp_dir)
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

@@ -7,14 +7,20 @@ the host).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -37,7 +43,9 @@ def free_port() -> int:
 
 
 def env() -> dict:
-    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+    """Token auth on for the head, `ray job submit` and the job (the token: conftest's
+    ``RAY_AUTH_TOKEN_PATH``); `ray start` and the job client turn it on only when asked."""
+    return dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
                 PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 
 
@@ -53,14 +61,16 @@ def stop_group(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def ray_head():
-    """A Ray head on free ports, with its dashboard for `ray job submit`."""
+    """A Ray head on free ports, with token auth and its dashboard for `ray job submit`; yields
+    the job server's address and the port of the node's job agent."""
     port, dashboard = free_port(), free_port()
     # Every per-node agent port too: the defaults (e.g. 52365 for the job agent) are taken by
     # the embedded Ray other tests run, and an agent that cannot bind never serves job
     # submissions ("No available agent to submit job").
-    agent_ports = [f"--{name}={free_port()}" for name in (
+    ports = {name: free_port() for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-        "runtime-env-agent-port", "ray-client-server-port")]
+        "runtime-env-agent-port", "ray-client-server-port")}
+    agent_ports = [f"--{name}={port}" for name, port in ports.items()]
     temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
@@ -79,9 +89,10 @@ def ray_head():
             time.sleep(2)
         else:
             pytest.fail("the Ray head's job server did not come up within 90 s")
-        yield address
+        yield SimpleNamespace(address=address, job_agent=ports["dashboard-agent-listen-port"])
     finally:
         stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
@@ -91,8 +102,9 @@ def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
     deadline = time.time() + 120
     while True:
         result = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT),
-             "--", "python", "jobs/augment.py", "--config", str(job), "--output", str(out)],
+            [str(BIN / "ray"), "job", "submit", "--address", ray_head.address,
+             "--working-dir", str(ROOT), "--", "python", "jobs/augment.py", "--config", str(job),
+             "--output", str(out)],
             env=env(), capture_output=True, text=True, timeout=300)
         # The job server answers before its per-node agent is up (slow on a busy machine); such a
         # refusal creates no job, so asking again is safe.
@@ -103,6 +115,37 @@ def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
     assert "succeeded" in result.stdout.lower()
     assert store.verify_store(out) == []
     assert not (tmp_path / "ignored.zarr").exists(), "--output must override output.path"
+
+
+def post_status(url: str, body: bytes, wait_s: float = 90) -> int:
+    """HTTP status of a JSON POST, waiting for the server to listen (the job agent starts after
+    the job server answers)."""
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except urllib.error.URLError:
+            if time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_job_apis_refuse_a_request_without_the_token(ray_head):
+    """What a hostile user tried: a job posted to the head's job server and to the node's job
+    agent, without the token, is refused (401) and runs nothing."""
+    marker = f"hostile-{secrets.token_hex(4)}"
+    job = json.dumps({"entrypoint": f"echo {marker} > /dev/null"}).encode()
+    for url in (f"{ray_head.address}/api/jobs/",
+                f"http://127.0.0.1:{ray_head.job_agent}/api/job_agent/jobs/"):
+        assert post_status(url, job) == 401, url
+    listed = subprocess.run([str(BIN / "ray"), "job", "list", "--address", ray_head.address],
+                            env=env(), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and marker not in listed.stdout
 
 
 def test_driver_killed_with_sigkill_resumes_to_identical_bytes(ray_session, phantom_dir, tmp_path):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from augengine import raycluster
 from augengine.errors import ConfigError
 
 __all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
@@ -407,8 +408,6 @@ def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: boo
     list
         Each rank's return value, in rank order.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
         from horovod.ray import RayExecutor
@@ -417,16 +416,10 @@ def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: boo
                           ) from None
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigError(f"processes must be an integer >= 1, got {processes!r}")
-    started = False
-    if not ray.is_initialized():
-        runtime_env = {"env_vars": {"PYTHONPATH": _rank_environment()["PYTHONPATH"],
-                                    "OMP_NUM_THREADS": "1"}}
-        if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address, runtime_env=runtime_env)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env,
-                     object_store_memory=100 * 1024**2)
-        started = True
+    runtime_env = {"env_vars": {"PYTHONPATH": _rank_environment()["PYTHONPATH"],
+                                "OMP_NUM_THREADS": "1"}}
+    started = raycluster.connect(address, runtime_env=runtime_env,
+                                 object_store_memory=100 * 1024**2)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         # Whole-CPU actors filling a small node starve Ray's own tasks: leave one share free.

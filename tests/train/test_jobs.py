@@ -395,8 +395,7 @@ def test_jobs_entry_runs_horovod_ranks_on_ray(tiny_store, tmp_path):
     """``jobs/train.py --ray``: two Horovod ranks as Ray actors (horovod.ray.RayExecutor)."""
     _require("horovod")
     out = tmp_path / "ray"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     done = subprocess.run([sys.executable, "jobs/train.py", "classifier", "--data",
                            str(tiny_store), "--out", str(out), *TINY, "--epochs", "1",
                            "--processes", "2", "--ray", "--debug-rank-hashes"],
