@@ -179,18 +179,23 @@ def classifier(trained):
     return root / "cls.pt"
 
 
+def _multi_reference_job(mode, trained, classifier, tmp_path) -> dict:
+    """A multi-reference job (Eq. 9 targets: the histogram matching) in ``mode``."""
+    source, checkpoint, _ = trained
+    if mode == "iterative":
+        return _iterative_job(source, tmp_path / "out.zarr", classifier, references="multi")
+    job = nst_job(source, checkpoint, tmp_path / "out.zarr", steps=[])
+    job["nst"].update(pairing="within_class_k", k=2, references="multi")
+    return job
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["feedforward", "iterative"])
 def test_a_shard_is_styled_and_assessed_in_batches_of_batch_size(trained, classifier, tmp_path,
                                                                  mode):
     """Shard 0 holds 5 rows: with batch_size 4, its second batch runs padded to 4, in the
     networks that style (and explain) and in the quality checks."""
-    source, checkpoint, _ = trained
-    if mode == "feedforward":
-        job = nst_job(source, checkpoint, tmp_path / "out.zarr", steps=[])
-        job["nst"].update(pairing="within_class_k", k=2, references="multi")
-    else:
-        job = _iterative_job(source, tmp_path / "out.zarr", classifier, references="multi")
+    job = _multi_reference_job(mode, trained, classifier, tmp_path)
     inputs, items = _actor(job, shard=0)
     assert len(items) == 5
     seen = []
@@ -283,12 +288,7 @@ def test_style_transfer_uses_no_op_that_cuda_refuses_in_deterministic_mode(
         trained, classifier, tmp_path, mode):
     """A deterministic job on a GPU would stop at the first such op; multi-reference targets
     (histogram matching), LRP and the quality checks included."""
-    source, checkpoint, _ = trained
-    if mode == "feedforward":
-        job = nst_job(source, checkpoint, tmp_path / "out.zarr", steps=[])
-        job["nst"].update(pairing="within_class_k", k=2, references="multi")
-    else:
-        job = _iterative_job(source, tmp_path / "out.zarr", classifier, references="multi")
+    job = _multi_reference_job(mode, trained, classifier, tmp_path)
     config = parse_job(job)
     plan = make_plan(config)
     with RefusedOnCuda() as ops:
