@@ -297,6 +297,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     write = store_or_floor()
     if args.device == "cuda":
+        from augengine.determinism import fix_cublas_workspace
+
+        fix_cublas_workspace()  # as ShardWorker does, before CUDA starts in this process
         import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
