@@ -77,8 +77,8 @@ class EmulatorError(RuntimeError):
 
 # --- counters ------------------------------------------------------------------------------------
 
-#: CuPy calls that allocate or re-view memory without running a kernel on a GPU.
-NO_KERNEL = frozenset({"empty", "empty_like", "reshape", "view"})
+#: CuPy calls that allocate memory or return a view, without running a kernel on a GPU.
+NO_KERNEL = frozenset({"empty", "empty_like", "flip", "reshape", "rot90", "view"})
 
 
 @dataclasses.dataclass(eq=False)  # blocks are told apart by identity
