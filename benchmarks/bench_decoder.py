@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from benchmarks._bare import hardware, store_or_floor
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: this tree's augengine, benchmarks and tests
+from benchmarks._bare import hardware, store_or_floor  # noqa: E402
 
 TARGET_IMAGES = 325_408  # the within-class all-pairs set of 800 images (seed 002)
 
