@@ -4,13 +4,11 @@
 # source readers), zarr and its codecs (the real store write instead of the floor). Versions as
 # the project's environment uses them. Then carry the folder (device tool: carry [".whl"]).
 #
-#   bash benchmarks/gpu_wheels.sh [FOLDER]      # a folder of the repo, default .whl; git ignores it
+#   bash benchmarks/gpu_wheels.sh [FOLDER]      # default .whl (git ignores it: its own .gitignore)
 set -euo pipefail
 DEST=${1:-.whl}
 mkdir -p "$DEST"
-EXCLUDE=$(git rev-parse --git-path info/exclude)   # a worktree's .git is a file
-mkdir -p "$(dirname "$EXCLUDE")"
-grep -qxF "/$DEST/" "$EXCLUDE" 2>/dev/null || echo "/$DEST/" >> "$EXCLUDE"
+echo "*" > "$DEST/.gitignore"   # git ignores the folder, the device tool carries it when named
 PY=${PYTHON:-python3}
 for wheel in pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
              typing-inspection==0.4.5 pydicom==3.0.2 zarr==3.1.6 numcodecs==0.16.6 \
