@@ -32,6 +32,9 @@ Fidelity choices, each to make a bug visible rather than hide it:
   results.
 * Launch limits (threads per block, grid dimensions) are checked as the CUDA driver checks them.
 
+Work a GPU would do is counted for benchmarks (:func:`counting`): kernel launches, host syncs
+and host-to-device copies, by name.
+
 Stricter than CuPy on purpose: kernel arguments must be device arrays or fixed-width NumPy
 scalars (CuPy also takes Python scalars, choosing a width, and size-1 host arrays).
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -69,6 +73,64 @@ LAUNCHES: collections.Counter[str] = collections.Counter()
 
 class EmulatorError(RuntimeError):
     """A launch the CUDA driver would reject or a kernel whose behaviour is undefined."""
+
+
+# --- counters ------------------------------------------------------------------------------------
+
+#: CuPy calls that allocate memory or return a view, without running a kernel on a GPU.
+NO_KERNEL = frozenset({"empty", "empty_like", "flip", "reshape", "rot90", "view"})
+
+
+@dataclasses.dataclass(eq=False)  # blocks are told apart by identity
+class Counts:
+    """Device work seen inside one :func:`counting` block, by name.
+
+    ``launches``: one per ``RawKernel`` call (named by its name expression) and one per CuPy
+    function, method, ufunc, random draw, fancy-index read or item assignment on device arrays
+    that the emulator runs with NumPy/SciPy (named ``cupy.<function>``). On a GPU each of those
+    runs at least one kernel, so for them this is a floor: a ``cupyx`` FFT or filter may run
+    several, and an ``astype`` to the same dtype with ``copy=False`` none. Not counted:
+    :data:`NO_KERNEL` and basic slicing (views). ``syncs``: each point where the host waits for
+    the device: ``ndarray.get()``, ``float()``, ``int()``, ``bool()`` and ``__index__`` of a
+    device array (each named apart), ``Device().synchronize()``, ``Event.synchronize()``.
+    ``h2d``: host-to-device copies (``cupy.asarray`` of host data), counted apart: one transfer
+    each, not a wait for the kernels before it.
+    """
+
+    launches: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    syncs: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    h2d: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def n_launches(self) -> int:
+        return sum(self.launches.values())
+
+    @property
+    def n_syncs(self) -> int:
+        return sum(self.syncs.values())
+
+    @property
+    def n_h2d(self) -> int:
+        return sum(self.h2d.values())
+
+
+_COUNTERS: list[Counts] = []
+
+
+def _count(kind: str, name: str) -> None:
+    for counts in _COUNTERS:
+        getattr(counts, kind)[name] += 1
+
+
+@contextlib.contextmanager
+def counting():
+    """Count the device work done inside the block (:class:`Counts`); blocks may nest."""
+    counts = Counts()
+    _COUNTERS.append(counts)
+    try:
+        yield counts
+    finally:
+        _COUNTERS.remove(counts)
 
 
 # --- CuPy's signatures -------------------------------------------------------------------------
@@ -248,8 +310,16 @@ def _unwrap(value, allow_host: bool = False):
     return value
 
 
-def _device_call(function, args, kwargs, allow_host: bool = False):
+def _device_call(function, args, kwargs, allow_host: bool = False, name: str | None = None):
+    name = name or function.__name__
+    if name not in NO_KERNEL:
+        _count("launches", f"cupy.{name}")
     return _wrap(function(*_unwrap(args, allow_host), **_unwrap(kwargs, allow_host)))
+
+
+def _advanced_index(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (ndarray, np.ndarray, list)) for k in keys)
 
 
 class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
@@ -261,6 +331,10 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
         self._a = device
 
     def get(self, stream=None, order="C", out=None, blocking=True):
+        return self._to_host("ndarray.get", order, out)
+
+    def _to_host(self, why: str, order="C", out=None):
+        _count("syncs", why)
         _synchronize()  # a device-to-host copy waits for the kernels before it
         if out is None:
             return np.array(self._a, order=order)
@@ -272,7 +346,8 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
                         "Please use `.get()` to construct a NumPy array explicitly.")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _device_call(getattr(ufunc, method), inputs, kwargs)
+        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+        return _device_call(getattr(ufunc, method), inputs, kwargs, name=name)
 
     def __array_function__(self, func, types, args, kwargs):
         # CuPy answers a NumPy function with its own function of that name, signature included
@@ -286,9 +361,12 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
         return cupy_func(*args, **kwargs)
 
     def __getitem__(self, key):
+        if _advanced_index(key):  # a gather kernel; basic slicing is a view
+            _count("launches", "cupy.ndarray.__getitem__")
         return _wrap(self._a[_unwrap(key)])
 
     def __setitem__(self, key, value):
+        _count("launches", "cupy.ndarray.__setitem__")
         self._a[_unwrap(key)] = _unwrap(value, allow_host=True)
 
     def __getattr__(self, name):
@@ -305,16 +383,16 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
 
     # Conversions to Python values copy to the host, as CuPy's do through get().
     def __bool__(self):
-        return bool(self.get())
+        return bool(self._to_host("bool()"))
 
     def __float__(self):
-        return float(self.get())
+        return float(self._to_host("float()"))
 
     def __int__(self):
-        return int(self.get())
+        return int(self._to_host("int()"))
 
     def __index__(self):
-        return self.get().__index__()
+        return self._to_host("index").__index__()
 
     def __repr__(self):
         return f"emulated cupy {self.get()!r}"
@@ -338,6 +416,7 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
         raise EmulatorError("cupy.asarray(copy=..., blocking=...) is not emulated")
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+    _count("h2d", "cupy.asarray")
     return ndarray(_device_copy(np.asarray(a, dtype=dtype, order=order)))
 
 
@@ -462,6 +541,7 @@ class RawKernel:
         grid_dims, block_dims = ((ctypes.c_uint * 3)(*d) for d in dims)
         status = self._launch(grid_dims, block_dims, pointers, ctypes.c_ulonglong(next(_SEEDS)))
         LAUNCHES[self.name] += 1
+        _count("launches", self.name)
         where = f"{self.name} grid {dims[0]} block {dims[1]}"
         if status == _INVALID_LAUNCH:
             raise EmulatorError(f"{where}: {self._error().decode()}")
@@ -507,6 +587,7 @@ class _Device:
             raise EmulatorError(f"the emulator has one device (0), not {self.id}")
 
     def synchronize(self):
+        _count("syncs", "Device.synchronize")
         _synchronize()
 
     def __enter__(self):
@@ -527,6 +608,7 @@ class _Event:
         self.seconds = time.perf_counter()
 
     def synchronize(self):
+        _count("syncs", "Event.synchronize")
         _synchronize()
 
 

@@ -326,3 +326,24 @@ def test_raw_module_refuses_what_cupy_refuses(real_cupy, cp, args, kwargs, messa
         real_cupy.RawModule(*args, **kwargs)
     with pytest.raises(TypeError, match=message):
         cp.RawModule(*args, **kwargs)
+
+
+def test_counting_names_every_launch_sync_and_copy():
+    """Hand-counted: one copy in, a view (no kernel), one ufunc, one reduction, then get() and
+    float() wait for the device once each; SRAD launches its step kernel once per iteration."""
+    with emulated_cupy() as cupy, cuda_emulator.counting() as outer:
+        with cuda_emulator.counting() as counts:
+            image = cupy.asarray(np.ones((8, 8), np.float32))
+            scaled = cupy.multiply(image[2:6, 2:6], np.float32(2))
+            total = scaled.sum()
+            scaled.get()
+            float(total)
+        srad(image, 3, q0=0.5)
+        cupy.cuda.Device().synchronize()
+    assert counts.launches == {"cupy.multiply": 1, "cupy.sum": 1}, counts.launches
+    assert counts.h2d == {"cupy.asarray": 1}, counts.h2d
+    assert counts.syncs == {"ndarray.get": 1, "float()": 1}, counts.syncs
+    assert outer.launches["srad_step<float>"] == 3, outer.launches
+    assert outer.syncs["float()"] == 1 and outer.syncs["Device.synchronize"] == 1, (
+        f"the outer block sees the inner block's work too: {outer.syncs}")
+    assert outer.n_launches == sum(outer.launches.values()) > counts.n_launches == 2
