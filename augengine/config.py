@@ -182,6 +182,12 @@ class NstConfig(_Strict):
     #: deterministic algorithms, TF32 off, and every batch padded to ``batch_size``. Slower on a
     #: GPU; ``false`` trades that for speed (docs/store.md, "Regeneration guarantees").
     deterministic: bool = True
+    #: Feed-forward: decoder precision. ``auto``: on a GPU, bf16 autocast and channels-last (the
+    #: decoder's last convolution and its output stay float32, so the uint8 result moves by less
+    #: than one grey level); on a CPU, float32. ``fp32``: float32 everywhere. Under
+    #: ``deterministic`` a bf16 run is still reproducible on the same GPU and software, but its
+    #: bytes differ from a float32 run's (docs/nst.md, "Precision").
+    precision: Literal["auto", "fp32"] = "auto"
     #: Fraction of outputs whose quality is recorded (SSIM to the content image, style distance
     #: to the style target before and after, at the decoder's style layers): each plan row is
     #: drawn, seeded by (job seed, row), whatever the shards and batches

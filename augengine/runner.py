@@ -130,9 +130,10 @@ class StyleTransferInputs:
     With ``deterministic`` (the default) all of it runs in ``augengine.determinism``'s scope and
     in batches of exactly ``batch_size`` (docs/store.md, "Regeneration guarantees").
 
-    The rows :func:`augengine.nst.quality.is_assessed` picks (``quality_checks``, seeded by
-    ``job_seed``) are assessed ``batch_size`` at a time, with one device-to-host copy of the
-    scores per batch.
+    On a GPU the styled images stay there: ``load`` hands each chain a CuPy view of the decoder's
+    uint8 output (DLPack, no copy). The rows :func:`augengine.nst.quality.is_assessed` picks
+    (``quality_checks``, seeded by ``job_seed``) are assessed ``batch_size`` at a time, with one
+    device-to-host copy of the scores per batch.
     """
 
     def __init__(self, refs: list[SampleRef], nst: dict, device: str, job_seed: int):
@@ -142,6 +143,8 @@ class StyleTransferInputs:
 
         self.refs, self.nst, self.job_seed = refs, nst, job_seed
         self.torch_device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        #: Styled images as torch tensors on the GPU, for the CuPy chains; else NumPy arrays.
+        self.on_device = self.torch_device == "cuda"
         samples, self.errors = [], {}
         for position, ref in enumerate(refs):
             try:
@@ -163,7 +166,7 @@ class StyleTransferInputs:
             else:
                 features, self.record, loss = self._setup_iterative()
         # Keyed by WorkItem.nst_key: (content, *style positions).
-        self.styled: dict[tuple[int, ...], np.ndarray] = {}
+        self.styled: dict[tuple[int, ...], object] = {}
         self.quality: dict[tuple[int, ...], dict] = {}
         self.extractor = None
         if nst["quality_checks"] > 0:
@@ -253,17 +256,20 @@ class StyleTransferInputs:
                 for block in np.unique(missing // size)]
 
     def _style_batches(self, pairs: np.ndarray):
-        """(rows, uint8 images) batches of the styled pairs, in the mode of the job."""
+        """(rows, uint8 images) batches of the styled pairs, in the mode of the job: NumPy
+        arrays, or with ``on_device`` tensors on the GPU."""
         if self.nst["mode"] == "feedforward":
-            from augengine.nst.generate import generate
+            from augengine.nst.generate import decoder_precision, generate
 
+            dtype, channels_last = decoder_precision(self.nst["precision"], self.torch_device)
             yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
-                                self.torch_device, alpha=self.nst["alpha"],
+                                self.torch_device, dtype, channels_last, alpha=self.nst["alpha"],
                                 statistics=self.statistics,
                                 multi_reference=self.nst["references"] == "multi",
-                                fixed_batches=self.nst["deterministic"])
+                                fixed_batches=self.nst["deterministic"],
+                                to_host=not self.on_device)
             return
-        from augengine.nst.generate import to_uint8, to_unit
+        from augengine.nst.generate import to_pixels, to_uint8, to_unit
         from augengine.nst.iterative import stylize
 
         batches = self._batches()
@@ -274,7 +280,8 @@ class StyleTransferInputs:
                          if self.classifier is not None else None)
             result = stylize(content, self._references(pairs[run, 1:]), self.loss, self.network,
                              relevance, iterations=self.nst["iterations"])
-            yield rows, to_uint8(result.images[:rows.size])
+            convert = to_pixels if self.on_device else to_uint8
+            yield rows, convert(result.images[:rows.size])
 
     def _references(self, positions: np.ndarray):
         """The style images of rows of reference positions ``(B, K)`` as ``(B, K, 1, H, W)`` in
@@ -326,7 +333,8 @@ class StyleTransferInputs:
         device = self.torch_device
         run = [keys[k] for k in self._batches().run(np.arange(len(keys)))]
         pairs = np.array(run, np.int64)
-        results = to_unit(np.stack([self.styled[key] for key in run]), device)
+        stack = torch.stack if self.on_device else np.stack
+        results = to_unit(stack([self.styled[key] for key in run]), device)
         scores = assess_quality(results, to_unit(self.images[pairs[:, 0]], device),
                                 self._references(pairs[:, 1:]), self.extractor, self.quality_c)
         table = torch.stack([scores.ssim, scores.style_before, scores.style_after], dim=1)
@@ -339,7 +347,12 @@ class StyleTransferInputs:
             if position in self.errors:
                 raise InputError(f"{self.refs[position].sample_id}: {self.errors[position]}")
         content = self.samples[item.content]
-        frame = replace(_frame(content), data=self.styled[item.nst_key])
+        data = self.styled[item.nst_key]
+        if self.on_device:
+            import cupy
+
+            data = cupy.from_dlpack(data)
+        frame = replace(_frame(content), data=data)
         record = dict(self.record, content_id=item.ref.sample_id)
         style_ids = [style.sample_id for style in item.styles]
         if self.nst["references"] == "multi":

@@ -113,6 +113,7 @@ def nst_changes(**nst):
      "nst.pairing: Input should be 'within_class_all', 'within_class_k' or 'explicit'"),
     (nst_changes(quality_checks=1.5), "nst.quality_checks: Input should be less than or equal"),
     (nst_changes(quality_checks="some"), "nst.quality_checks: Input should be a valid number"),
+    (nst_changes(precision="bf16"), "nst.precision: Input should be 'auto' or 'fp32'"),
 ])
 def test_bad_job_names_the_key(changes, needle):
     with pytest.raises(ConfigError) as info:
@@ -248,3 +249,4 @@ def test_quality_checks_is_a_fraction_and_old_booleans_still_parse(given, fracti
     nst = {} if given is None else {"quality_checks": given}
     parsed = parse_job(job(**nst_changes(**nst))).nst
     assert parsed.quality_checks == fraction and isinstance(parsed.quality_checks, float)
+    assert parsed.precision == "auto"
