@@ -192,7 +192,7 @@ class NstConfig(_Strict):
     #: to the style target before and after, at the decoder's style layers): each plan row is
     #: drawn, seeded by (job seed, row), whatever the shards and batches
     #: (:func:`augengine.nst.quality.is_assessed`); its rows say ``assessed``. Assessing one
-    #: output costs 4-8x generating it with the default network (float32 both;
+    #: output costs 4-9x generating it with the default network (float32 both;
     #: benchmarks/bench_quality.py on a CPU, docs/nst.md "Quality checks"), so the default, 1 %,
     #: keeps checking under 10 % of generation. ``true``/``false`` (older job files) mean 1.0
     #: and 0.0.
