@@ -66,8 +66,11 @@ def _cmd_inspect(args) -> int:
         print("left out (count x reason):")
         for line in info["quarantine"]:
             _say(f"  {line}")
-    if info["nst_quality_mean"]:
-        _say(f"{'nst quality':<14} {info['nst_quality_mean']} (means over samples)")
+    if info["nst_quality_assessed"]:
+        counts = info["nst_quality_assessed"]
+        means = info["nst_quality_mean"] or "no sample checked"
+        _say(f"{'nst quality':<14} {means} (means over {counts['assessed']} of "
+             f"{counts['samples']} samples assessed)")
     print("by label:")
     for label, n in info["by_label"].items():
         _say(f"  {label:<6} {n:>10}")

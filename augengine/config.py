@@ -182,9 +182,28 @@ class NstConfig(_Strict):
     #: deterministic algorithms, TF32 off, and every batch padded to ``batch_size``. Slower on a
     #: GPU; ``false`` trades that for speed (docs/store.md, "Regeneration guarantees").
     deterministic: bool = True
-    #: Record per sample the SSIM to the content image and the style distance to the style image
-    #: before and after (at the decoder's style layers); costs about one more encoder pass each.
-    quality_checks: bool = True
+    #: Feed-forward: decoder precision. ``auto``: on a GPU, bf16 autocast and channels-last (the
+    #: decoder's last convolution and its output stay float32, so the uint8 result moves by less
+    #: than one grey level); on a CPU, float32. ``fp32``: float32 everywhere. Under
+    #: ``deterministic`` a bf16 run is still reproducible on the same GPU and software, but its
+    #: bytes differ from a float32 run's (docs/nst.md, "Precision").
+    precision: Literal["auto", "fp32"] = "auto"
+    #: Fraction of outputs whose quality is recorded (SSIM to the content image, style distance
+    #: to the style target before and after, at the decoder's style layers): each plan row is
+    #: drawn, seeded by (job seed, row), whatever the shards and batches
+    #: (:func:`augengine.nst.quality.is_assessed`); its rows say ``assessed``. Assessing one
+    #: output costs 4-9x generating it with the default network (float32 both;
+    #: benchmarks/bench_quality.py on a CPU, docs/nst.md "Quality checks"), so the default, 1 %,
+    #: keeps checking under 10 % of generation. ``true``/``false`` (older job files) mean 1.0
+    #: and 0.0.
+    quality_checks: float = Field(default=0.01, ge=0, le=1)
+
+    @field_validator("quality_checks", mode="before")
+    @classmethod
+    def _checks_as_fraction(cls, value):
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        return value
 
     @model_validator(mode="after")
     def _mode_settings(self):

@@ -128,15 +128,22 @@ class StyleTransferInputs:
     of the plan is styled as one image; K >= 2 only with ``references: multi`` (Eqs. 7-9).
     With ``deterministic`` (the default) all of it runs in ``augengine.determinism``'s scope and
     in batches of exactly ``batch_size`` (docs/store.md, "Regeneration guarantees").
+
+    On a GPU the styled images stay there: ``load`` hands each chain a CuPy view of the decoder's
+    uint8 output (DLPack, no copy). The rows :func:`augengine.nst.quality.is_assessed` picks
+    (``quality_checks``, seeded by ``job_seed``) are assessed ``batch_size`` at a time, with one
+    device-to-host copy of the scores per batch.
     """
 
-    def __init__(self, refs: list[SampleRef], nst: dict, device: str):
+    def __init__(self, refs: list[SampleRef], nst: dict, device: str, job_seed: int):
         import torch
 
         from augengine.models import feature_extractor
 
-        self.refs, self.nst = refs, nst
+        self.refs, self.nst, self.job_seed = refs, nst, job_seed
         self.torch_device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        #: Styled images as torch tensors on the GPU, for the CuPy chains; else NumPy arrays.
+        self.on_device = self.torch_device == "cuda"
         samples, self.errors = [], {}
         for position, ref in enumerate(refs):
             try:
@@ -158,10 +165,10 @@ class StyleTransferInputs:
             else:
                 features, self.record, loss = self._setup_iterative()
         # Keyed by WorkItem.nst_key: (content, *style positions).
-        self.styled: dict[tuple[int, ...], np.ndarray] = {}
+        self.styled: dict[tuple[int, ...], object] = {}
         self.quality: dict[tuple[int, ...], dict] = {}
         self.extractor = None
-        if nst["quality_checks"]:
+        if nst["quality_checks"] > 0:
             self.extractor = feature_extractor(features, tuple(loss["style_layers"]))
             self.quality_c = loss["c"]
 
@@ -248,17 +255,20 @@ class StyleTransferInputs:
                 for block in np.unique(missing // size)]
 
     def _style_batches(self, pairs: np.ndarray):
-        """(rows, uint8 images) batches of the styled pairs, in the mode of the job."""
+        """(rows, uint8 images) batches of the styled pairs, in the mode of the job: NumPy
+        arrays, or with ``on_device`` tensors on the GPU."""
         if self.nst["mode"] == "feedforward":
-            from augengine.nst.generate import generate
+            from augengine.nst.generate import decoder_precision, generate
 
+            dtype, channels_last = decoder_precision(self.nst["precision"], self.torch_device)
             yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
-                                self.torch_device, alpha=self.nst["alpha"],
+                                self.torch_device, dtype, channels_last, alpha=self.nst["alpha"],
                                 statistics=self.statistics,
                                 multi_reference=self.nst["references"] == "multi",
-                                fixed_batches=self.nst["deterministic"])
+                                fixed_batches=self.nst["deterministic"],
+                                to_host=not self.on_device)
             return
-        from augengine.nst.generate import to_uint8, to_unit
+        from augengine.nst.generate import to_pixels, to_uint8, to_unit
         from augengine.nst.iterative import stylize
 
         batches = self._batches()
@@ -269,7 +279,8 @@ class StyleTransferInputs:
                          if self.classifier is not None else None)
             result = stylize(content, self._references(pairs[run, 1:]), self.loss, self.network,
                              relevance, iterations=self.nst["iterations"])
-            yield rows, to_uint8(result.images[:rows.size])
+            convert = to_pixels if self.on_device else to_uint8
+            yield rows, convert(result.images[:rows.size])
 
     def _references(self, positions: np.ndarray):
         """The style images of rows of reference positions ``(B, K)`` as ``(B, K, 1, H, W)`` in
@@ -280,48 +291,75 @@ class StyleTransferInputs:
         return stacked.unflatten(0, positions.shape)
 
     def prepare(self, items: list[WorkItem]) -> None:
-        """Style every plan row of a shard in batches, before its chains run."""
+        """Style every plan row of a shard in batches, before its chains run; assess the rows
+        ``quality_checks`` picks, ``batch_size`` at a time as they come."""
         wanted = sorted({i.nst_key for i in items if not self.errors.keys() & set(i.nst_key)})
         self.styled, self.quality = {}, {}
         if not wanted:
             return
-        pairs = np.array(wanted, np.int64)
+        checked = self._checked(items)
+        size, pending = self.nst["batch_size"], []
         with self._deterministic():
-            for rows, batch in self._style_batches(pairs):
+            for rows, batch in self._style_batches(np.array(wanted, np.int64)):
                 for row, image in zip(rows, batch):
                     self.styled[wanted[row]] = image
-                if self.extractor is not None:
-                    self._assess(pairs[rows], batch, [wanted[row] for row in rows])
+                    if wanted[row] in checked:
+                        pending.append(wanted[row])
+                while len(pending) >= size:
+                    self._assess(pending[:size])
+                    pending = pending[size:]
+            if pending:
+                self._assess(pending)
 
-    def _assess(self, pairs: np.ndarray, results: np.ndarray, keys: list) -> None:
-        """SSIM to the content, and style distance before and after to the row's style target:
-        the style image's features, or the Eq. 9 target of K references."""
+    def _checked(self, items: list[WorkItem]) -> set[tuple[int, ...]]:
+        """The nst keys of ``items`` whose plan row gets a quality check."""
+        from augengine.nst.quality import is_assessed
+
+        fraction = self.nst["quality_checks"]
+        if fraction == 0:
+            return set()
+        return {i.nst_key for i in items if is_assessed(self.job_seed, i.input_key, fraction)}
+
+    def _assess(self, keys: list[tuple[int, ...]]) -> None:
+        """SSIM to the content, and style distance before and after to the row's style target
+        (the style image's features, or the Eq. 9 target of K references), for one batch of
+        styled rows: one call, and one device-to-host copy of its scores."""
+        import torch
+
         from augengine.nst.generate import to_unit
         from augengine.nst.quality import assess_quality
 
         device = self.torch_device
-        run = self._batches().run(np.arange(len(keys)))
-        pairs, results = pairs[run], results[run]
-        scores = assess_quality(to_unit(results, device), to_unit(self.images[pairs[:, 0]], device),
+        run = [keys[k] for k in self._batches().run(np.arange(len(keys)))]
+        pairs = np.array(run, np.int64)
+        stack = torch.stack if self.on_device else np.stack
+        results = to_unit(stack([self.styled[key] for key in run]), device)
+        scores = assess_quality(results, to_unit(self.images[pairs[:, 0]], device),
                                 self._references(pairs[:, 1:]), self.extractor, self.quality_c)
-        for k, key in enumerate(keys):
-            self.quality[key] = {"ssim_to_content": round(float(scores.ssim[k]), 6),
-                                 "style_distance_before": round(float(scores.style_before[k]), 6),
-                                 "style_distance_after": round(float(scores.style_after[k]), 6)}
+        table = torch.stack([scores.ssim, scores.style_before, scores.style_after], dim=1)
+        names = ("ssim_to_content", "style_distance_before", "style_distance_after")
+        for key, values in zip(keys, table.cpu().tolist()):
+            self.quality[key] = {name: round(value, 6) for name, value in zip(names, values)}
 
     def load(self, item: WorkItem) -> tuple[Frame, list[dict]]:
         for position in item.nst_key:
             if position in self.errors:
                 raise InputError(f"{self.refs[position].sample_id}: {self.errors[position]}")
         content = self.samples[item.content]
-        frame = replace(_frame(content), data=self.styled[item.nst_key])
+        data = self.styled[item.nst_key]
+        if self.on_device:
+            import cupy
+
+            data = cupy.from_dlpack(data)
+        frame = replace(_frame(content), data=data)
         record = dict(self.record, content_id=item.ref.sample_id)
         style_ids = [style.sample_id for style in item.styles]
         if self.nst["references"] == "multi":
             record["style_ids"] = style_ids
         else:
             record["style_id"] = style_ids[0]
-        if self.extractor is not None:
+        record["assessed"] = item.nst_key in self.quality
+        if record["assessed"]:
             record["quality"] = self.quality[item.nst_key]
         return frame, [*content.meta.get("made_by", []), record]
 
@@ -371,7 +409,8 @@ class ShardWorker:
         load_input = _load_input
         if self.nst is not None:
             if self._style_inputs is None:
-                self._style_inputs = StyleTransferInputs(self.refs, self.nst, self.device)
+                self._style_inputs = StyleTransferInputs(self.refs, self.nst, self.device,
+                                                         self.job_seed)
             self._style_inputs.prepare(items)
             load_input = self._style_inputs.load
         images, masks, labels, rows, quarantined = build_shard(

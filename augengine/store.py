@@ -534,13 +534,14 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
 
 
 def inspect_store(path: str | Path) -> dict:
-    """Counts by label and by op chain, shapes, shards, bytes on disk and quarantine reasons."""
+    """Counts by label and by op chain, shapes, shards, bytes on disk and quarantine reasons;
+    for style transfer, the mean quality scores and how many samples they cover."""
     view = open_store(path)
     rows = view.manifest.to_pylist()
     size = sum(f.stat().st_size for f in view.path.rglob("*") if f.is_file())
     images = view.group["images"]
-    quality = [step["quality"] for row in rows for step in json.loads(row["ops"])
-               if step.get("op") == "nst" and "quality" in step]
+    styled = [step for row in rows for step in json.loads(row["ops"]) if step.get("op") == "nst"]
+    quality = [step["quality"] for step in styled if "quality" in step]
     nst_quality = None
     if quality:
         nst_quality = {key: round(float(np.mean([q[key] for q in quality])), 4)
@@ -549,6 +550,9 @@ def inspect_store(path: str | Path) -> dict:
         "path": str(view.path),
         "job": view.attrs.get("job", {}).get("name"),
         "nst_quality_mean": nst_quality,
+        # Samples whose style transfer was quality-checked (nst.quality_checks), of all styled.
+        "nst_quality_assessed": ({"assessed": len(quality), "samples": len(styled)}
+                                 if styled else None),
         "images": f"{tuple(images.shape)} {images.dtype}",
         "masks": "masks" in view.group,
         "shards": -(-images.shape[0] // view.attrs["shard_size"]),

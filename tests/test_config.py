@@ -111,6 +111,9 @@ def nst_changes(**nst):
     (nst_changes(references="all"), "nst.references: Input should be 'single' or 'multi'"),
     (nst_changes(pairing="random"),
      "nst.pairing: Input should be 'within_class_all', 'within_class_k' or 'explicit'"),
+    (nst_changes(quality_checks=1.5), "nst.quality_checks: Input should be less than or equal"),
+    (nst_changes(quality_checks="some"), "nst.quality_checks: Input should be a valid number"),
+    (nst_changes(precision="bf16"), "nst.precision: Input should be 'auto' or 'fp32'"),
 ])
 def test_bad_job_names_the_key(changes, needle):
     with pytest.raises(ConfigError) as info:
@@ -237,3 +240,13 @@ def test_nst_pairing_settings_that_parse(nst):
     parsed = parse_job(job(**nst_changes(**nst))).nst
     assert parsed.pairing == nst["pairing"]
     assert parsed.references == nst.get("references", "single")
+
+
+@pytest.mark.parametrize("given, fraction", [(None, 0.01), (True, 1.0), (False, 0.0), (0.25, 0.25),
+                                             (1, 1.0)])
+def test_quality_checks_is_a_fraction_and_old_booleans_still_parse(given, fraction):
+    """Job files from before the fraction said ``quality_checks: true/false``."""
+    nst = {} if given is None else {"quality_checks": given}
+    parsed = parse_job(job(**nst_changes(**nst))).nst
+    assert parsed.quality_checks == fraction and isinstance(parsed.quality_checks, float)
+    assert parsed.precision == "auto"

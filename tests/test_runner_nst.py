@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
 def nst_job(source, checkpoint, out, **changes):
     job = {"name": "nst", "seed": 4,
            "sources": [{"reader": "store", "path": str(source)}],
-           "nst": {"checkpoint": str(checkpoint), "batch_size": 4},
+           "nst": {"checkpoint": str(checkpoint), "batch_size": 4, "quality_checks": 1.0},
            "steps": [{"one_of": [{"op": "identity"},
                                  {"op": "srad", "iterations": 3, "dynamic_range_db": 50}]}],
            "output": {"path": str(out), "size": [32, 32], "shard_size": 5},
@@ -111,7 +111,8 @@ def test_iterative_nst_job_with_lrp(ray_session, trained, tmp_path):
     job = nst_job(source, None, tmp_path / "iter.zarr", steps=[])
     job["nst"] = {"mode": "iterative", "arch": "resnet18", "iterations": 3, "batch_size": 9,
                   "classifier": str(tmp_path / "cls.pt"), "beta": 1e3,
-                  "style_layers": ["relu", "layer1"], "pairing": "within_class_k", "k": 1}
+                  "style_layers": ["relu", "layer1"], "pairing": "within_class_k", "k": 1,
+                  "quality_checks": 1.0}
     result = run_job(parse_job(job), progress=False)
     assert result.written == 6 and result.quarantined == 0
     assert store.verify_store(result.path) == []
@@ -187,7 +188,7 @@ def test_iterative_multi_reference_job(ray_session, trained, tmp_path):
     job = nst_job(source, None, tmp_path / "iter-multi.zarr", steps=[], workers=1)
     job["nst"] = {"mode": "iterative", "arch": "resnet18", "iterations": 2, "lrp": False,
                   "beta": 1e3, "style_layers": ["relu", "layer1"], "pairing": "explicit",
-                  "pairs": str(pairs), "references": "multi"}
+                  "pairs": str(pairs), "references": "multi", "quality_checks": 1.0}
     result = run_job(parse_job(job), progress=False)
     assert result.written == 2 and store.verify_store(result.path) == []
     _, records = _nst_records(result.path)

@@ -238,7 +238,14 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(features)
+        """Decode; under autocast (bf16 on a GPU) every stage runs in the autocast dtype but the
+        last convolution and the sigmoid run in the weights' dtype: bf16 keeps 8 significant
+        bits, so a bf16 output near 1 would sit on a grid of 1/256, a whole grey level of the
+        uint8 result."""
+        hidden = self.layers[:-2](features)
+        last = self.layers[-2]
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.layers[-1](last(hidden.to(last.weight.dtype)))
 
 
 def _conv(in_channels: int, out_channels: int, before_relu: bool) -> nn.Conv2d:

@@ -35,11 +35,13 @@ from augengine.nst.feedforward import (
 )
 from augengine.nst.histogram import multi_reference_target
 
-__all__ = ["generate", "image_statistics", "multi_reference_statistics", "to_uint8", "to_unit"]
+__all__ = ["decoder_precision", "generate", "image_statistics", "multi_reference_statistics",
+           "to_pixels", "to_uint8", "to_unit"]
 
 
-def to_unit(images: np.ndarray, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 grey images ``(B, H, W)`` as a ``(B, 1, H, W)`` float tensor in [0, 1] (``/ 255``).
+def to_unit(images, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 grey images ``(B, H, W)`` (NumPy, or a tensor where it is) as a ``(B, 1, H, W)``
+    float tensor in [0, 1] (``/ 255``).
 
     Examples
     --------
@@ -47,22 +49,45 @@ def to_unit(images: np.ndarray, device=None, dtype: torch.dtype = torch.float32)
     >>> to_unit(np.array([[[0, 255]]], dtype=np.uint8)).tolist()
     [[[[0.0, 1.0]]]]
     """
-    pixels = torch.from_numpy(np.ascontiguousarray(images))
-    return pixels.to(device=device, dtype=dtype).div_(255.0).unsqueeze(1)
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    return images.to(device=device, dtype=dtype).div_(255.0).unsqueeze(1)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(B, 1, H, W)`` floats in [0, 1] as uint8 ``(B, H, W)`` on the host: ``round(255 x)``,
-    clipped to [0, 255].
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` floats in [0, 1] as a uint8 ``(B, H, W)`` tensor where they are:
+    ``round(255 x)``, clipped to [0, 255].
 
     Examples
     --------
     >>> import torch
-    >>> to_uint8(torch.tensor([[[[0.0, 0.5, 1.2]]]])).tolist()
+    >>> to_pixels(torch.tensor([[[[0.0, 0.5, 1.2]]]])).tolist()
     [[[0, 128, 255]]]
     """
-    scaled = images[:, 0].float().clamp(0.0, 1.0).mul(255.0).round()
-    return scaled.to(torch.uint8).cpu().numpy()
+    return images[:, 0].float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """:func:`to_pixels` on the host, as a NumPy array."""
+    return to_pixels(images).cpu().numpy()
+
+
+def decoder_precision(precision: str, device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype, channels_last)`` for :func:`generate` under a job's
+    ``nst.precision``: ``"auto"`` on a GPU is bf16 and channels-last (the decoder keeps its last
+    convolution in float32, :class:`~augengine.nst.feedforward.Decoder`); anything else, and
+    ``"auto"`` on a CPU (where bf16 convolutions are slower, not faster), is float32.
+
+    Examples
+    --------
+    >>> decoder_precision("auto", "cpu"), decoder_precision("fp32", "cuda")
+    ((None, False), (None, False))
+    >>> decoder_precision("auto", "cuda")
+    (torch.bfloat16, True)
+    """
+    if precision == "auto" and torch.device(device).type == "cuda":
+        return torch.bfloat16, True
+    return None, False
 
 
 def _read(images, indices: np.ndarray) -> np.ndarray:
@@ -126,7 +151,8 @@ def generate(
     *,
     multi_reference: bool = False,
     fixed_batches: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    to_host: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray | torch.Tensor]]:
     """Style every (content, style) pair of a plan, encoding each image once; yield uint8 batches.
 
     Phase 1 encodes every image the plan uses once, ``batch_size`` at a time, and keeps its
@@ -157,8 +183,10 @@ def generate(
     device : str or torch.device, optional
         Where to run; default: where ``net``'s parameters are.
     dtype : torch.dtype, optional
-        Autocast dtype, e.g. ``torch.bfloat16`` on GPUs (statistics and AdaIN stay float32);
-        None (default) runs in the network's own dtype.
+        Autocast dtype of the decoder, e.g. ``torch.bfloat16`` on GPUs; None (default) runs
+        it in the network's own dtype. The encoder (one pass per image, shared by all its
+        pairs), the statistics and AdaIN stay in the network's dtype: bf16 features would move
+        the uint8 result by whole grey levels.
     channels_last : bool, optional
         Use the channels-last memory format (faster convolutions on tensor-core GPUs).
     alpha : float, optional
@@ -178,12 +206,16 @@ def generate(
         one (:func:`augengine.determinism.pad_rows`), so that on a GPU an image's bytes do not
         depend on how many others share its batch (default False: the last batch is smaller).
         Only the real rows are yielded.
+    to_host : bool, optional
+        Yield the images as NumPy arrays (default); False keeps them as uint8 tensors on
+        ``device`` (:func:`to_pixels`), for a consumer on the same device (a CuPy chain
+        taking them through DLPack).
 
     Yields
     ------
     rows : ndarray (B,) int64
         Row indices into ``pairs`` of this batch.
-    images : ndarray (B, H, W) uint8
+    images : ndarray or torch.Tensor (B, H, W) uint8
         The styled images, at the content images' size: ``round(255 x)``.
 
     Raises
@@ -219,7 +251,7 @@ def generate(
         raise InputError(f"statistics cover {len(statistics[0])} images, images has {n_images}")
     batches = Batches(batch_size, fixed_batches)
     return _run(net, images, pairs, (height, width), batches, device, dtype, channels_last,
-                alpha, budget, statistics)
+                alpha, budget, statistics, to_host)
 
 
 def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
@@ -286,14 +318,14 @@ def multi_reference_statistics(reference_features: torch.Tensor, eps: float = 1e
     return feature_stats(multi_reference_target(reference_features.to(work), bins), eps)
 
 
-def _reference_statistics(net, images, references: np.ndarray, batches, device, dtype,
-                          channels_last, budget) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference_statistics(net, images, references: np.ndarray, batches, device, channels_last,
+                          budget) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`multi_reference_statistics` of rows of reference indices ``(B, K)``, encoding each
     distinct reference once."""
     distinct, inverse = np.unique(references, return_inverse=True)
     bank_slot = np.full(int(distinct.max()) + 1, -1, dtype=np.int64)
     bank_slot[distinct] = np.arange(distinct.size)
-    _, _, bank = _encode(net, images, distinct, bank_slot, batches, device, dtype,
+    _, _, bank = _encode(net, images, distinct, bank_slot, batches, device, None,
                          channels_last, budget)
     stacks = bank[torch.from_numpy(inverse.reshape(-1)).to(bank.device)].to(device)
     return multi_reference_statistics(stacks.unflatten(0, references.shape), net.eps)
@@ -333,7 +365,7 @@ def _encode(net, images, indices, content_slot, batches, device, dtype, channels
 
 
 def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha, budget,
-         statistics):
+         statistics, to_host):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     contents = np.unique(pairs[:, 0])
     multi = pairs.shape[1] > 2
@@ -344,7 +376,7 @@ def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha,
     slot = np.full(n_slots, -1, dtype=np.int64)
     content_slot = np.full_like(slot, -1)
     content_slot[contents] = np.arange(contents.size)
-    mean, std, bank = _encode(net, images, used, content_slot, batches, device, dtype,
+    mean, std, bank = _encode(net, images, used, content_slot, batches, device, None,
                               channels_last, budget)
     if statistics is None:
         slot[used] = np.arange(used.size)
@@ -360,7 +392,7 @@ def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha,
             c = torch.from_numpy(slot[content]).to(device)
             if multi:
                 style_mean, style_std = _reference_statistics(
-                    net, images, pairs[run, 1:], batches, device, dtype, channels_last, budget)
+                    net, images, pairs[run, 1:], batches, device, channels_last, budget)
             else:
                 s = torch.from_numpy(slot[pairs[run, 1]]).to(device)
                 style_mean, style_std = mean[s], std[s]
@@ -368,7 +400,7 @@ def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha,
                             features, alpha)
             with _autocast(device, dtype):
                 out = net.decode(aligned.contiguous(memory_format=memory_format), size)
-            batch = to_uint8(out[:rows.size])
+            batch = to_uint8(out[:rows.size]) if to_host else to_pixels(out[:rows.size])
         yield rows, batch
 
 

@@ -8,6 +8,7 @@ distance to the style image falls from "content vs style" to "result vs style").
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,10 +22,30 @@ from augengine.nst.feedforward import check_images
 from augengine.nst.histogram import multi_reference_target
 from augengine.nst.losses import mmd_poly_loss
 
-__all__ = ["QualityScores", "assess_quality", "ssim", "style_distance"]
+__all__ = ["QualityScores", "assess_quality", "is_assessed", "ssim", "style_distance"]
 
 #: Stabilising constants of SSIM, ``C1 = (K1 L)^2`` and ``C2 = (K2 L)^2`` (Wang et al. 2004).
 _K1, _K2 = 0.01, 0.03
+
+
+def is_assessed(job_seed: int, input_key: str, fraction: float) -> bool:
+    """Whether the output made from plan row ``input_key`` gets a quality check: its own uniform
+    draw in [0, 1), a hash of (job seed, row), falls below ``fraction``.
+
+    A function of the job and the row alone, so the same rows are checked however the plan is
+    cut into shards and batches, on any actor, on a resume. ``fraction`` 1 checks every row, 0
+    none; a larger fraction checks a superset of a smaller one's rows.
+
+    Examples
+    --------
+    >>> keys = [f"t{i}:0~t{j}:0" for i in range(20) for j in range(20)]
+    >>> sum(is_assessed(7, key, 0.25) for key in keys)      # about 0.25 x 400
+    85
+    >>> is_assessed(7, keys[0], 1.0), is_assessed(7, keys[0], 0.0)
+    (True, False)
+    """
+    digest = hashlib.sha256(f"{job_seed}\x00{input_key}\x00quality".encode()).digest()
+    return (int.from_bytes(digest[:8], "little") >> 11) < fraction * 2**53
 
 
 def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:

@@ -180,7 +180,7 @@ SIGNATURES: dict[str, str] = {
 #: Every CuPy callable the emulator provides, by its CuPy path: :data:`SIGNATURES` plus the ones
 #: written out below with CuPy's signature. ``cupy.RawModule``'s constructor is checked by
 #: behaviour instead (its docstring misstates it).
-API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.ndarray.get",
+API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.from_dlpack", "cupy.ndarray.get",
                         "cupy.RawModule.get_function", "cupy.RawKernel.__call__",
                         "cupy.cuda.Device", "cupy.cuda.Device.synchronize", "cupy.cuda.Event",
                         "cupy.cuda.Event.record", "cupy.cuda.Event.synchronize",
@@ -418,6 +418,19 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
     _count("h2d", "cupy.asarray")
     return ndarray(_device_copy(np.asarray(a, dtype=dtype, order=order)))
+
+
+def from_dlpack(array, *, device=None, copy=None):
+    """``cupy.from_dlpack``: a device array of another library's device tensor (CuPy shares its
+    memory). Emulated device memory is host memory in guarded buffers, so a CPU exporter (a
+    torch CPU tensor standing for a CUDA one in tests) is accepted and copied into a guarded
+    buffer: the kernels' bounds checks hold; that CuPy shares the memory only a GPU shows. A
+    NumPy array is refused: it is host memory in any run, a missing step to the device."""
+    if device is not None or copy is not None:
+        raise EmulatorError("cupy.from_dlpack(device=..., copy=...) is not emulated")
+    if isinstance(array, np.ndarray):
+        raise TypeError("from_dlpack: a NumPy array is host memory (cupy.asarray copies it)")
+    return ndarray(_device_copy(np.from_dlpack(array)))
 
 
 # --- kernels -------------------------------------------------------------------------------------
@@ -673,8 +686,8 @@ def modules() -> dict[str, types.ModuleType]:
     cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event,
                                  get_elapsed_time=get_elapsed_time)
     random = types.SimpleNamespace(default_rng=default_rng, Generator=_Generator)
-    cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, RawModule=RawModule,
-                   RawKernel=RawKernel, cuda=cuda, random=random)
+    cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, from_dlpack=from_dlpack,
+                   RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, random=random)
     scipy_ = types.ModuleType("cupyx.scipy")
     fakes = {"cupy": cupy, "cupyx": types.ModuleType("cupyx"), "cupyx.scipy": scipy_}
     fakes["cupyx"].scipy = scipy_
