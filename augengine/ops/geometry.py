@@ -516,7 +516,7 @@ def scale(image, factor, order: int = 1, fill=0):
 # --- batches ----------------------------------------------------------------------------------
 # A shard runs each op of its chains once on a stack (B, H, W) of same-shaped images
 # (augengine.pipeline.finish_chains). Every function below gives, image for image, the bytes of
-# its per-image op above.
+# its per-image op above; tests/ops/test_batch.py checks it on NumPy and on emulated CuPy.
 
 #: Pixels per map_coordinates call of :func:`affine_batch`: its float64 coordinates take
 #: 24 bytes per pixel, so a chunk needs about 100 MiB (80 images of 224 x 224).
@@ -569,9 +569,12 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     coordinate is an exact integer, so its linear weights are exactly 1 and 0 and each output
     pixel is the same float32 sum as ``affine_transform`` of image ``b`` alone; the coordinates
     are evaluated in float64 in the order scipy.ndimage evaluates them
-    (``t + A[:, 0] row + A[:, 1] col``). tests/ops/test_batch.py checks both bit for bit against
-    :func:`rotate`, :func:`translate` and :func:`scale`. With CuPy each chunk of
-    :data:`AFFINE_CHUNK_PIXELS` is one kernel launch (a shard of 128 images of 224 x 224 is two).
+    (``t + A[:, 0] row + A[:, 1] col``). tests/ops/test_batch.py checks it bit for bit against
+    :func:`rotate`, :func:`translate` and :func:`scale`, with NumPy (scipy's
+    ``map_coordinates`` weighs the same taps as its ``affine_transform`` and ``zoom_shift``)
+    and with emulated CuPy. With
+    CuPy each chunk of :data:`AFFINE_CHUNK_PIXELS` is one kernel launch (a shard of 128 images
+    of 224 x 224 is two); on NumPy the ``*_batch`` ops below go image by image instead.
 
     Examples
     --------
@@ -607,9 +610,21 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     return _restore_dtype(result, images.dtype)
 
 
+def _one_call(images, per_image, values, matrices_and_offsets, order, fill):
+    """A CuPy stack in one :func:`affine_batch` call; a NumPy stack image by image through the
+    per-image op, because scipy.ndimage takes one matrix per call and its 3-D
+    ``map_coordinates`` (8 taps per pixel instead of 4, plus the coordinates) ran 2-3x slower
+    than ``affine_transform`` image by image on this project's CPUs (32 images of 224 x 224)."""
+    if not is_cupy(images):
+        return np.stack([per_image(image, value, order=order, fill=fill)
+                         for image, value in zip(images, values)])
+    matrices, offsets = matrices_and_offsets()
+    return affine_batch(images, matrices, offsets, order, fill)
+
+
 def rotate_batch(images, angles_deg, order: int = 1, fill=0):
-    """:func:`rotate` of each image of a stack (B, H, W) by its own angle ``angles_deg[b]``,
-    in one :func:`affine_batch` call; same bytes as rotating each image alone.
+    """:func:`rotate` of each image of a stack (B, H, W) by its own angle ``angles_deg[b]``:
+    on CuPy one :func:`affine_batch` call, on NumPy image by image; same bytes either way.
 
     >>> stack = np.arange(18).reshape(2, 3, 3)
     >>> bool((rotate_batch(stack, [0, 90], order=0)[1] == rotate(stack[1], 90, order=0)).all())
@@ -617,49 +632,61 @@ def rotate_batch(images, angles_deg, order: int = 1, fill=0):
     """
     images = _stack(images, "rotate_batch")
     angles = _per_image(angles_deg, images.shape[0], "angles_deg", "rotate_batch")
-    centre = _centre(images.shape[1:])
-    matrices, offsets = [], []
-    for angle in angles:
-        cos, sin = _cos_sin_deg(_finite(angle, "angle_deg"))
-        matrix = np.array([[cos, sin], [-sin, cos]])
-        matrices.append(matrix)
-        offsets.append(centre - matrix @ centre)
-    return affine_batch(images, matrices, offsets, order, fill)
+
+    def maps():
+        centre = _centre(images.shape[1:])
+        matrices, offsets = [], []
+        for angle in angles:
+            cos, sin = _cos_sin_deg(_finite(angle, "angle_deg"))
+            matrix = np.array([[cos, sin], [-sin, cos]])
+            matrices.append(matrix)
+            offsets.append(centre - matrix @ centre)
+        return matrices, offsets
+
+    return _one_call(images, rotate, angles, maps, order, fill)
 
 
 def translate_batch(images, shifts_px, order: int = 1, fill=0):
     """:func:`translate` of each image of a stack (B, H, W) by its own ``shifts_px[b] =
-    (dy, dx)``, in one :func:`affine_batch` call; same bytes as shifting each image alone.
+    (dy, dx)``: on CuPy one :func:`affine_batch` call, on NumPy image by image; same bytes.
 
     >>> translate_batch(np.array([[[1, 2, 3]], [[1, 2, 3]]]), [(0, 1), (0, -1)]).tolist()
     [[[0, 1, 2]], [[2, 3, 0]]]
     """
     images = _stack(images, "translate_batch")
     shifts = _per_image(shifts_px, images.shape[0], "shifts_px", "translate_batch")
-    offsets = []
-    for shift in shifts:
-        if np.ndim(shift) != 1 or len(shift) != 2:
-            raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift!r}")
-        offsets.append([-_finite(s, "shift_px") for s in shift])
-    return affine_batch(images, [np.eye(2)] * len(offsets), offsets, order, fill)
+
+    def maps():
+        offsets = []
+        for shift in shifts:
+            if np.ndim(shift) != 1 or len(shift) != 2:
+                raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift!r}")
+            offsets.append([-_finite(s, "shift_px") for s in shift])
+        return [np.eye(2)] * len(offsets), offsets
+
+    return _one_call(images, translate, shifts, maps, order, fill)
 
 
 def scale_batch(images, factors, order: int = 1, fill=0):
     """:func:`scale` of each image of a stack (B, H, W) by its own ``factors[b]`` (a number or a
-    (rows, cols) pair), in one :func:`affine_batch` call; same bytes as zooming each alone.
+    (rows, cols) pair): on CuPy one :func:`affine_batch` call, on NumPy image by image.
 
     >>> bool((scale_batch(np.ones((2, 5, 5)), [1.0, 0.5], order=0)[1, 0] == 0).all())
     True
     """
     images = _stack(images, "scale_batch")
     factors = _per_image(factors, images.shape[0], "factors", "scale_batch")
-    centre = _centre(images.shape[1:])
-    matrices, offsets = [], []
-    for factor in factors:
-        pair = np.array(_pair(factor, "factor", positive=True))
-        matrices.append(np.diag(1.0 / pair))
-        offsets.append(centre - centre / pair)
-    return affine_batch(images, matrices, offsets, order, fill)
+
+    def maps():
+        centre = _centre(images.shape[1:])
+        matrices, offsets = [], []
+        for factor in factors:
+            pair = np.array(_pair(factor, "factor", positive=True))
+            matrices.append(np.diag(1.0 / pair))
+            offsets.append(centre - centre / pair)
+        return matrices, offsets
+
+    return _one_call(images, scale, factors, maps, order, fill)
 
 
 def rotate90_batch(images, k: int = 1):

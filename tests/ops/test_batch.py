@@ -58,13 +58,52 @@ def test_geometric_batch_equals_each_image_alone(xp, rng, shape, op, batch_op, d
         assert_same_per_image(out, expected, f"{op.__name__} order {order} {stack.dtype} {shape}")
 
 
+def per_image_maps(op, values, shape):
+    """(matrices, offsets) of :func:`ops.affine_batch` for each value, from the ops' docstrings:
+    rotate ``R (o - c) + c``, translate ``o - shift``, scale ``(o - c) / f + c``."""
+    centre = (np.array(shape) - 1) / 2
+    maps = []
+    for value in values:
+        if op is ops.rotate:
+            t = np.radians(value)
+            matrix = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+            if value % 90 == 0:
+                matrix = np.round(matrix)
+            maps.append((matrix, centre - matrix @ centre))
+        elif op is ops.translate:
+            maps.append((np.eye(2), -np.array(value, float)))
+        else:
+            factor = np.broadcast_to(np.array(value, float), 2)
+            maps.append((np.diag(1 / factor), centre - centre / factor))
+    return [m for m, _ in maps], [t for _, t in maps]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op, draw", [
+    (ops.rotate, lambda rng: [*rng.uniform(-180, 180, 4), 90.0, 0.0, -15.0]),
+    (ops.translate, lambda rng: [tuple(v) for v in rng.uniform(-16, 16, (6, 2))] + [(0.0, 0.0)]),
+    (ops.scale, lambda rng: [*rng.uniform(0.2, 3.0, 5), 1.0, (0.5, 2.0)]),
+])
+@pytest.mark.parametrize("order", [1, 0])
+def test_one_affine_call_equals_each_image_alone(xp, rng, shape, op, draw, order):
+    images, masks = stacks(rng, shape)
+    values = draw(rng)
+    matrices, offsets = per_image_maps(op, values, shape)
+    for stack in (images, masks):
+        out = ops.affine_batch(xp.asarray(stack), matrices, offsets, order=order)
+        expected = [op(image, value, order=order) for image, value in zip(stack, values)]
+        assert_same_per_image(out, expected,
+                              f"affine_batch as {op.__name__} order {order} {stack.dtype} {shape}")
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_affine_chunks_give_the_same_bytes(xp, rng, shape, monkeypatch):
     images, _ = stacks(rng, shape)
     angles = list(rng.uniform(-30, 30, len(images)))
-    whole = host(ops.rotate_batch(xp.asarray(images), angles))
+    matrices, offsets = per_image_maps(ops.rotate, angles, shape)
+    whole = host(ops.affine_batch(xp.asarray(images), matrices, offsets))
     monkeypatch.setattr(ops.geometry, "AFFINE_CHUNK_PIXELS", 2 * shape[0] * shape[1])
-    chunked = host(ops.rotate_batch(xp.asarray(images), angles))
+    chunked = host(ops.affine_batch(xp.asarray(images), matrices, offsets))
     assert np.array_equal(chunked, whole), "chunks of 2 images differ from one chunk of 7"
 
 
