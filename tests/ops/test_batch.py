@@ -2,7 +2,10 @@
 
 Each test draws a different parameter per image (mixed signs, repeats, zero), on odd sizes, and
 runs on every backend of ``BACKENDS`` (NumPy; CuPy on a GPU; CuPy emulated on the CPU) against
-the NumPy per-image op.
+the NumPy per-image op: bit for bit on NumPy and emulated CuPy (whose cupyx.scipy.ndimage is
+SciPy's). On a real GPU cupyx resamples and filters with its own float rounding, so there a
+value may sit on the other side of a .5 and round one grey level away: at most 1 level, on at
+most 0.1 % of the pixels (at least one; as tests/ops/test_cuda_parity.py allows for log_compress).
 """
 from __future__ import annotations
 
@@ -32,13 +35,20 @@ def stacks(rng, shape, batch=7):
     return images, masks
 
 
-def assert_same_per_image(batched, per_image, what):
+@pytest.fixture
+def on_gpu(request) -> bool:
+    return request.node.callspec.params["xp"] == "cupy"
+
+
+def assert_same_per_image(batched, per_image, what, on_gpu=False):
     for b, expected in enumerate(per_image):
         got = host(batched)[b]
-        differ = int((got != expected).sum())
-        assert got.dtype == expected.dtype and differ == 0, (
+        step = np.abs(got.astype(np.int64) - expected.astype(np.int64))
+        differ, allowed = int((step > 0).sum()), max(1, expected.size // 1000) if on_gpu else 0
+        assert got.dtype == expected.dtype and differ <= allowed and step.max() <= on_gpu, (
             f"{what}: image {b} of the batch differs from the op alone in {differ} of "
-            f"{expected.size} pixels (dtype {got.dtype}, expected {expected.dtype}, 0 pixels)")
+            f"{expected.size} pixels by up to {step.max()} (dtype {got.dtype}, expected "
+            f"{expected.dtype}, at most {allowed} pixels by {int(on_gpu)})")
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -49,13 +59,15 @@ def assert_same_per_image(batched, per_image, what):
     (ops.scale, ops.scale_batch, lambda rng: [*rng.uniform(0.2, 3.0, 5), 1.0, (0.5, 2.0)]),
 ])
 @pytest.mark.parametrize("order", [1, 0])
-def test_geometric_batch_equals_each_image_alone(xp, rng, shape, op, batch_op, draw, order):
+def test_geometric_batch_equals_each_image_alone(xp, on_gpu, rng, shape, op, batch_op, draw,
+                                                  order):
     images, masks = stacks(rng, shape)
     values = draw(rng)
     for stack in (images, masks):
         out = batch_op(xp.asarray(stack), values, order=order)
         expected = [op(image, value, order=order) for image, value in zip(stack, values)]
-        assert_same_per_image(out, expected, f"{op.__name__} order {order} {stack.dtype} {shape}")
+        assert_same_per_image(out, expected, f"{op.__name__} order {order} {stack.dtype} {shape}",
+                              on_gpu)
 
 
 def per_image_maps(op, values, shape):
@@ -85,7 +97,7 @@ def per_image_maps(op, values, shape):
     (ops.scale, lambda rng: [*rng.uniform(0.2, 3.0, 5), 1.0, (0.5, 2.0)]),
 ])
 @pytest.mark.parametrize("order", [1, 0])
-def test_one_affine_call_equals_each_image_alone(xp, rng, shape, op, draw, order):
+def test_one_affine_call_equals_each_image_alone(xp, on_gpu, rng, shape, op, draw, order):
     images, masks = stacks(rng, shape)
     values = draw(rng)
     matrices, offsets = per_image_maps(op, values, shape)
@@ -93,7 +105,8 @@ def test_one_affine_call_equals_each_image_alone(xp, rng, shape, op, draw, order
         out = ops.affine_batch(xp.asarray(stack), matrices, offsets, order=order)
         expected = [op(image, value, order=order) for image, value in zip(stack, values)]
         assert_same_per_image(out, expected,
-                              f"affine_batch as {op.__name__} order {order} {stack.dtype} {shape}")
+                              f"affine_batch as {op.__name__} order {order} {stack.dtype} {shape}",
+                              on_gpu)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -113,12 +126,12 @@ def test_affine_batch_refuses_cubic(xp):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_blur_batch_equals_each_image_alone(xp, rng, shape):
+def test_blur_batch_equals_each_image_alone(xp, on_gpu, rng, shape):
     images, _ = stacks(rng, shape)
     sigmas = [0.0, 1.5, 1.5, 0.7, 3.0, 0.3, 1.5]
     out = ops.gaussian_blur_batch(xp.asarray(images), sigmas)
     expected = [ops.gaussian_blur(image, sigma) for image, sigma in zip(images, sigmas)]
-    assert_same_per_image(out, expected, f"gaussian_blur {shape}")
+    assert_same_per_image(out, expected, f"gaussian_blur {shape}", on_gpu)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
