@@ -6,11 +6,13 @@ batched) and a post-processing job shaped like the NST example (224 x 224 B-mode
 style transfer hands them over, read from a store, then identity | srad(10) | rotate |
 translate: the whole chain is a batched tail). The per-sample path is the test oracle of
 tests/test_batched_chains.py (``apply_chain`` one sample at a time). Best of ``--repeats``, the
-two paths alternating. On a CPU the NumPy batch forms do about the work of the per-sample ops
+two paths alternating, in CPU seconds of this process (``time.process_time``: on a shared
+machine wall time mostly measures the neighbours). On a CPU the NumPy batch forms do about the work of the per-sample ops
 (augengine.pipeline.BATCHED says which go image by image); the batching is for the GPU's
 launches.
 
-    PYTHONPATH=. python benchmarks/bench_chains.py --phantoms 8 --images 128 --repeats 3
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_chains.py --phantoms 8 \
+        --images 128 --repeats 5
 """
 from __future__ import annotations
 
@@ -41,10 +43,10 @@ def shards(config):
 
 def timed(make, plan, items_per_shard, config, load_input) -> float:
     out = config.output
-    started = time.perf_counter()
+    started = time.process_time()
     for items in items_per_shard:
         make(items, plan.chains, config.seed, tuple(out.size), out.shard_size, "cpu", load_input)
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 def compare(name, config, load_input, repeats):
@@ -54,8 +56,8 @@ def compare(name, config, load_input, repeats):
         for label, make in (("per-sample", per_sample_shard), ("batched", build_shard)):
             best[label] = min(best[label], timed(make, plan, items, config, load_input))
     n, alone, batched = plan.n_samples, best["per-sample"], best["batched"]
-    print(f"{name}: {n} samples in {plan.n_shards} shards; per-sample {alone:.2f} s "
-          f"({n / alone:.0f} img/s), batched {batched:.2f} s ({n / batched:.0f} img/s), "
+    print(f"{name}: {n} samples in {plan.n_shards} shards; per-sample {alone:.2f} CPU s "
+          f"({n / alone:.0f} img/s), batched {batched:.2f} CPU s ({n / batched:.0f} img/s), "
           f"speed-up x{alone / batched:.2f}")
 
 
