@@ -7,9 +7,9 @@ style transfer hands them over, read from a store, then identity | srad(10) | ro
 translate: the whole chain is a batched tail). The per-sample path is the test oracle of
 tests/test_batched_chains.py (``apply_chain`` one sample at a time). Best of ``--repeats``, the
 two paths alternating, in CPU seconds of this process (``time.process_time``: on a shared
-machine wall time mostly measures the neighbours). On a CPU the NumPy batch forms do about the work of the per-sample ops
-(augengine.pipeline.BATCHED says which go image by image); the batching is for the GPU's
-launches.
+machine wall time mostly measures the neighbours). On a CPU the NumPy batch forms do about the
+work of the per-sample ops (augengine.pipeline.BATCHED says which go image by image); the
+batching is for the GPU's launches.
 
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_chains.py --phantoms 8 \
         --images 128 --repeats 5
