@@ -1,5 +1,7 @@
-"""The op registry and the per-sample chain: which ops a job may name, their typed parameters,
-how random parameters are drawn, and how one input sample becomes one output image.
+"""The op registry and the chains: which ops a job may name, their typed parameters, how random
+parameters are drawn, and how one input sample becomes one output image: one sample at a time
+(:func:`apply_chain`, the replay of a manifest row) or a shard's samples together, each op of
+their chains' tails run once per batch (:func:`start_chain`, :func:`finish_chains`).
 
 This layer holds no image maths: each entry adapts an ``augengine.ops`` function to a ``Frame``
 (image + mask + pixel spacing), applying geometric ops to the mask with nearest-neighbour
@@ -19,6 +21,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from augengine import ops
+from augengine._xp import get_array_module, is_cupy
 from augengine.errors import ConfigError, InputError
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
@@ -395,15 +398,9 @@ def describe_chain(chain: list[tuple[str, dict]]) -> str:
     return " > ".join(parts) or "identity"
 
 
-def apply_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
-                cache: dict | None = None) -> tuple[Frame, list[tuple[str, dict]]]:
-    """Run a concrete chain on one input frame; return the output and the ops actually applied.
-
-    A final bicubic ``resize`` to ``output_size`` is appended when the chain does not already end
-    at that size, and recorded. ``cache`` (keyed by the chain prefix) lets the variants of one
-    input sample share their common prefix, e.g. one ``bmode`` per dynamic range.
-    """
-    applied: list[tuple[str, dict]] = []
+def _run_ops(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
+             cache: dict | None) -> Frame:
+    """Apply ``chain`` one op at a time; ``cache`` holds each result keyed by its chain prefix."""
     key: tuple = ()
     for op, params in chain:
         key = key + ((op, json.dumps(params, sort_keys=True)),)
@@ -414,10 +411,245 @@ def apply_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[
             frame = spec.apply(frame, spec.params.model_validate(params), output_size)
             if cache is not None:
                 cache[key] = frame
-        applied.append((op, params))
+    return frame
+
+
+def _finish(frame: Frame, applied: list[tuple[str, dict]],
+            output_size: tuple[int, int]) -> tuple[Frame, list[tuple[str, dict]]]:
+    """The final bicubic resize to ``output_size`` (recorded) where needed, and the uint8 check."""
+    applied = list(applied)
     if tuple(frame.data.shape) != tuple(output_size):
         frame = _apply_resize(frame, ResizeParams(size=tuple(output_size)), output_size)
         applied.append(("resize", {"size": list(output_size)}))
     if frame.data.dtype != np.uint8 or frame.data.ndim != 2:
         raise InputError(f"chain produced {frame.data.dtype} {frame.data.shape}, not a uint8 image")
     return frame, applied
+
+
+def apply_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
+                cache: dict | None = None) -> tuple[Frame, list[tuple[str, dict]]]:
+    """Run a concrete chain on one input frame; return the output and the ops actually applied.
+
+    A final bicubic ``resize`` to ``output_size`` is appended when the chain does not already end
+    at that size, and recorded. ``cache`` (keyed by the chain prefix) lets the variants of one
+    input sample share their common prefix, e.g. one ``bmode`` per dynamic range.
+
+    This is the per-sample replay of a manifest row, and the reference the batched path
+    (:func:`start_chain` + :func:`finish_chains`) reproduces byte for byte.
+    """
+    frame = _run_ops(frame, chain, output_size, cache)
+    return _finish(frame, chain, output_size)
+
+
+# --- batched chains ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchedOp:
+    """How an op runs on a stack of B same-shaped frames, image for image the bytes of its
+    per-sample :class:`OpSpec`.
+
+    ``apply(data, mask, params, metas)`` takes the stacked data (B, H, W), the stacked masks (or
+    None), the B validated parameter models and the B frames' metadata, and returns the new data
+    and masks. ``vector`` names the parameters that may differ inside one batch (per-sample
+    vectors); samples that differ in any other parameter run in separate batches.
+    """
+
+    apply: Callable[[Any, Any, list, list[dict]], tuple[Any, Any]]
+    vector: tuple[str, ...] = ()
+
+
+def _batched_geometric(fn: Callable[..., Any], values: Callable[[Any], Any]):
+    """Adapter for an op that moves pixels with a value per sample: the image resampled
+    linearly, its mask nearest, one call each for the whole batch."""
+
+    def apply(data, mask, params, metas):
+        vector = [values(p) for p in params]
+        return fn(data, vector, order=1), None if mask is None else fn(mask, vector, order=0)
+
+    return apply
+
+
+def _batched_exact(fn: Callable[..., Any], name: str):
+    """Adapter for an exact pixel permutation shared by the whole batch (image and mask): the
+    parameter is not a vector, so :func:`_tail_key` made it equal across the batch."""
+
+    def apply(data, mask, params, metas):
+        value = getattr(params[0], name)
+        return fn(data, value), None if mask is None else fn(mask, value)
+
+    return apply
+
+
+#: Pixels per SRAD call on a NumPy stack. SRAD's scratch buffers for a whole shard fall out of
+#: the CPU caches: 32 images of 224 x 224 in one call ran about 2x slower than image by image,
+#: chunks of two as fast (measured here). On CuPy the whole batch is one call (one launch per
+#: iteration). Each image's result is independent of its batch (tests/ops/test_srad.py).
+SRAD_CPU_CHUNK_PIXELS = 1 << 17
+
+
+def _srad_chunks(data, members: list[int]) -> list[list[int]]:
+    """``members`` in the batches SRAD runs them in on this stack's device."""
+    if is_cupy(data):
+        return [members]
+    step = max(1, SRAD_CPU_CHUNK_PIXELS // (data.shape[1] * data.shape[2]))
+    return [members[i:i + step] for i in range(0, len(members), step)]
+
+
+def _batched_srad(data, mask, params: list[SradParams], metas):
+    """One SRAD run per dynamic range present (every other parameter is shared)."""
+    xp = get_array_module(data)
+    ranges = [_dynamic_range(Frame(None, None, None, "image", meta), p)
+              for meta, p in zip(metas, params)]
+    result = xp.empty_like(data)
+    for value in sorted(set(ranges)):
+        members = [b for b, r in enumerate(ranges) if r == value]
+        for chunk in _srad_chunks(data, members):
+            picked = xp.asarray(np.array(chunk, np.int64))
+            result[picked] = ops.srad_bmode(data[picked], params[0].iterations, value,
+                                            **params[0].srad_options())
+    return result, mask
+
+
+def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas):
+    """One series per distinct (image, dynamic range) of the batch, the images of one dynamic
+    range diffused together (:func:`_srad_chunks`), each sample taking its own ``scale``
+    snapshot: the variants of one image that differ only in ``scale`` diffuse it once, as the
+    per-sample memo does."""
+    xp = get_array_module(data)
+    host = data.get() if is_cupy(data) else data
+    ranges = [_dynamic_range(Frame(None, None, None, "image", meta), p)
+              for meta, p in zip(metas, params)]
+    keys = [(value, hashlib.sha256(image.tobytes()).digest())
+            for value, image in zip(ranges, host)]
+    result = xp.empty_like(data)
+    options = params[0]
+    for value in sorted(set(ranges)):
+        distinct = list(dict.fromkeys(key for key in keys if key[0] == value))
+        for chunk in _srad_chunks(data, list(range(len(distinct)))):
+            sources = [keys.index(distinct[d]) for d in chunk]
+            series = ops.srad_series_bmode(data[xp.asarray(np.array(sources, np.int64))], value,
+                                           options.scales, options.iterations_per_scale,
+                                           **options.srad_options())
+            for row, d in enumerate(chunk):
+                for b, key in enumerate(keys):
+                    if key == distinct[d]:
+                        result[b] = series[row, params[b].scale]
+    return result, mask
+
+
+#: The ops a batch runs on stacks (B, H, W) in :func:`finish_chains`, each giving the per-sample
+#: bytes (tests/test_batched_chains.py, tests/ops/test_batch.py). On CuPy: rotate, translate and
+#: scale one ``map_coordinates`` launch per batch (per chunk of ``AFFINE_CHUNK_PIXELS``), masks
+#: nearest; SRAD one launch per iteration for the batch; flip and rotate90 one copy; blur one
+#: filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
+#: On NumPy, where a call costs no launch, the batch forms are chosen for CPU speed: rotate,
+#: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
+#: bmode, roi_crop, scan_convert and resize are not here: their results' shapes differ per
+#: input (and the variants of one input share them through the cache), so they run per input
+#: in :func:`start_chain`, together with every op before the last of them in a chain.
+BATCHED: dict[str, BatchedOp] = {
+    "identity": BatchedOp(lambda data, mask, params, metas: (data, mask)),
+    "rotate90": BatchedOp(_batched_exact(ops.rotate90_batch, "k")),
+    "flip": BatchedOp(_batched_exact(ops.flip_batch, "axis")),
+    "rotate": BatchedOp(_batched_geometric(ops.rotate_batch, lambda p: p.angle_deg),
+                        vector=("angle_deg",)),
+    "translate": BatchedOp(_batched_geometric(ops.translate_batch,
+                                              lambda p: (p.dy_px, p.dx_px)),
+                           vector=("dy_px", "dx_px")),
+    "scale": BatchedOp(_batched_geometric(ops.scale_batch, lambda p: p.factor),
+                       vector=("factor",)),
+    "gaussian_blur": BatchedOp(
+        lambda data, mask, params, metas: (
+            ops.gaussian_blur_batch(data, [p.sigma for p in params]), mask),
+        vector=("sigma",)),
+    "jpeg": BatchedOp(
+        lambda data, mask, params, metas: (ops.jpeg_batch(data, [p.quality for p in params]),
+                                           mask),
+        vector=("quality",)),
+    "srad": BatchedOp(_batched_srad, vector=("dynamic_range_db",)),
+    "srad_series": BatchedOp(_batched_srad_series, vector=("scale", "dynamic_range_db")),
+}
+
+
+@dataclass
+class ChainStart:
+    """One sample after the per-input head of its chain: the frame, the ops applied so far and
+    the tail that :func:`finish_chains` runs in batches."""
+
+    frame: Frame
+    applied: list[tuple[str, dict]]
+    tail: list[tuple[str, dict]]
+
+
+def start_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
+                cache: dict | None = None) -> ChainStart:
+    """Run the head of a concrete chain on one input frame, as :func:`apply_chain` does.
+
+    The head ends at the last op without a :data:`BATCHED` form (nothing when every op has
+    one); the rest, the tail, is left to :func:`finish_chains`. Every parameter of the tail is
+    validated here, so a bad value is this sample's error alone.
+    """
+    split = max((i + 1 for i, (op, _) in enumerate(chain) if op not in BATCHED), default=0)
+    head, tail = chain[:split], chain[split:]
+    for op, params in tail:
+        OPS[op].params.model_validate(params)
+    return ChainStart(_run_ops(frame, head, output_size, cache), list(head), list(tail))
+
+
+def _tail_key(start: ChainStart) -> tuple:
+    """Samples with equal keys run their tails as one batch: the same shapes and dtypes, the
+    same ops, and the same value of every parameter that is not a per-sample vector."""
+    frame = start.frame
+    mask = None if frame.mask is None else (tuple(frame.mask.shape), str(frame.mask.dtype))
+    structure = tuple(
+        (op, json.dumps({k: v for k, v in params.items() if k not in BATCHED[op].vector},
+                        sort_keys=True))
+        for op, params in start.tail)
+    return tuple(frame.data.shape), str(frame.data.dtype), mask, frame.domain, structure
+
+
+def _run_batch(starts: list[ChainStart]) -> list[Frame]:
+    """Every op of the shared tail once on the stacked frames of ``starts``."""
+    frames = [s.frame for s in starts]
+    xp = get_array_module(frames[0].data)
+    data = xp.stack([f.data for f in frames])
+    mask = None if frames[0].mask is None else xp.stack([f.mask for f in frames])
+    metas = [f.meta for f in frames]
+    for position, (op, _) in enumerate(starts[0].tail):
+        params = [OPS[op].params.model_validate(s.tail[position][1]) for s in starts]
+        data, mask = BATCHED[op].apply(data, mask, params, metas)
+    return [replace(f, data=data[b], mask=None if mask is None else mask[b])
+            for b, f in enumerate(frames)]
+
+
+def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
+                  ) -> list[tuple[Frame, list[tuple[str, dict]]] | Exception]:
+    """Run the tails of many samples' chains in batches and finish each as :func:`apply_chain`.
+
+    Samples are grouped by :func:`_tail_key`; each group runs each op of its tail once on a
+    stack (B, H, W) with the per-sample parameters as vectors (:data:`BATCHED`). Then, per
+    sample, the final resize to ``output_size`` where the chain did not reach it, and the uint8
+    check. Returns, in the order of ``starts``, ``(frame, applied)`` or the exception that sample
+    raised. A group whose batch raises runs again one sample at a time, so one bad sample never
+    costs the others their outputs and each failure is reported as the per-sample path reports it.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, start in enumerate(starts):
+        groups.setdefault(_tail_key(start), []).append(index)
+    results: list = [None] * len(starts)
+    for members in groups.values():
+        chosen = [starts[i] for i in members]
+        try:
+            frames = _run_batch(chosen)
+        except Exception:  # noqa: BLE001 - find the culprit sample by sample below
+            frames = None
+        for position, index in enumerate(members):
+            start = starts[index]
+            try:
+                frame = (frames[position] if frames is not None
+                         else _run_ops(start.frame, start.tail, output_size, None))
+                results[index] = _finish(frame, start.applied + start.tail, output_size)
+            except Exception as error:  # noqa: BLE001 - reported per sample
+                results[index] = error
+    return results

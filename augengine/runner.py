@@ -25,7 +25,8 @@ from augengine import raycluster, sources, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, InputError, RunError, one_line
-from augengine.pipeline import Frame, apply_chain, describe_chain, realise_chain, sample_seed
+from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
+                                start_chain)
 from augengine.plan import Plan, WorkItem, make_plan
 from augengine.sources import SampleRef
 
@@ -66,19 +67,22 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
     ``items`` are in index order. ``load_input(item)`` gives the frame the item's chain starts
-    from plus the ops that made it (none for a plain input; the style transfer for NST). A sample
-    that fails (bad input, or any error inside an op) is quarantined with its reason; the others
-    are still made. ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished
-    images back.
+    from plus the ops that made it (none for a plain input; the style transfer for NST). Each
+    input is loaded once and the per-input head of every chain runs on it with the variants
+    sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the tails run
+    in batches across the shard, one call per op per group of same-structured chains
+    (:func:`~augengine.pipeline.finish_chains`). The outputs, seeds and rows are those of
+    :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
+    input, or any error inside an op) is quarantined with its reason; the others are still made.
+    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
     """
     h, w = output_size
     images = np.zeros((len(items), h, w), np.uint8)
     masks = np.zeros((len(items), h, w), np.uint8)
     labels = np.full(len(items), -1, np.int8)
-    rows, quarantined = [], []
+    seeds, outcomes, made_by_of, starts, started = {}, {}, {}, [], []
     loaded_key, frame, made_by, load_error, cache = None, None, [], None, {}
     for slot, item in enumerate(items):
-        ref, variant = item.ref, item.variant
         if item.input_key != loaded_key:
             loaded_key, frame, made_by, load_error, cache = item.input_key, None, [], None, {}
             try:
@@ -86,19 +90,28 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                 frame = _on_device(frame, device)
             except Exception as error:  # noqa: BLE001 - one bad input must not stop the shard
                 load_error = one_line(error)
-        seed = sample_seed(job_seed, item.input_key, variant)
-        concrete = realise_chain(chains[variant], seed)
-        reason = load_error
-        if reason is None:
-            try:
-                out, applied = apply_chain(frame, concrete, output_size, cache)
-            except Exception as error:  # noqa: BLE001
-                reason = one_line(error)
-        if reason is not None:
+        seeds[slot] = sample_seed(job_seed, item.input_key, item.variant)
+        concrete = realise_chain(chains[item.variant], seeds[slot])
+        made_by_of[slot] = made_by
+        if load_error is not None:
+            outcomes[slot] = load_error
+            continue
+        try:
+            starts.append(start_chain(frame, concrete, output_size, cache))
+            started.append(slot)
+        except Exception as error:  # noqa: BLE001
+            outcomes[slot] = one_line(error)
+    for slot, result in zip(started, finish_chains(starts, output_size)):
+        outcomes[slot] = one_line(result) if isinstance(result, Exception) else result
+    rows, quarantined = [], []
+    for slot, item in enumerate(items):
+        ref, variant, outcome = item.ref, item.variant, outcomes[slot]
+        if isinstance(outcome, str):
             quarantined.append({"index": item.index, "input_id": item.input_key,
                                 "source_path": ref.path, "variant": variant,
-                                "shard": item.index // shard_size, "reason": reason})
+                                "shard": item.index // shard_size, "reason": outcome})
             continue
+        out, applied = outcome
         images[slot] = _host(out.data)
         if out.mask is not None:
             masks[slot] = _host(out.mask)
@@ -108,9 +121,10 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             "input_id": ref.sample_id, "source_id": ref.source_id, "source_path": ref.path,
             "reader": ref.reader, "label": ref.label, "variant": variant,
             "chain": describe_chain(chains[variant]),
-            "ops": json.dumps(made_by + [{"op": op, **params} for op, params in applied],
+            "ops": json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
                               sort_keys=True),
-            "seed": seed, "shard": item.index // shard_size, "has_mask": out.mask is not None,
+            "seed": seeds[slot], "shard": item.index // shard_size,
+            "has_mask": out.mask is not None,
             "sha256": store.image_sha256(images[slot]),
             "mask_sha256": None if out.mask is None else store.image_sha256(masks[slot]),
         })

@@ -4,34 +4,48 @@ NumPy in -> NumPy out; CuPy in -> CuPy out where a GPU path exists.
 """
 from augengine.ops.reconstruction import bmode, envelope, log_compress
 from augengine.ops.geometry import (
+    affine_batch,
     flip,
+    flip_batch,
     resize,
     roi_box,
     rotate,
     rotate90,
+    rotate90_batch,
+    rotate_batch,
     scale,
+    scale_batch,
     scan_convert,
     translate,
+    translate_batch,
 )
-from augengine.ops.quality import gaussian_blur, jpeg
+from augengine.ops.quality import gaussian_blur, gaussian_blur_batch, jpeg, jpeg_batch
 from augengine.ops.despeckle import srad, srad_bmode, srad_series, srad_series_bmode
 
 __all__ = [
+    "affine_batch",
     "bmode",
     "envelope",
     "flip",
+    "flip_batch",
     "gaussian_blur",
+    "gaussian_blur_batch",
     "jpeg",
+    "jpeg_batch",
     "log_compress",
     "resize",
     "roi_box",
     "rotate",
     "rotate90",
+    "rotate90_batch",
+    "rotate_batch",
     "scale",
+    "scale_batch",
     "scan_convert",
     "srad",
     "srad_bmode",
     "srad_series",
     "srad_series_bmode",
     "translate",
+    "translate_batch",
 ]

@@ -171,6 +171,8 @@ SIGNATURES: dict[str, str] = {
     "cupyx.scipy.ndimage.affine_transform": (
         "(input, matrix, offset=0.0, output_shape=None, output=None, order=3, mode='constant', "
         "cval=0.0, prefilter=True, *, texture_memory=False, float64_coords=False)"),
+    "cupyx.scipy.ndimage.map_coordinates": (
+        "(input, coordinates, output=None, order=3, mode='constant', cval=0.0, prefilter=True)"),
     "cupyx.scipy.ndimage.gaussian_filter": (
         "(input, sigma, order=0, output=None, mode='reflect', cval=0.0, truncate=4.0, "
         "radius=None, axes=None)"),
