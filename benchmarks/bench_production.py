@@ -171,7 +171,8 @@ def production(args, work: Path, chain_device: str) -> dict:
                            plan.job_hash(), config.model_dump(mode="json"), plan.inputs())
     seconds = collections.Counter()
     start = time.perf_counter()
-    inputs = runner.StyleTransferInputs(plan.refs, config.nst.model_dump(), chain_device)
+    inputs = runner.StyleTransferInputs(plan.refs, config.nst.model_dump(), chain_device,
+                                        config.seed)
     _synchronize(args.device)
     seconds["setup"] = time.perf_counter() - start
     shards = list(range(plan.n_shards))

@@ -193,7 +193,7 @@ def nst_example(tmp_path_factory):
 
         def make(plan, items):
             if "inputs" not in state:
-                state["inputs"] = StyleTransferInputs(plan.refs, nst, "cpu")
+                state["inputs"] = StyleTransferInputs(plan.refs, nst, "cpu", config.seed)
             state["inputs"].prepare(items)
             return shard_fn(items, plan.chains, config.seed, tuple(out.size), out.shard_size,
                             "cpu", state["inputs"].load)
