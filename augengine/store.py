@@ -14,10 +14,11 @@ Layout of ``STORE`` (a directory)::
     _journal/shard-XXXXXX.parquet   the driver's record of each finished shard (resume points)
     .augengine.lock            held (``flock``) by the one run writing the store
 
-Concurrency rule (Zarr rewrites a whole shard on every write): one writer per shard, always. A
-worker writes its whole shard with one assignment; only the driver writes the journal, manifest and
-attributes, and only one driver at a time (:func:`locked_output`). Rewriting a shard with the same
-content is byte-identical, so retries are safe.
+Concurrency rule (a shard file holds many samples and is rewritten whole): one writer per shard,
+always. A worker writes each file of its shard in one go (:func:`write_shard`, atomically); only
+the driver writes the journal, manifest and attributes, and only one driver at a time
+(:func:`locked_output`). Rewriting a shard with the same content is byte-identical, so retries are
+safe.
 
 Safety rule: nothing here deletes or overwrites a file the store did not create. An output path
 that is an existing non-store directory with anything in it, the working directory, a source or a
