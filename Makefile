@@ -39,6 +39,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/bench_reconstruction.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_run_memory.py
 	$(PY) benchmarks/bench_srad.py
 	$(PY) benchmarks/bench_bmode_gpu.py
 	$(PY) benchmarks/bench_loader.py

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -400,7 +401,15 @@ def _actor_device() -> str:
 
 
 class ShardWorker:
-    """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given."""
+    """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given.
+
+    Each shard is written by the actor's one writer thread while the actor builds the next one
+    (compression and file writes release the GIL): ``process_shard`` returns once the shard is
+    built and handed to the writer, ``wait_written`` once it is on disk. At most one shard waits
+    for the writer while the next is built, so an actor holds at most two shards' buffers. The
+    actor must run with ``max_concurrency >= 2`` so that ``wait_written`` can answer while the
+    next shard is being built.
+    """
 
     def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int,
                  nst: dict | None = None, refs: list[SampleRef] | None = None):
@@ -412,6 +421,9 @@ class ShardWorker:
             fix_cublas_workspace()  # before _actor_device starts CUDA in this process
         self.device = _actor_device()
         self.nst, self.refs, self._style_inputs = nst, refs, None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._writes: dict[int, Future] = {}
+        self._last_write: Future | None = None
 
     def device_name(self) -> str:
         return self.device
@@ -420,6 +432,8 @@ class ShardWorker:
         return os.getpid()
 
     def process_shard(self, shard: int, start: int, items: list):
+        """Build a shard and queue its write; returns ``(shard, rows, quarantined)`` before the
+        write is done (the driver asks :meth:`wait_written` before journaling it)."""
         load_input = _load_input
         if self.nst is not None:
             if self._style_inputs is None:
@@ -430,8 +444,21 @@ class ShardWorker:
         images, masks, labels, rows, quarantined = build_shard(
             items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
             load_input)
-        store.write_shard(self.store_path, start, images, labels, masks)
+        if self._last_write is not None:
+            wait([self._last_write])  # the bound; its error is reported by its own wait_written
+        self._last_write = self._writes[shard] = self._writer.submit(
+            store.write_shard, self.store_path, start, images, labels, masks)
         return shard, rows, quarantined
+
+    def wait_written(self, shard: int) -> bool:
+        """True once ``shard``'s write has returned (a failed write raises here); False when
+        this actor never built it: it was restarted since, losing the queued write, so the
+        driver must build the shard again."""
+        write = self._writes.pop(shard, None)
+        if write is None:
+            return False
+        write.result()
+        return True
 
 
 @dataclass
@@ -607,22 +634,37 @@ def _check_nst_files(nst) -> None:
         load_classifier(nst.classifier)
 
 
+def _shard_result(task, shard: int, path, finished: int):
+    """The value of an actor's task, or the ``RunError`` (one line) naming the shard it was for."""
+    import ray
+
+    try:
+        return ray.get(task)
+    except ray.exceptions.RayError as error:
+        cause = getattr(error, "cause", None) or error
+        raise RunError(f"{path}: shard {shard} failed ({one_line(cause)}); the {finished} shards "
+                       "finished so far are kept: re-run the same command to resume") from None
+
+
 def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress: bool,
                   on_shard_done) -> None:
-    """Hand the shards in ``todo`` to actors, one at a time each, and journal each as it
-    returns. A shard that still fails after Ray's retries stops the run with one line naming it
-    (the shards finished so far stay journaled, so re-running resumes)."""
+    """Hand the shards in ``todo`` to actors, one build at a time each (an actor builds its next
+    shard while its writer writes the last), and journal each once its write has returned. A
+    shard that still fails after Ray's retries, in its build or its write, stops the run with
+    one line naming it (the shards finished so far stay journaled, so re-running resumes)."""
     import ray
 
     config, out = plan.config, plan.config.output
     workers, options = _actor_options(config, len(todo), memory)
-    actor_class = ray.remote(ShardWorker).options(**options)
+    actor_class = ray.remote(ShardWorker).options(max_concurrency=2, **options)
     nst = None if config.nst is None else config.nst.model_dump()
     actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
                                  out.size, out.shard_size, nst, plan.refs if nst else None)
               for _ in range(workers)]
     queue = list(todo)
-    idle, running = list(actors), {}
+    # running: a task -> (shard, actor, stage), stage "build" or "write". An actor is idle again
+    # once its shard is built; the shard is journaled only once its write has returned.
+    idle, running, built = list(actors), {}, {}
     bar = progress_bar(plan.n_samples, plan.n_samples - sum(len(plan.shard_indices(s))
                                                             for s in todo), config.name, progress)
     try:
@@ -633,20 +675,22 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
                 actor = idle.pop()
                 task = actor.process_shard.remote(shard, indices.start,
                                                   [plan.work_item(i) for i in indices])
-                running[task] = shard, actor
+                running[task] = shard, actor, "build"
             [ready], _ = ray.wait(list(running), num_returns=1)
-            shard, actor = running.pop(ready)
-            try:
-                _, rows, quarantined = ray.get(ready)
-            except ray.exceptions.RayError as error:
-                cause = getattr(error, "cause", None) or error
-                raise RunError(f"{out.path}: shard {shard} failed ({one_line(cause)}); the "
-                               f"{len(done)} shards finished so far are kept: re-run the same "
-                               "command to resume") from None
+            shard, actor, stage = running.pop(ready)
+            result = _shard_result(ready, shard, out.path, len(done))
+            if stage == "build":
+                built[shard] = result[1:]
+                running[actor.wait_written.remote(shard)] = shard, actor, "write"
+                idle.append(actor)
+                continue
+            rows, quarantined = built.pop(shard)
+            if not result:  # its actor was restarted before writing it: build it again
+                queue.insert(0, shard)
+                continue
             digest = plan.shard_digest(shard)
             store.write_journal(out.path, shard, rows, quarantined, digest)
             done[shard] = store.Journal(rows, quarantined, digest)
-            idle.append(actor)
             bar.update(len(plan.shard_indices(shard)))
             if on_shard_done is not None:
                 on_shard_done(shard, actors)

@@ -14,10 +14,11 @@ Layout of ``STORE`` (a directory)::
     _journal/shard-XXXXXX.parquet   the driver's record of each finished shard (resume points)
     .augengine.lock            held (``flock``) by the one run writing the store
 
-Concurrency rule (Zarr rewrites a whole shard on every write): one writer per shard, always. A
-worker writes its whole shard with one assignment; only the driver writes the journal, manifest and
-attributes, and only one driver at a time (:func:`locked_output`). Rewriting a shard with the same
-content is byte-identical, so retries are safe.
+Concurrency rule (a shard file holds many samples and is rewritten whole): one writer per shard,
+always. A worker writes each file of its shard in one go (:func:`write_shard`, atomically); only
+the driver writes the journal, manifest and attributes, and only one driver at a time
+(:func:`locked_output`). Rewriting a shard with the same content is byte-identical, so retries are
+safe.
 
 Safety rule: nothing here deletes or overwrites a file the store did not create. An output path
 that is an existing non-store directory with anything in it, the working directory, a source or a
@@ -31,6 +32,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -260,23 +262,125 @@ def _shard_file(array, shard: int) -> Path:
     return store_root / array.path / key
 
 
+# Why write_shard encodes shard files itself instead of assigning to the zarr array: zarr 3.1
+# runs its codec pipeline once per chunk (one sample per chunk here) through asyncio, and that
+# overhead, not zstd, set the pace: write_shard ran at 0.14-0.24 of the zstd floor
+# (benchmarks/bench_store.py, BENCHMARKS.md). The encoding below is the store's own codec chain
+# exactly as zarr.codecs.sharding writes it (chunks in order, chunks equal to the fill value
+# left out, a little-endian uint64 (offset, length) index with its crc32c at the end) using the
+# same zstd (numcodecs) and crc32c (google_crc32c) zarr calls; tests/test_store_writer.py
+# checks the files are byte-identical to zarr's own and that zarr reads them. Any other codec
+# chain is refused rather than guessed.
+_NO_CHUNK = np.iinfo(np.uint64).max
+
+
+def _zstd_level(codecs) -> int | None:
+    """The zstd level of a ``bytes -> zstd`` chain of a one-byte dtype, else None."""
+    from zarr.codecs import BytesCodec
+
+    if (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and codecs[0].endian is None
+            and isinstance(codecs[1], ZstdCodec) and not codecs[1].checksum):
+        return codecs[1].level
+    return None
+
+
+def _shard_encoding(array) -> tuple[int, int, bool]:
+    """``(rows per file, zstd level, sharded)`` of an array in the store's layout: one row per
+    chunk inside ``bytes -> zstd`` shards with a crc32c index at the end (images, masks), or
+    unsharded ``bytes -> zstd`` chunks (labels). ``ValueError`` for anything else."""
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
+    codecs, config = array.metadata.codecs, array.async_array.config
+    level, sharded = _zstd_level(codecs), False
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding, sharded = codecs[0], True
+        index_ok = (len(sharding.index_codecs) == 2
+                    and isinstance(sharding.index_codecs[0], BytesCodec)
+                    and sharding.index_codecs[0].endian.value == "little"
+                    and isinstance(sharding.index_codecs[1], Crc32cCodec)
+                    and sharding.index_location.value == "end")
+        one_row = tuple(sharding.chunk_shape) == (1, *array.shape[1:])
+        level = _zstd_level(sharding.codecs) if index_ok and one_row else None
+    if level is None or array.dtype.itemsize != 1 or config.write_empty_chunks \
+            or config.order != "C":
+        raise ValueError(f"{array.path}: not in the layout write_shard encodes "
+                         f"({array.metadata.codecs})")
+    return (array.shards or array.chunks)[0], level, sharded
+
+
+def _encode_sharded(data: np.ndarray, rows: int, fill, level: int) -> bytes | None:
+    """One shard file of ``rows`` one-row chunks holding ``data`` (its first rows), or None when
+    every chunk equals the fill value (zarr then stores no file)."""
+    import google_crc32c
+    from numcodecs import Zstd
+
+    codec = Zstd(level=level)
+    index = np.full((rows, *(1,) * (data.ndim - 1), 2), _NO_CHUNK, "<u8")
+    kept = (data.reshape(len(data), -1) != fill).any(axis=1)
+    parts, offset = [], 0
+    for row in np.flatnonzero(kept):
+        blob = codec.encode(np.ascontiguousarray(data[row]))
+        index[row] = offset, len(blob)
+        parts.append(blob)
+        offset += len(blob)
+    if not parts:
+        return None
+    raw = index.tobytes()
+    return b"".join([*parts, raw, np.array([google_crc32c.value(raw)], "<u4").tobytes()])
+
+
+def _encode_chunk(data: np.ndarray, rows: int, fill, level: int) -> bytes | None:
+    """One unsharded chunk of ``rows`` rows: ``data`` padded with the fill value (zarr stores
+    edge chunks whole), or None when it is all fill value."""
+    from numcodecs import Zstd
+
+    chunk = np.full((rows, *data.shape[1:]), fill, data.dtype)
+    chunk[:len(data)] = data
+    return None if (chunk == fill).all() else Zstd(level=level).encode(chunk)
+
+
+def _replace_file(target: Path, content: bytes | None) -> None:
+    """Put ``content`` at ``target`` atomically (a temporary file beside it, then a rename), or
+    remove ``target`` when there is none. A writer killed mid-way leaves the old file and a stray
+    ``*.partial`` that zarr never reads; the old file is never read, so a damaged one is simply
+    replaced."""
+    if content is None:
+        target.unlink(missing_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Unique per writer: a retried task may overlap a dying attempt of the same shard.
+    tmp = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    try:
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_shard(path: str | Path, start: int, images: np.ndarray, labels: np.ndarray,
                 masks: np.ndarray | None) -> None:
-    """Write one whole shard (rows ``start : start + len(images)``) in one assignment per array.
+    """Write one whole shard (rows ``start : start + len(images)``) of every array, each file
+    replaced atomically, in zarr's own bytes (see above why they are encoded here).
 
-    The shard's old file is removed first: Zarr reads an existing shard before rewriting it, so
-    a damaged one (truncated, bad checksum) could otherwise never be rebuilt. The file is this
-    store's own; a run killed between the two steps leaves a missing shard, which resume rebuilds.
+    Rewriting the same data gives the same bytes, so a retried write is harmless. ``masks`` None
+    (no sample of the shard has one) leaves the masks shard empty.
     """
-    group = zarr.open_group(path, mode="r+")
-    stop = start + len(images)
-    for name, data in (("images", images), ("labels", labels),
-                       ("masks", masks if masks is not None else 0)):
+    group = zarr.open_group(path, mode="r")
+    for name, data in (("images", images), ("labels", labels), ("masks", masks)):
         if name not in group:
             continue
         array = group[name]
-        _shard_file(array, start // (array.shards or array.chunks)[0]).unlink(missing_ok=True)
-        array[start:stop] = data
+        rows, level, sharded = _shard_encoding(array)
+        if start % rows or len(images) != min(rows, array.shape[0] - start):
+            raise ValueError(f"{name}: rows {start}:{start + len(images)} are not one whole shard "
+                             f"of {rows}")
+        if data is None:
+            data = np.zeros((len(images), *array.shape[1:]), array.dtype)
+        data = np.asarray(data, array.dtype)
+        fill = array.metadata.fill_value
+        encode = _encode_sharded if sharded else _encode_chunk
+        _replace_file(_shard_file(array, start // rows), encode(data, rows, fill, level))
 
 
 def _journal_file(path: Path, shard: int) -> Path:
