@@ -50,9 +50,14 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_bytes(ray_session, uninterr
     out = tmp_path / "ds.zarr"
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(many_shards_job(phantom_dir, out)))
-    address = ray_session.get_runtime_context().gcs_address
+    # The embedded Ray listens on loopback only (its runtime context still names the host's
+    # address); a second driver keeps 127.0.0.1 only when Ray's "no cluster" switch is set (as
+    # augengine.raycluster does for the embedded Ray), and sends the token only in token mode.
+    port = ray_session.get_runtime_context().gcs_address.rsplit(":", 1)[1]
     driver = subprocess.Popen([sys.executable, "-m", "augengine", "run", "--quiet", "--address",
-                               address, str(job)], stderr=subprocess.PIPE)
+                               f"127.0.0.1:{port}", str(job)], stderr=subprocess.PIPE,
+                              env=dict(os.environ, RAY_AUTH_MODE="token",
+                                       RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
     deadline = time.monotonic() + 120
     while not list((out / "_journal").glob("*.parquet")) and driver.poll() is None \
             and time.monotonic() < deadline:
@@ -61,7 +66,8 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_bytes(ray_session, uninterr
     driver.wait()
     journaled = len(list((out / "_journal").glob("*.parquet")))
     assert 0 < journaled < make_plan(parse_job(many_shards_job(phantom_dir, out))).n_shards, \
-        f"the driver was not killed mid-run ({journaled} shards journaled)"
+        f"the driver was not killed mid-run ({journaled} shards journaled; exit " \
+        f"{driver.returncode}: {driver.stderr.read().decode()[-2000:]})"
     resumed = run_job(parse_job(many_shards_job(phantom_dir, out)), progress=False)
     assert resumed.shards_kept >= journaled - 1  # the last one may have been mid-journal
     assert store.verify_store(out) == []
