@@ -1,0 +1,60 @@
+"""EDSR and RDN (seed 004): output shapes per scale, the papers' parameter counts for one grey
+channel, EDSR's residual scaling."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from augengine.errors import ConfigError, InputError
+from augengine.models import edsr, edsr_small, rdn, rdn_small
+from augengine.models.superres import ResBlock
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("build", [edsr_small, rdn_small])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_output_is_scale_times_the_input(build, scale):
+    out = build(scale)(torch.rand(2, 1, 9, 7))
+    assert out.shape == (2, 1, 9 * scale, 7 * scale), \
+        f"{build.__name__} x{scale}: expected (2, 1, {9 * scale}, {7 * scale}), got {out.shape}"
+
+
+# Counted by hand from 9 F^2 + F per 3x3 conv (see the edsr/rdn docstrings); the papers give
+# 43M for EDSR (x4) and 22M for RDN.
+@pytest.mark.parametrize(("build", "scale", "expected"), [
+    (edsr, 2, 40_720_385), (edsr, 3, 43_670_785), (edsr, 4, 43_080_705),
+    (rdn, 2, 22_158_017), (rdn, 3, 22_342_657), (rdn, 4, 22_305_729)])
+def test_full_models_have_the_papers_parameter_counts(build, scale, expected):
+    count = _count(build(scale))
+    assert count == expected, f"{build.__name__} x{scale}: expected {expected:,}, got {count:,}"
+    paper = 43e6 if build is edsr else 22e6
+    assert abs(count - paper) / paper < 0.07, f"{build.__name__} x{scale}: {count:,} vs {paper:,.0f}"
+
+
+def test_seed_defaults():
+    model = edsr()
+    blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+    assert (model.scale, len(blocks), blocks[0].body[0].out_channels) == (3, 32, 256)
+    assert all(block.res_scale == 0.1 for block in blocks)
+    model = rdn()
+    assert (model.scale, len(model.blocks), len(model.blocks[0].layers)) == (4, 16, 8)
+    assert model.fuse[0].out_channels == 64 and model.blocks[0].fuse.out_channels == 64
+
+
+def test_residual_scaling_is_applied():
+    torch.manual_seed(0)
+    block = ResBlock(4, res_scale=0.1)
+    x = torch.randn(1, 4, 5, 5)
+    expected = x + 0.1 * block.body(x)
+    assert torch.allclose(block(x), expected), "ResBlock must return x + 0.1 body(x)"
+    assert not torch.allclose(block(x), x + block.body(x)), "residual not scaled"
+
+
+def test_bad_scale_and_input_are_refused():
+    with pytest.raises(ConfigError, match="scale must be one of 2, 3, 4, got 5"):
+        edsr_small(5)
+    with pytest.raises(InputError, match=r"EDSR expects .*\(N, 1, h, w\)"):
+        edsr_small(2)(torch.rand(1, 3, 8, 8))
