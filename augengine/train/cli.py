@@ -27,7 +27,8 @@ __all__ = ["add_train_parser", "build_parser", "config_argv", "config_from_args"
 
 _TASK_HELP = {
     "classifier": "benign/malignant lesion classifier (seed 002: ResNet-50, SGD, early stopping)",
-    "segmenter": "lesion segmentation (U-Net, seed 004; DSA-U++, seed 000), Dice + BCE loss",
+    "segmenter": "lesion segmentation (U-Net, SegNet, seed 004; DSA-U++, seed 000), Dice + BCE "
+                 "loss",
     "quality": "image-quality score regressor (seed 003: ResNet-18, JPEG/blur pseudo-labels)",
 }
 
@@ -64,7 +65,8 @@ _OPTIONS = (
     _Option("--arch", "value", {"choices": ("resnet50", "resnet18"),
                                 "help": "backbone (classifier resnet50, quality resnet18)"},
             ("classifier", "quality")),
-    _Option("--model", "value", {"choices": ("unet", "dsa_unetpp"), "help": "default unet"},
+    _Option("--model", "value", {"choices": ("unet", "dsa_unetpp", "segnet"),
+                                 "help": "default unet"},
             ("segmenter",)),
     _Option("--image-size", "value", {"type": int, "help": "network input side, pixels "
                                                            "(default 224)"}),
@@ -78,9 +80,11 @@ _OPTIONS = (
     _Option("--lr-factor", "value", {"type": float, "default": 0.1}),
     _Option("--lr-patience", "value", {"type": int, "default": 3}),
     _Option("--dropout", "value", {"type": float, "default": 0.5}, ("classifier",)),
-    _Option("--base-channels", "value", {"type": int, "default": 64, "help": "U-Net width"},
+    _Option("--base-channels", "value", {"type": int, "default": 64,
+                                          "help": "U-Net/SegNet width"},
             ("segmenter",)),
-    _Option("--depth", "value", {"type": int, "default": 4, "help": "U-Net poolings"},
+    _Option("--depth", "value", {"type": int, "default": 4,
+                                  "help": "U-Net/SegNet poolings"},
             ("segmenter",)),
     _Option("--jpeg-quality", "value", {"type": int, "default": 20,
                                         "help": "JPEG quality of the score-60 version"},

@@ -116,12 +116,12 @@ class TrainConfig:
         Side of the square network input, pixels.
     arch : {"resnet50", "resnet18"}, optional
         Backbone of the classifier and the quality regressor.
-    model : {"unet", "dsa_unetpp"}, optional
+    model : {"unet", "dsa_unetpp", "segnet"}, optional
         The segmenter.
     dropout : float
         Classifier dropout after global average pooling.
     base_channels, depth : int
-        U-Net width and depth.
+        U-Net or SegNet width and depth.
     jpeg_quality, blur_sigma
         Quality pseudo-labels (:func:`augengine.train.tasks.degrade`).
     init_weights : str, optional

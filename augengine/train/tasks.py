@@ -11,8 +11,8 @@ task           network and loss                             optimiser, schedule
 classifier     ResNet-50, GAP, dropout 0.5, 2-way softmax,  SGD lr 1e-4 momentum 0.9,
                cross-entropy (seed 002)                     ReduceLROnPlateau, early stop after
                                                             7 epochs, batch 32, <= 20 epochs
-segmenter      U-Net (seed 004) or DSA-U++ (seed 000),      Adadelta lr 1e-3, batch 4, 40
-               Dice + binary cross-entropy                  epochs (seed 004)
+segmenter      U-Net or SegNet (seed 004) or DSA-U++        Adadelta lr 1e-3, batch 4, 40
+               (seed 000), Dice + binary cross-entropy      epochs (seed 004)
 quality        ResNet-18 regressing a score; MSE (seed 003) Adam lr 1e-3, batch 16, 10 epochs
 =============  ===========================================  ==================================
 
@@ -43,6 +43,7 @@ from torch import nn
 from augengine import ops
 from augengine.errors import ConfigError
 from augengine.models import QUALITY_SCORES, classifier, dsa_unetpp, quality_regressor, unet
+from augengine.models.segnet import segnet
 from augengine.models.weights import ARCHITECTURES
 from augengine.train.loader import StoreSource
 from augengine.train.metrics import classification_metrics, dice, iou, mse, pearson_lcc, roc_curve
@@ -57,7 +58,9 @@ QUALITY_KINDS = ("original", "jpeg", "blur")
 
 # Mixed into the pseudo-label draw so it never coincides with the augmentation's generator.
 _KIND_STREAM = zlib.crc32(b"augengine.train.tasks.pseudo_label_kind")
-_SEGMENTERS = ("unet", "dsa_unetpp")
+_SEGMENTERS = ("unet", "dsa_unetpp", "segnet")
+# Networks whose total stride is 2**depth (--depth sets it).
+_DEPTH_STRIDED = ("unet", "segnet")
 # DSA-U++'s ResNet-50 encoder has total stride 32.
 _DSA_STRIDE = 32
 
@@ -342,7 +345,8 @@ class ClassifierTask(Task):
 
 
 class SegmenterTask(Task):
-    """Lesion masks: U-Net (seed 004) or DSA-U++ (seed 000), trained with :func:`dice_bce_loss`.
+    """Lesion masks: U-Net or SegNet (seed 004) or DSA-U++ (seed 000), trained with
+    :func:`dice_bce_loss`.
 
     Uses the rows with a mask (``has_mask``); grey one-channel input. Predicted masks are
     ``sigmoid(logits) >= 0.5``; metrics are the mean per-sample Dice and IoU on the test split.
@@ -361,14 +365,15 @@ class SegmenterTask(Task):
         if config.model not in _SEGMENTERS:
             raise ConfigError(f"--model must be one of {', '.join(_SEGMENTERS)}, "
                               f"got {config.model!r}")
-        stride = 2**config.depth if config.model == "unet" else _DSA_STRIDE
+        strided = config.model in _DEPTH_STRIDED
+        stride = 2**config.depth if strided else _DSA_STRIDE
         if config.image_size % stride:
             raise ConfigError(f"--image-size must be a multiple of {stride} for {config.model}"
-                              f"{f' with depth {config.depth}' if config.model == 'unet' else ''}"
+                              f"{f' with depth {config.depth}' if strided else ''}"
                               f", got {config.image_size}")
-        if config.model == "unet" and config.init_weights is not None:
-            raise ConfigError("--init-weights needs --model dsa_unetpp (a ResNet-50 encoder); "
-                              "the U-Net has no pretrained encoder")
+        if strided and config.init_weights is not None:
+            raise ConfigError(f"--init-weights needs --model dsa_unetpp (a ResNet-50 encoder); "
+                              f"the {config.model} has no pretrained encoder")
 
     def usable_rows(self, manifest):
         return np.asarray(manifest.column("has_mask").to_numpy(zero_copy_only=False), dtype=bool)
@@ -377,6 +382,9 @@ class SegmenterTask(Task):
         if config.model == "unet":
             return unet(in_channels=1, num_classes=1, base_channels=config.base_channels,
                         depth=config.depth)
+        if config.model == "segnet":
+            return segnet(in_channels=1, num_classes=1, base_channels=config.base_channels,
+                          depth=config.depth)
         return dsa_unetpp(num_classes=1, pretrained_encoder=config.init_weights)
 
     @staticmethod
