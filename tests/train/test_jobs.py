@@ -96,7 +96,9 @@ def one_thread(monkeypatch):
 
 
 @pytest.mark.parametrize("module", ["augengine.train.tasks", "augengine.train.loop",
-                                    "augengine.train.distributed", "augengine.train.cli"])
+                                    "augengine.train.distributed", "augengine.train.cli",
+                                    "augengine.train.superres", "augengine.train.metrics",
+                                    "augengine.train.plots"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module}: no examples found"
@@ -197,7 +199,8 @@ def test_recipe_defaults_from_the_seeds(task, expected):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"task": "detector"}, "task must be one of classifier, segmenter, quality, got 'detector'"),
+    ({"task": "detector"},
+     "task must be one of classifier, segmenter, quality, superres, got 'detector'"),
     ({"lr": -3.0}, "lr must be a finite number > 0, got -3.0"),
     ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
     ({"fractions": (0.8, 0.2, 0.0)}, "fractions must be 3 numbers"),
