@@ -13,14 +13,21 @@ grey counterpart worth learning around.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from augengine._xp import is_cupy
 from augengine.errors import ConfigError, InputError
 from augengine.models.unet import check_positive_ints
 
-__all__ = ["EDSR", "RDN", "SCALES", "ResBlock", "ResidualDenseBlock", "edsr", "edsr_small",
-           "rdn", "rdn_small", "upsampler"]
+__all__ = ["EDSR", "NETWORKS", "RDN", "SCALES", "ResBlock", "ResidualDenseBlock", "edsr",
+           "edsr_small", "file_sha256", "load_superres", "rdn", "rdn_small", "super_resolve",
+           "upsampler"]
 
 #: Upscaling factors the sub-pixel upsamplers support.
 SCALES = (2, 3, 4)
@@ -270,3 +277,109 @@ def rdn_small(scale: int = 4, channels: int = 1) -> RDN:
     178689
     """
     return RDN(scale, blocks=4, layers=4, fusion=32, growth=16, channels=channels)
+
+
+#: The networks by name (``augengine train superres --model``); each takes ``scale``, ``channels``.
+NETWORKS = {"edsr": edsr, "rdn": rdn, "edsr_small": edsr_small, "rdn_small": rdn_small}
+
+#: Networks loaded by :func:`super_resolve`, keyed ``(path, sha256, device)``: a job applies one
+#: checkpoint to many frames, and reading it each time would dominate.
+_LOADED: OrderedDict[tuple, nn.Module] = OrderedDict()
+_LOADED_MAX = 2
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes (what a job pins a checkpoint by)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_superres(path, sha256: str | None = None) -> nn.Module:
+    """The best-validation weights of an ``augengine train superres`` checkpoint, in eval mode.
+
+    Read with :func:`~augengine.models.weights.read_checkpoint` (``weights_only``: no pickled
+    code runs); the network is rebuilt from the checkpoint's ``config`` (``model``, ``scale``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A run's ``checkpoint.pt`` (keys ``task == "superres"``, ``model``, ``config``).
+    sha256 : str, optional
+        The file's expected sha256; a different file is refused.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or foreign file, or one whose sha256 differs (both are named).
+    """
+    from augengine.models.weights import read_checkpoint
+
+    path = Path(path)
+    if sha256 is not None and path.is_file() and file_sha256(path) != sha256:
+        raise InputError(f"{path}: sha256 {file_sha256(path)} differs from the job's {sha256}")
+    checkpoint = read_checkpoint(path, "super-resolution checkpoint not found")
+    config = checkpoint.get("config", {}) if isinstance(checkpoint, dict) else {}
+    if checkpoint.get("task") != "superres" or config.get("model") not in NETWORKS \
+            or "model" not in checkpoint:
+        raise InputError(f"{path}: not an augengine train superres checkpoint (needs task "
+                         f"'superres', model weights and config.model in {', '.join(NETWORKS)})")
+    network = NETWORKS[config["model"]](scale=config["scale"], channels=1)
+    network.load_state_dict(checkpoint["model"])
+    return network.eval().requires_grad_(False)
+
+
+def _network(path, sha256: str | None, device: str) -> nn.Module:
+    key = (str(Path(path).resolve()), sha256, device)
+    if key not in _LOADED:
+        _LOADED[key] = load_superres(path, sha256).to(device)
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+
+
+def super_resolve(images, checkpoint, sha256: str | None = None, batch_size: int = 16):
+    """Upscale grey 8-bit images with a trained EDSR/RDN, in batches, on their device.
+
+    ``y = round(255 clip(f(x / 255), 0, 1))`` for the network ``f`` of ``checkpoint``
+    (:func:`load_superres`, cached per process and device).
+
+    Parameters
+    ----------
+    images : ndarray or cupy.ndarray, (H, W) or (N, H, W) uint8
+        NumPy runs on the CPU, CuPy on its GPU (the actor's device).
+    checkpoint : str or Path
+    sha256 : str, optional
+        Expected sha256 of the checkpoint file.
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    array of the input's module, (s H, s W) or (N, s H, s W) uint8
+        ``s``: the checkpoint's scale.
+    """
+    single = images.ndim == 2
+    if images.ndim not in (2, 3) or images.dtype != np.uint8:
+        raise InputError(f"super_resolve expects uint8 (H, W) or (N, H, W) images, got "
+                         f"{images.dtype} {tuple(images.shape)}")
+    check_positive_ints(batch_size=batch_size)
+    on_gpu = is_cupy(images)
+    device = "cuda" if on_gpu else "cpu"
+    network = _network(checkpoint, sha256, device)
+    stack = torch.as_tensor(images[None] if single else images, device=device)
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, stack.shape[0], batch_size):
+            x = stack[start:start + batch_size, None].float() / 255
+            y = network(x)[:, 0].clamp(0, 1) * 255
+            outputs.append(torch.round(y).to(torch.uint8))
+    result = torch.cat(outputs)[0] if single else torch.cat(outputs)
+    if on_gpu:
+        import cupy
+
+        return cupy.asarray(result)
+    return result.numpy()

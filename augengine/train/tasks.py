@@ -47,7 +47,7 @@ from augengine import ops
 from augengine.errors import ConfigError
 from augengine.models import QUALITY_SCORES, classifier, dsa_unetpp, quality_regressor, unet
 from augengine.models.segnet import segnet
-from augengine.models.superres import edsr, edsr_small, rdn, rdn_small
+from augengine.models.superres import NETWORKS
 from augengine.models.weights import ARCHITECTURES
 from augengine.train.loader import StoreSource
 from augengine.train.augment import normalization_stats
@@ -533,8 +533,7 @@ class SuperResTask(Task):
     channels = 1
     monitor = ("psnr",)
     #: The networks (``--model``), built at the run's ``scale`` for one grey channel.
-    networks = MappingProxyType({"edsr": edsr, "rdn": rdn, "edsr_small": edsr_small,
-                                 "rdn_small": rdn_small})
+    networks = MappingProxyType(NETWORKS)
     #: How many test samples the report's side-by-side figure shows.
     figure_samples = 4
 

@@ -1,13 +1,20 @@
 """EDSR and RDN (seed 004): output shapes per scale, the papers' parameter counts for one grey
-channel, EDSR's residual scaling."""
+channel, EDSR's residual scaling; the batched op that applies a trained one."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from augengine.errors import ConfigError, InputError
 from augengine.models import edsr, edsr_small, rdn, rdn_small
-from augengine.models.superres import ResBlock
+from augengine.models.superres import (
+    NETWORKS,
+    ResBlock,
+    file_sha256,
+    load_superres,
+    super_resolve,
+)
 
 
 def _count(model) -> int:
@@ -58,3 +65,31 @@ def test_bad_scale_and_input_are_refused():
         edsr_small(5)
     with pytest.raises(InputError, match=r"EDSR expects .*\(N, 1, h, w\)"):
         edsr_small(2)(torch.rand(1, 3, 8, 8))
+
+
+def write_superres_checkpoint(path, model: str = "edsr_small", scale: int = 2, seed: int = 0):
+    """A checkpoint with the keys ``augengine train superres`` writes that the op reads."""
+    torch.manual_seed(seed)
+    network = NETWORKS[model](scale=scale)
+    torch.save({"task": "superres", "model": network.state_dict(),
+                "config": {"model": model, "scale": scale}}, path)
+    return path
+
+
+def test_super_resolve_is_the_same_batched_or_one_by_one(tmp_path):
+    path = write_superres_checkpoint(tmp_path / "checkpoint.pt")
+    images = np.random.default_rng(0).integers(0, 256, (5, 12, 10)).astype(np.uint8)
+    together = super_resolve(images, path, file_sha256(path), batch_size=2)
+    alone = np.stack([super_resolve(image, path) for image in images])
+    assert together.shape == (5, 24, 20) and together.dtype == np.uint8
+    assert np.array_equal(together, alone), "batching must not change an image's result"
+
+
+def test_super_resolve_refuses_another_file(tmp_path):
+    path = write_superres_checkpoint(tmp_path / "checkpoint.pt")
+    with pytest.raises(InputError, match=f"sha256 {file_sha256(path)} differs from the job's "
+                                         f"{'0' * 64}"):
+        load_superres(path, "0" * 64)
+    torch.save({"task": "segmenter", "model": {}, "config": {}}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not an augengine train superres checkpoint"):
+        load_superres(tmp_path / "other.pt")
