@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from augengine.errors import ConfigError
+from augengine.models.superres import super_resolve
 from augengine.train.cli import main
 from augengine.train.loop import TrainConfig, load_checkpoint, resolve_config
 from augengine.train.metrics import psnr, ssim
@@ -162,3 +163,5 @@ def test_tiny_run_writes_the_report_and_records_each_degradation(tiny_store, tmp
         (out / "report.md").read_text()
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     assert checkpoint["task"] == "superres" and checkpoint["config"]["scale"] == 2
+    upscaled = super_resolve(np.zeros((3, 16, 12), np.uint8), out / "checkpoint.pt")
+    assert upscaled.shape == (3, 32, 24), "the superres op must read the run's checkpoint"
