@@ -38,7 +38,8 @@ def test_full_models_have_the_papers_parameter_counts(build, scale, expected):
     count = _count(build(scale))
     assert count == expected, f"{build.__name__} x{scale}: expected {expected:,}, got {count:,}"
     paper = 43e6 if build is edsr else 22e6
-    assert abs(count - paper) / paper < 0.07, f"{build.__name__} x{scale}: {count:,} vs {paper:,.0f}"
+    assert abs(count - paper) / paper < 0.07, \
+        f"{build.__name__} x{scale}: {count:,} is not within 7 % of the paper's {paper:,.0f}"
 
 
 def test_seed_defaults():
