@@ -94,3 +94,13 @@ def test_super_resolve_refuses_another_file(tmp_path):
     torch.save({"task": "segmenter", "model": {}, "config": {}}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not an augengine train superres checkpoint"):
         load_superres(tmp_path / "other.pt")
+
+
+def test_a_job_must_pin_the_checkpoint_by_its_sha256():
+    from augengine.pipeline import validate_op_params
+
+    with pytest.raises(ValueError, match="op 'superres': sha256: String should match pattern"):
+        validate_op_params("superres", {"checkpoint": "run/checkpoint.pt", "sha256": "abc"})
+    with pytest.raises(ValueError, match="op 'superres': sha256: Field required"):
+        validate_op_params("superres", {"checkpoint": "run/checkpoint.pt"})
+    validate_op_params("superres", {"checkpoint": "run/checkpoint.pt", "sha256": "0" * 64})
