@@ -124,6 +124,24 @@ class JpegParams(_Params):
     quality: int = Field(ge=1, le=95)
 
 
+class SuperResParams(_Params):
+    #: An ``augengine train superres`` checkpoint, pinned by the sha256 of its bytes, which the
+    #: manifest then records (the NST op records its checkpoint's the same way).
+    checkpoint: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    batch_size: int = Field(default=16, ge=1, le=4096)
+
+
+def _apply_superres(frame: Frame, params: SuperResParams, output_size) -> Frame:
+    from augengine.models.superres import super_resolve
+
+    data = super_resolve(frame.data, params.checkpoint, params.sha256, params.batch_size)
+    factor = data.shape[0] // frame.data.shape[0]
+    mask = None if frame.mask is None else ops.resize(frame.mask, data.shape, order=0)
+    spacing = None if frame.spacing_mm is None else tuple(s / factor for s in frame.spacing_mm)
+    return replace(frame, data=data, mask=mask, spacing_mm=spacing)
+
+
 class _SradOptions(_Params):
     time_step: float = Field(default=0.5, gt=0, le=1)
     #: Fixed speckle scale; None re-estimates q0 from the whole image each iteration.
@@ -304,6 +322,7 @@ OPS: dict[str, OpSpec] = {
     "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
     "srad": OpSpec(SradParams, _apply_srad),
     "srad_series": OpSpec(SradSeriesParams, _apply_srad_series),
+    "superres": OpSpec(SuperResParams, _apply_superres),
 }
 
 

@@ -1,5 +1,6 @@
 """ResNet-18/50 with torchvision's ``state_dict`` layout, local weight loading, feature extraction
-for NST and a small classifier trainer.
+for NST and a small classifier trainer; the segmenters (U-Net, DSA-U++) and the super-resolution
+networks (EDSR, RDN).
 
 Grey ultrasound enters these ImageNet-layout networks as three identical channels normalised with
 the ImageNet statistics (:func:`imagenet_normalize`).
@@ -21,6 +22,7 @@ from augengine.models.heads import (
     split_birads_logits,
 )
 from augengine.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
+from augengine.models.superres import EDSR, RDN, edsr, edsr_small, rdn, rdn_small
 from augengine.models.unet import UNet, unet
 from augengine.models.weights import (
     ARCHITECTURES,
@@ -41,17 +43,23 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "DSAUNetPP",
+    "EDSR",
     "FeatureExtractor",
     "FitResult",
+    "RDN",
     "ResNet",
     "UNet",
     "classifier",
     "dsa_unetpp",
+    "edsr",
+    "edsr_small",
     "feature_extractor",
     "fit_classifier",
     "imagenet_normalize",
     "load_weights",
     "quality_regressor",
+    "rdn",
+    "rdn_small",
     "resnet18",
     "resnet50",
     "split_birads_logits",

@@ -1,4 +1,5 @@
-"""``augengine train classifier|segmenter|quality``: the training jobs from the command line.
+"""``augengine train classifier|segmenter|quality|superres``: the training jobs from the command
+line.
 
     augengine train classifier --data out/dataset.zarr --out runs/cls --epochs 20 \\
         --processes 2 --backend horovod
@@ -27,8 +28,10 @@ __all__ = ["add_train_parser", "build_parser", "config_argv", "config_from_args"
 
 _TASK_HELP = {
     "classifier": "benign/malignant lesion classifier (seed 002: ResNet-50, SGD, early stopping)",
-    "segmenter": "lesion segmentation (U-Net, seed 004; DSA-U++, seed 000), Dice + BCE loss",
+    "segmenter": "lesion segmentation (U-Net, SegNet, seed 004; DSA-U++, seed 000), Dice + BCE "
+                 "loss",
     "quality": "image-quality score regressor (seed 003: ResNet-18, JPEG/blur pseudo-labels)",
+    "superres": "super-resolution (seed 004: EDSR or RDN, L1 loss), PSNR/SSIM vs bicubic",
 }
 
 
@@ -39,7 +42,7 @@ class _Option:
     flag: str
     kind: str  # "value", "bool" (--x / --no-x), "switch" (store_true), "list" (repeated k=v)
     kwargs: dict = field(default_factory=dict)
-    tasks: tuple[str, ...] = ("classifier", "segmenter", "quality")
+    tasks: tuple[str, ...] = ("classifier", "segmenter", "quality", "superres")
 
     @property
     def dest(self) -> str:
@@ -64,7 +67,8 @@ _OPTIONS = (
     _Option("--arch", "value", {"choices": ("resnet50", "resnet18"),
                                 "help": "backbone (classifier resnet50, quality resnet18)"},
             ("classifier", "quality")),
-    _Option("--model", "value", {"choices": ("unet", "dsa_unetpp"), "help": "default unet"},
+    _Option("--model", "value", {"choices": ("unet", "dsa_unetpp", "segnet"),
+                                 "help": "default unet"},
             ("segmenter",)),
     _Option("--image-size", "value", {"type": int, "help": "network input side, pixels "
                                                            "(default 224)"}),
@@ -77,10 +81,26 @@ _OPTIONS = (
     _Option("--lr-schedule", "bool", {"help": "ReduceLROnPlateau on the val loss"}),
     _Option("--lr-factor", "value", {"type": float, "default": 0.1}),
     _Option("--lr-patience", "value", {"type": int, "default": 3}),
+    _Option("--model", "value", {"choices": ("edsr", "rdn", "edsr_small", "rdn_small"),
+                                 "help": "default edsr (seed 004); *_small are CPU-sized"},
+            ("superres",)),
+    _Option("--scale", "value", {"type": int, "choices": (2, 3, 4), "default": 3,
+                                 "help": "upscaling factor (default 3, seed 004's EDSR)"},
+            ("superres",)),
+    _Option("--max-blur-sigma", "value", {"type": float, "default": 0.0,
+                                          "help": "largest Gaussian blur drawn per sample, "
+                                                  "high-resolution pixels (default 0: none)"},
+            ("superres",)),
+    _Option("--max-noise-std", "value", {"type": float, "default": 0.0,
+                                         "help": "largest noise std drawn per sample, grey "
+                                                 "levels (default 0: none)"},
+            ("superres",)),
     _Option("--dropout", "value", {"type": float, "default": 0.5}, ("classifier",)),
-    _Option("--base-channels", "value", {"type": int, "default": 64, "help": "U-Net width"},
+    _Option("--base-channels", "value", {"type": int, "default": 64,
+                                          "help": "U-Net/SegNet width"},
             ("segmenter",)),
-    _Option("--depth", "value", {"type": int, "default": 4, "help": "U-Net poolings"},
+    _Option("--depth", "value", {"type": int, "default": 4,
+                                  "help": "U-Net/SegNet poolings"},
             ("segmenter",)),
     _Option("--jpeg-quality", "value", {"type": int, "default": 20,
                                         "help": "JPEG quality of the score-60 version"},
@@ -215,7 +235,8 @@ def config_argv(args: argparse.Namespace) -> list[str]:
 def _summary(result) -> str:
     shown = {key: value for key, value in result.metrics.items()
              if isinstance(value, float) and key in ("accuracy", "auc", "f1", "dice", "iou",
-                                                     "mse", "lcc")}
+                                                     "mse", "lcc", "psnr", "ssim",
+                                                     "psnr_bicubic", "ssim_bicubic")}
     text = ", ".join(f"{key} {value:.4f}" for key, value in shown.items())
     return (f"{result.run_dir}: {result.epochs_run} epoch(s) run after {result.start_epoch} on "
             f"{result.size} rank(s); best epoch {result.best_epoch}; test {text}")

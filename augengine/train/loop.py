@@ -1,4 +1,4 @@
-"""The training loop shared by the classifier, segmenter and quality jobs.
+"""The training loop shared by the classifier, segmenter, quality and super-resolution jobs.
 
 :func:`train` runs one job (a :class:`~augengine.train.tasks.Task`) on one store, on one process
 or as one rank of several (:mod:`augengine.train.distributed`):
@@ -93,7 +93,7 @@ class TrainConfig:
 
     Parameters
     ----------
-    task : {"classifier", "segmenter", "quality"}
+    task : {"classifier", "segmenter", "quality", "superres"}
     data : str
         The store to train on.
     out : str
@@ -116,14 +116,17 @@ class TrainConfig:
         Side of the square network input, pixels.
     arch : {"resnet50", "resnet18"}, optional
         Backbone of the classifier and the quality regressor.
-    model : {"unet", "dsa_unetpp"}, optional
-        The segmenter.
+    model : {"unet", "dsa_unetpp", "segnet"} or {"edsr", "rdn", "edsr_small", "rdn_small"}
+        The segmenter, or the super-resolution network.
     dropout : float
         Classifier dropout after global average pooling.
     base_channels, depth : int
-        U-Net width and depth.
+        U-Net or SegNet width and depth.
     jpeg_quality, blur_sigma
         Quality pseudo-labels (:func:`augengine.train.tasks.degrade`).
+    scale, max_blur_sigma, max_noise_std
+        Super-resolution factor, and the largest Gaussian blur (high-resolution pixels) and
+        noise (grey levels) drawn per sample (:func:`augengine.train.superres.draw_degradation`).
     init_weights : str, optional
         Local checkpoint for the backbone/encoder (nothing is downloaded).
     fractions : (float, float, float)
@@ -173,6 +176,9 @@ class TrainConfig:
     dropout: float = 0.5
     base_channels: int = 64
     depth: int = 4
+    scale: int = 3
+    max_blur_sigma: float = 0.0
+    max_noise_std: float = 0.0
     jpeg_quality: int = 20
     blur_sigma: float = 3.0
     init_weights: str | None = None
@@ -499,7 +505,7 @@ def train(config: TrainConfig, backend: str | None = None) -> TrainResult:
     0.81
     """
     config = resolve_config(config)
-    task = TASKS[config.task]
+    task = TASKS[config.task].configured(config)
     device_type = _device(config)
     dist = init_distributed(backend, device_type)
     try:
@@ -609,8 +615,11 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
     if dist.rank == 0:
         from augengine.train.report import write_report  # matplotlib: only rank 0 needs it
 
+        loaders = _eval_loaders(config, task, view, indices["test"], dist, device, threads) \
+            if task.figure_samples else []
         write_report(run_dir, metrics, state["history"], summary, roc=roc,
-                     class_names=getattr(task, "class_names", ("benign", "malignant")))
+                     class_names=getattr(task, "class_names", ("benign", "malignant")),
+                     sections=task.figures(run_dir, model, loaders, device))
     return TrainResult(run_dir, metrics, state["history"], predictions, start_epoch,
                        state["epoch"] - start_epoch, state["stopped"], state["best_epoch"],
                        dist.rank, dist.size, final_sha)

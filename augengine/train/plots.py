@@ -1,4 +1,5 @@
-"""Report figures as PNG files: ROC curve, confusion matrix, learning curves.
+"""Report figures as PNG files: ROC curve, confusion matrix, learning curves, images side by
+side.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects and saved with the Agg renderer,
 never through ``pyplot``: no screen is needed, no global backend is switched, and a training
@@ -174,5 +175,55 @@ def plot_curves(path, history: Mapping[str, Sequence[float]]) -> Path:
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_image_rows(path, rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str],
+                    row_titles: Sequence[str] = ()) -> Path:
+    """Draw grey images side by side: one row per sample, one column per version.
+
+    Each image fills its cell whatever its size, so a low-resolution input shows its pixels
+    (nearest-neighbour display) beside the full-size versions; grey levels are shown on a fixed
+    [0, 1] scale, so brightness compares across cells.
+
+    Parameters
+    ----------
+    path : str or Path
+        PNG file to write.
+    rows : sequence of sequence of ndarray (h, w) float
+        ``rows[i][j]``: sample ``i``, version ``j``, intensities in [0, 1].
+    column_titles : sequence of str
+        One per version (e.g. "low resolution", "bicubic", "edsr", "ground truth").
+    row_titles : sequence of str, optional
+        One per sample, written left of the row.
+
+    Returns
+    -------
+    Path
+        ``path``; 2 inches (240 pixels) per cell.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> rows = [[np.zeros((4, 4)), np.ones((8, 8))]]
+    >>> plot_image_rows(os.path.join(tempfile.mkdtemp(), "x.png"), rows, ("low", "high")).name
+    'x.png'
+    """
+    if not rows or any(len(row) != len(column_titles) for row in rows):
+        raise InputError(f"rows must be non-empty, each with {len(column_titles)} images (one per "
+                         "column title)")
+    figure = Figure(figsize=(2.0 * len(column_titles), 2.0 * len(rows)))
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            axes = figure.add_subplot(len(rows), len(column_titles), i * len(column_titles) + j + 1)
+            axes.imshow(np.asarray(image), cmap="gray", vmin=0.0, vmax=1.0,
+                        interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if i == 0:
+                axes.set_title(column_titles[j], fontsize=9)
+            if j == 0 and i < len(row_titles):
+                axes.set_ylabel(row_titles[i], fontsize=8)
     figure.tight_layout()
     return _save(figure, path)

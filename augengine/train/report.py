@@ -58,7 +58,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 
 def write_report(run_dir, metrics: Mapping, history: Mapping | None,
                  splits_summary: Mapping | None, *, roc=None,
-                 class_names: Sequence[str] = ("benign", "malignant")) -> Path:
+                 class_names: Sequence[str] = ("benign", "malignant"),
+                 sections: Sequence[str] = ()) -> Path:
     """Write ``metrics.json``, the figures and ``report.md`` (which embeds them) into ``run_dir``.
 
     Files written (figures only when their data is given):
@@ -86,6 +87,8 @@ def write_report(run_dir, metrics: Mapping, history: Mapping | None,
         From :func:`augengine.train.metrics.roc_curve`.
     class_names : sequence of str
         Row/column names of the confusion matrix.
+    sections : sequence of str
+        Markdown lines appended to ``report.md`` (a task's own figures, already written).
 
     Returns
     -------
@@ -141,6 +144,8 @@ def write_report(run_dir, metrics: Mapping, history: Mapping | None,
         last = [(key, values[-1]) for key, values in document["history"].items() if values]
         lines += ["", "## Learning curves", "", "![Learning curves](curves.png)", ""]
         lines += _table(("final epoch", "value"), last)
+    if sections:
+        lines += ["", *sections]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report

@@ -11,9 +11,11 @@ task           network and loss                             optimiser, schedule
 classifier     ResNet-50, GAP, dropout 0.5, 2-way softmax,  SGD lr 1e-4 momentum 0.9,
                cross-entropy (seed 002)                     ReduceLROnPlateau, early stop after
                                                             7 epochs, batch 32, <= 20 epochs
-segmenter      U-Net (seed 004) or DSA-U++ (seed 000),      Adadelta lr 1e-3, batch 4, 40
-               Dice + binary cross-entropy                  epochs (seed 004)
+segmenter      U-Net or SegNet (seed 004) or DSA-U++        Adadelta lr 1e-3, batch 4, 40
+               (seed 000), Dice + binary cross-entropy      epochs (seed 004)
 quality        ResNet-18 regressing a score; MSE (seed 003) Adam lr 1e-3, batch 16, 10 epochs
+superres       EDSR (32 blocks, 256 filters, scaling 0.1)   Adam lr 1e-4, batch 16 (Lim et
+               or RDN (16 x 8, fusion 64), L1 (seed 004)    al.), 20 epochs (seed 004), x3
 =============  ===========================================  ==================================
 
 The loader's random geometry (flips, rot90, a small affine; :mod:`augengine.train.augment`) is
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -43,12 +46,25 @@ from torch import nn
 from augengine import ops
 from augengine.errors import ConfigError
 from augengine.models import QUALITY_SCORES, classifier, dsa_unetpp, quality_regressor, unet
+from augengine.models.segnet import segnet
+from augengine.models.superres import NETWORKS
 from augengine.models.weights import ARCHITECTURES
 from augengine.train.loader import StoreSource
-from augengine.train.metrics import classification_metrics, dice, iou, mse, pearson_lcc, roc_curve
+from augengine.train.augment import normalization_stats
+from augengine.train.metrics import (
+    classification_metrics,
+    dice,
+    iou,
+    mse,
+    pearson_lcc,
+    psnr,
+    roc_curve,
+    ssim,
+)
+from augengine.train.superres import bicubic_upscale, draw_degradation, low_resolution
 
 __all__ = ["QUALITY_KINDS", "TASKS", "ClassifierTask", "PseudoLabelSource", "QualityTask",
-           "SegmenterTask", "Task", "TrainingSource", "degrade", "dice_bce_loss",
+           "SegmenterTask", "SuperResTask", "Task", "TrainingSource", "degrade", "dice_bce_loss",
            "pseudo_label_kind"]
 
 #: The quality versions of an image, in label order: label ``k`` scores
@@ -57,7 +73,9 @@ QUALITY_KINDS = ("original", "jpeg", "blur")
 
 # Mixed into the pseudo-label draw so it never coincides with the augmentation's generator.
 _KIND_STREAM = zlib.crc32(b"augengine.train.tasks.pseudo_label_kind")
-_SEGMENTERS = ("unet", "dsa_unetpp")
+_SEGMENTERS = ("unet", "dsa_unetpp", "segnet")
+# Networks whose total stride is 2**depth (--depth sets it).
+_DEPTH_STRIDED = ("unet", "segnet")
 # DSA-U++'s ResNet-50 encoder has total stride 32.
 _DSA_STRIDE = 32
 
@@ -242,6 +260,8 @@ class Task:
     monitor : tuple of str
         Per-sample values (beside ``loss``) that :meth:`train_step` sums and :meth:`summarize`
         reports, kept per epoch as ``train_<name>`` / ``val_<name>``.
+    figure_samples : int
+        Test samples :meth:`figures` shows (0: the task has no figures of its own).
     """
 
     name = ""
@@ -249,9 +269,15 @@ class Task:
     with_masks = False
     channels = 3
     monitor: tuple[str, ...] = ()
+    figure_samples = 0
 
     def check(self, config) -> None:
         """Raise :class:`ConfigError` for settings this task cannot use."""
+
+    def configured(self, config) -> Task:
+        """This task for one run's resolved ``config`` (a task whose steps need settings, such
+        as the super-resolution scale, returns a copy holding it)."""
+        return self
 
     def usable_rows(self, manifest) -> np.ndarray:
         """Boolean mask of the manifest rows this task can train and evaluate on."""
@@ -286,6 +312,11 @@ class Task:
     def test_metrics(self, predictions: Mapping[str, np.ndarray]) -> tuple[dict, object]:
         """``(metrics, roc)`` for the report; ``roc`` is ``(fpr, tpr, thresholds)`` or None."""
         raise NotImplementedError
+
+    def figures(self, run_dir, model, loaders, device) -> list[str]:
+        """Draw the task's own figures into ``run_dir`` from rank 0's test ``loaders`` (a list,
+        built only when :attr:`figure_samples`); return the report's markdown lines for them."""
+        return []
 
 
 class ClassifierTask(Task):
@@ -342,7 +373,8 @@ class ClassifierTask(Task):
 
 
 class SegmenterTask(Task):
-    """Lesion masks: U-Net (seed 004) or DSA-U++ (seed 000), trained with :func:`dice_bce_loss`.
+    """Lesion masks: U-Net or SegNet (seed 004) or DSA-U++ (seed 000), trained with
+    :func:`dice_bce_loss`.
 
     Uses the rows with a mask (``has_mask``); grey one-channel input. Predicted masks are
     ``sigmoid(logits) >= 0.5``; metrics are the mean per-sample Dice and IoU on the test split.
@@ -361,14 +393,15 @@ class SegmenterTask(Task):
         if config.model not in _SEGMENTERS:
             raise ConfigError(f"--model must be one of {', '.join(_SEGMENTERS)}, "
                               f"got {config.model!r}")
-        stride = 2**config.depth if config.model == "unet" else _DSA_STRIDE
+        strided = config.model in _DEPTH_STRIDED
+        stride = 2**config.depth if strided else _DSA_STRIDE
         if config.image_size % stride:
             raise ConfigError(f"--image-size must be a multiple of {stride} for {config.model}"
-                              f"{f' with depth {config.depth}' if config.model == 'unet' else ''}"
+                              f"{f' with depth {config.depth}' if strided else ''}"
                               f", got {config.image_size}")
-        if config.model == "unet" and config.init_weights is not None:
-            raise ConfigError("--init-weights needs --model dsa_unetpp (a ResNet-50 encoder); "
-                              "the U-Net has no pretrained encoder")
+        if strided and config.init_weights is not None:
+            raise ConfigError(f"--init-weights needs --model dsa_unetpp (a ResNet-50 encoder); "
+                              f"the {config.model} has no pretrained encoder")
 
     def usable_rows(self, manifest):
         return np.asarray(manifest.column("has_mask").to_numpy(zero_copy_only=False), dtype=bool)
@@ -377,6 +410,9 @@ class SegmenterTask(Task):
         if config.model == "unet":
             return unet(in_channels=1, num_classes=1, base_channels=config.base_channels,
                         depth=config.depth)
+        if config.model == "segnet":
+            return segnet(in_channels=1, num_classes=1, base_channels=config.base_channels,
+                          depth=config.depth)
         return dsa_unetpp(num_classes=1, pretrained_encoder=config.init_weights)
 
     @staticmethod
@@ -476,9 +512,126 @@ class QualityTask(Task):
                 "lcc": pearson_lcc(target, score), "mean_predicted_score": mean_score}, None
 
 
+class SuperResTask(Task):
+    """Single-image super-resolution (seed 004): EDSR or RDN trained with the L1 loss on
+    low/high-resolution pairs made on the fly (:mod:`augengine.train.superres`).
+
+    Every row is usable. The loader serves the high-resolution image (``image_size``, grey); each
+    sample's low-resolution partner is degraded from it by ``scale`` with the blur and noise of
+    :func:`~augengine.train.superres.draw_degradation`, keyed by the store row (the same in every
+    epoch). Networks work on intensities in [0, 1]. Test metrics: mean PSNR and SSIM (data range
+    1, estimates clipped to [0, 1]) of the network and of the bicubic baseline on the same pairs,
+    and each test sample's drawn degradation. Augmentation is off by default: the loader's affine
+    warp resamples, and so blurs, the ground truth.
+    """
+
+    name = "superres"
+    defaults = MappingProxyType({
+        "model": "edsr", "epochs": 20, "batch_size": 16, "optimizer": "adam", "lr": 1e-4,
+        "momentum": 0.0, "patience": 0, "lr_schedule": False, "image_size": 96,
+        "augment": False})
+    channels = 1
+    monitor = ("psnr",)
+    #: The networks (``--model``), built at the run's ``scale`` for one grey channel.
+    networks = MappingProxyType(NETWORKS)
+    #: How many test samples the report's side-by-side figure shows.
+    figure_samples = 4
+
+    def __init__(self, config=None):
+        self.config = config
+
+    def configured(self, config):
+        return SuperResTask(config)
+
+    def check(self, config):
+        if config.model not in self.networks:
+            raise ConfigError(f"--model must be one of {', '.join(self.networks)}, "
+                              f"got {config.model!r}")
+        if config.scale not in (2, 3, 4):
+            raise ConfigError(f"--scale must be 2, 3 or 4, got {config.scale!r}")
+        if config.image_size % config.scale:
+            raise ConfigError(f"--image-size must be a multiple of the scale {config.scale}, "
+                              f"got {config.image_size}")
+        draw_degradation(0, 0, config.max_blur_sigma, config.max_noise_std)  # checks both
+
+    def build_model(self, config):
+        return self.networks[config.model](scale=config.scale, channels=1)
+
+    @staticmethod
+    def pairs(batch, config) -> tuple[np.ndarray, np.ndarray, list]:
+        """``(low (B, h, w), high (B, H, W), degradations)``, float32 in [0, 1], on the host."""
+        (mean,), (std,) = normalization_stats(1)
+        high = np.clip(_numpy(batch["images"][:, 0]).astype(np.float32) * std + mean, 0, 1)
+        drawn = [draw_degradation(config.seed, int(row), config.max_blur_sigma,
+                                  config.max_noise_std) for row in _numpy(batch["indices"])]
+        low = np.stack([low_resolution(image, config.scale, degradation)
+                        for image, degradation in zip(high, drawn, strict=True)])
+        return low, high, drawn
+
+    def _run(self, model, batch, device):
+        low, high, drawn = self.pairs(batch, self.config)
+        estimate = model(torch.from_numpy(low[:, None]).to(device))
+        target = torch.from_numpy(high[:, None]).to(device)
+        losses = (estimate.float() - target).abs().flatten(1).mean(1)
+        return losses, estimate, low, high, drawn
+
+    def train_step(self, model, batch, device):
+        losses, estimate, _, high, _ = self._run(model, batch, device)
+        values = psnr(high, np.clip(_numpy(estimate[:, 0]), 0, 1))[0]
+        return losses.mean(), {"loss": losses.sum().item(), "psnr": float(values.sum())}
+
+    def predict(self, model, batch, device):
+        losses, estimate, low, high, drawn = self._run(model, batch, device)
+        estimate = np.clip(_numpy(estimate[:, 0].float()), 0, 1)
+        bicubic = np.stack([bicubic_upscale(image, self.config.scale) for image in low])
+        return {"index": _numpy(batch["indices"]), "loss": _numpy(losses),
+                "psnr": psnr(high, estimate)[0], "ssim": ssim(high, estimate)[0],
+                "psnr_bicubic": psnr(high, bicubic)[0], "ssim_bicubic": ssim(high, bicubic)[0],
+                "blur_sigma": np.array([d.blur_sigma for d in drawn]),
+                "noise_std": np.array([d.noise_std for d in drawn]),
+                "noise_seed": np.array([d.noise_seed for d in drawn], dtype=np.uint64)}
+
+    def summarize(self, predictions):
+        return {"psnr": float(np.mean(predictions["psnr"]))}
+
+    def test_metrics(self, predictions):
+        means = {name: float(np.mean(predictions[name]))
+                 for name in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")}
+        return {"n_samples": int(predictions["index"].size), "data_range": 1.0, **means,
+                "psnr_gain_db": means["psnr"] - means["psnr_bicubic"],
+                "ssim_gain": means["ssim"] - means["ssim_bicubic"],
+                "per_sample": {name: predictions[name].tolist() for name in (
+                    "index", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "blur_sigma",
+                    "noise_std", "noise_seed")}}, None
+
+    def figures(self, run_dir, model, loaders, device) -> list[str]:
+        """Draw ``superres.png`` (low-res, bicubic, model, ground truth) for the first test
+        samples of ``loaders``; return the report's section on it."""
+        from augengine.train.plots import plot_image_rows
+
+        batch = next(iter(loaders[0]), None) if loaders else None
+        if batch is None:
+            return []
+        model.eval()
+        with torch.no_grad():
+            _, estimate, low, high, _ = self._run(model, batch, device)
+        config = self.config
+        shown = slice(0, self.figure_samples)
+        rows = [[lr, bicubic_upscale(lr, config.scale), np.clip(sr, 0, 1), hr]
+                for lr, sr, hr in zip(low[shown], _numpy(estimate[:, 0].float())[shown],
+                                      high[shown], strict=True)]
+        names = [f"row {int(row)}" for row in _numpy(batch["indices"])[shown]]
+        plot_image_rows(Path(run_dir) / "superres.png", rows,
+                        ("low resolution", "bicubic", config.model, "ground truth"), names)
+        return ["## Super-resolution examples (test split)", "",
+                f"x{config.scale}; PSNR/SSIM per sample are in metrics.json.", "",
+                "![low resolution, bicubic, network, ground truth](superres.png)"]
+
+
 #: The jobs by name (``augengine train <name>``).
 TASKS: Mapping[str, Task] = MappingProxyType(
-    {task.name: task for task in (ClassifierTask(), SegmenterTask(), QualityTask())})
+    {task.name: task for task in (ClassifierTask(), SegmenterTask(), QualityTask(),
+                                  SuperResTask())})
 
 
 def rows_where(manifest, where: Sequence[tuple[str, object]]) -> np.ndarray:

@@ -8,7 +8,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["augengine.models.resnet", "augengine.models.features",
-                                    "augengine.models.weights"])
+                                    "augengine.models.weights",
+                                    "augengine.models.superres", "augengine.models.segnet"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module}: no examples found"

@@ -96,7 +96,9 @@ def one_thread(monkeypatch):
 
 
 @pytest.mark.parametrize("module", ["augengine.train.tasks", "augengine.train.loop",
-                                    "augengine.train.distributed", "augengine.train.cli"])
+                                    "augengine.train.distributed", "augengine.train.cli",
+                                    "augengine.train.superres", "augengine.train.metrics",
+                                    "augengine.train.plots"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module}: no examples found"
@@ -197,7 +199,8 @@ def test_recipe_defaults_from_the_seeds(task, expected):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"task": "detector"}, "task must be one of classifier, segmenter, quality, got 'detector'"),
+    ({"task": "detector"},
+     "task must be one of classifier, segmenter, quality, superres, got 'detector'"),
     ({"lr": -3.0}, "lr must be a finite number > 0, got -3.0"),
     ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
     ({"fractions": (0.8, 0.2, 0.0)}, "fractions must be 3 numbers"),
@@ -206,6 +209,10 @@ def test_recipe_defaults_from_the_seeds(task, expected):
     ({"task": "segmenter", "image_size": 40}, "multiple of 16 for unet with depth 4, got 40"),
     ({"task": "segmenter", "model": "dsa_unetpp", "image_size": 48}, "multiple of 32"),
     ({"task": "segmenter", "init_weights": "x.pth"}, "--init-weights needs --model dsa_unetpp"),
+    ({"task": "segmenter", "model": "segnet", "depth": 3, "image_size": 36},
+     "multiple of 8 for segnet with depth 3, got 36"),
+    ({"task": "segmenter", "model": "segnet", "init_weights": "x.pth"},
+     "the segnet has no pretrained encoder"),
     ({"task": "quality", "jpeg_quality": 99}, "--jpeg-quality must be an integer in 1..95"),
     ({"arch": "vgg19"}, "--arch must be one of resnet18, resnet50, got 'vgg19'"),
 ])
@@ -268,6 +275,20 @@ def test_segmenter_smoke_run_writes_its_metrics(tiny_store, tmp_path):
     splits = json.loads((out / "splits.json").read_text())
     assert [len(splits[name]) for name in ("train", "val", "test")] == [12, 2, 2], \
         f"16 lesions split 70/15/15 by label: expected 12/2/2, got {splits}"
+
+
+def test_segnet_trains_as_the_segmenter(tiny_store, tmp_path):
+    out = tmp_path / "segnet"
+    code = main(["segmenter", "--data", str(tiny_store), "--out", str(out), "--model", "segnet",
+                 "--image-size", "32", "--base-channels", "4", "--depth", "2", "--epochs", "1",
+                 "--optimizer", "adam", "--loader", "torch"])
+    assert code == 0, "segnet run failed"
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["n_samples"] == 2 and 0 <= metrics["iou"] <= metrics["dice"] <= 1, \
+        f"expected 2 test images and 0 <= IoU <= Dice <= 1, got {metrics}"
+    weights = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert weights["head.weight"].shape == (1, 4, 1, 1) and "decoder.1.1.0.weight" in weights, \
+        "the checkpoint must hold the SegNet (1x1 head on 4 channels, conv-BN-ReLU units)"
 
 
 @pytest.mark.slow
