@@ -9,8 +9,9 @@ LRP, style transfer) and ``train`` (DALI + Horovod training jobs). Nothing heavy
 __version__ = "0.1.0"
 
 #: Public names loaded on first use, so ``import augengine`` stays light (no zarr, no torch).
-_LAZY = {"open_store": "augengine.store", "StoreView": "augengine.store"}
-__all__ = ["StoreView", "open_store"]
+_LAZY = {"open_store": "augengine.store", "StoreView": "augengine.store",
+         "StoreDataset": "augengine.train.dataset"}
+__all__ = ["StoreDataset", "StoreView", "open_store"]
 
 
 def __getattr__(name):
