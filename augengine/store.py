@@ -603,7 +603,10 @@ def _read_table(file: Path, what: str, missing: str | None = None) -> pa.Table |
 
 
 def open_store(path: str | Path) -> StoreView:
-    """Open a store for reading; a clear error if it is not one."""
+    """Open a store for reading (``augengine.open_store``); a clear error if it is not one.
+
+    Stores written before the arrays had dimension names open the same way.
+    """
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise InputError(f"{path}: not an augengine store (no zarr.json)")
