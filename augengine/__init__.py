@@ -7,3 +7,16 @@ LRP, style transfer) and ``train`` (DALI + Horovod training jobs). Nothing heavy
 """
 
 __version__ = "0.1.0"
+
+#: Public names loaded on first use, so ``import augengine`` stays light (no zarr, no torch).
+_LAZY = {"open_store": "augengine.store", "StoreView": "augengine.store",
+         "StoreDataset": "augengine.train.dataset"}
+__all__ = ["StoreDataset", "StoreView", "open_store"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'augengine' has no attribute {name!r}")

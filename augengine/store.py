@@ -35,7 +35,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from augengine.errors import ConfigError, InputError, one_line
+from augengine.manifest import rows_where
 
 #: 2: masks checksummed (``mask_sha256``), inputs recorded (``inputs.parquet``, ``inputs_digest``),
 #: unreadable sources in the quarantine.
@@ -91,9 +93,15 @@ def image_sha256(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
+#: Named axes of each array, so xarray (``xarray.open_zarr``) can open the store: it needs
+#: ``dimension_names`` on every array. Stores made before they were set still open here.
+DIMENSIONS = {"images": ("sample", "y", "x"), "masks": ("sample", "y", "x"), "labels": ("sample",)}
+
+
 def _create_array(group, name, shape, chunks, shards, dtype, fill):
     return group.create_array(name, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
-                              compressors=ZstdCodec(level=3), fill_value=fill)
+                              compressors=ZstdCodec(level=3), fill_value=fill,
+                              dimension_names=DIMENSIONS[name])
 
 
 def _is_store(path: Path) -> bool:
@@ -531,15 +539,54 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoreView:
-    """A read-only view of a finished store: arrays, attributes, manifest and quarantine."""
+    """A read-only view of a finished store: arrays, attributes, manifest and quarantine.
+
+    ``images``, ``masks`` (None when the store has none) and ``labels`` are the Zarr arrays, all
+    store rows (quarantined slots included); ``manifest`` is a pyarrow Table of the written rows,
+    whose ``index`` column addresses the arrays. :meth:`where` narrows the manifest.
+
+    Examples
+    --------
+    >>> view = open_store("out/dataset.zarr")                               # doctest: +SKIP
+    >>> at_40 = view.where({"bmode.dynamic_range_db": 40})                  # doctest: +SKIP
+    >>> at_40.images[at_40.indices[0]].shape                                # doctest: +SKIP
+    (224, 224)
+    """
 
     path: Path
     group: zarr.Group
     attrs: dict
     manifest: pa.Table
     quarantine: pa.Table
+
+    @property
+    def images(self) -> zarr.Array:
+        return self.group["images"]
+
+    @property
+    def masks(self) -> zarr.Array | None:
+        return self.group["masks"] if "masks" in self.group else None
+
+    @property
+    def labels(self) -> zarr.Array:
+        return self.group["labels"]
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The array rows of the manifest's samples, in manifest order (int64)."""
+        return np.asarray(self.manifest.column("index").to_numpy(), dtype=np.int64)
+
+    def where(self, conditions) -> StoreView:
+        """This view with only the manifest rows whose op chain meets every condition.
+
+        ``conditions``: a mapping or pairs ``{"op.param": value}``, as the training jobs'
+        ``--train-where`` (:func:`augengine.manifest.rows_where`): ``{"bmode.dynamic_range_db":
+        40, "flip.axis": "horizontal"}`` keeps the rows made with both. The arrays are unchanged.
+        """
+        pairs = list(conditions.items()) if isinstance(conditions, Mapping) else list(conditions)
+        return replace(self, manifest=self.manifest.filter(rows_where(self.manifest, pairs)))
 
 
 def _read_table(file: Path, what: str, missing: str | None = None) -> pa.Table | None:
@@ -556,7 +603,10 @@ def _read_table(file: Path, what: str, missing: str | None = None) -> pa.Table |
 
 
 def open_store(path: str | Path) -> StoreView:
-    """Open a store for reading; a clear error if it is not one."""
+    """Open a store for reading (``augengine.open_store``); a clear error if it is not one.
+
+    Stores written before the arrays had dimension names open the same way.
+    """
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise InputError(f"{path}: not an augengine store (no zarr.json)")

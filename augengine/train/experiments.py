@@ -255,7 +255,7 @@ def dynamic_range_experiment(out: str | Path, n_benign: int = 24, n_malignant: i
     settings = _settings(settings)
     store = _build_store(out, dynamic_range_job, n_benign, n_malignant, settings["image_size"],
                          seed)
-    from augengine.train.tasks import rows_where
+    from augengine.manifest import rows_where
 
     source_of, manifest = _lesions(store)
     index = manifest.column("index").to_numpy()

@@ -66,7 +66,8 @@ from augengine.train.splits import (
     split_by_source,
     summarize_splits,
 )
-from augengine.train.tasks import TASKS, Task, rows_where
+from augengine.manifest import rows_where
+from augengine.train.tasks import TASKS, Task
 
 __all__ = ["CHECKPOINT", "OPTIMIZERS", "TrainConfig", "TrainResult", "load_checkpoint",
            "resolve_config", "train"]
@@ -148,7 +149,7 @@ class TrainConfig:
     eval_all_variants : bool
         Validate and test on every row of the split, not only the originals.
     train_where, test_where : tuple of (str, value)
-        Row filters (:func:`augengine.train.tasks.rows_where`) of the train/validation rows and
+        Row filters (:func:`augengine.manifest.rows_where`) of the train/validation rows and
         of the test rows, e.g. ``(("bmode.dynamic_range_db", 40),)``.
     resume : bool
         Continue from ``out/checkpoint.pt``.

@@ -28,6 +28,7 @@ import torch
 
 from augengine import ops, store
 from augengine.errors import ConfigError, InputError
+from augengine.manifest import rows_where
 from augengine.train.cli import build_parser, config_argv, config_from_args, main
 from augengine.train.loader import StoreSource
 from augengine.train.loop import TrainConfig, load_checkpoint, resolve_config
@@ -37,7 +38,6 @@ from augengine.train.tasks import (
     degrade,
     dice_bce_loss,
     pseudo_label_kind,
-    rows_where,
 )
 from tests.conftest import require_dali, require_horovod
 
