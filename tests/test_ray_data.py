@@ -40,6 +40,20 @@ def test_rows_are_the_stored_samples_one_block_per_shard(store):
         assert (row["label"], row["source_id"]) == (entry["label"], entry["source_id"])
 
 
+def test_a_store_without_masks_gives_zero_masks(store, tmp_path):
+    import shutil
+
+    from augengine.ray_data import read_store
+
+    copy = tmp_path / "no-masks.zarr"
+    shutil.copytree(store, copy)
+    shutil.rmtree(copy / "masks")
+    assert "masks" not in open_store(copy).group
+    rows = read_store(copy).take_all()
+    assert len(rows) == 24 and all(row["mask"].shape == row["image"].shape
+                                   and not row["mask"].any() for row in rows)
+
+
 def test_where_keeps_only_the_accepted_rows(store):
     from augengine.ray_data import read_store
 
@@ -76,4 +90,5 @@ def test_the_docs_example_runs(store, capsys):
     code = code.replace("ray.init()", "pass").replace("demo-output/dataset.zarr", str(store))
     exec(compile(code, "docs/ray_data.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(line.split()[0].startswith("malignant_") for line in lines), lines
+    assert len(lines) == 3, lines
+    assert all(line.split()[0].startswith("malignant_") for line in lines), lines
