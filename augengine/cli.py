@@ -134,11 +134,15 @@ def _same(stored, text: str) -> bool:
 
 
 def _cmd_preview(args) -> int:
+    from augengine.errors import ConfigError
     from augengine.preview import preview_nst, preview_store
 
     if args.nst:
+        if args.where:
+            raise ConfigError("--where: filters the sample grid, not the --nst rows")
         count = 12 if args.count is None else min(args.count, 12)
-        _say(preview_nst(args.store, args.out, count=count, classifier=args.classifier))
+        _say(preview_nst(args.store, args.out, count=count, classifier=args.classifier,
+                         seed=args.seed))
     else:
         _say(preview_store(args.store, args.out, count=args.count, seed=args.seed,
                            where=_manifest_where(args.where) if args.where else None))

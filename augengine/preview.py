@@ -219,7 +219,7 @@ def _mosaic(images: list[np.ndarray]) -> np.ndarray:
 
 
 def preview_nst(path: str | Path, out: str | Path, count: int = 6,
-                classifier: str | None = None) -> Path:
+                classifier: str | None = None, seed: int = 0) -> Path:
     """Rows of content | style | result (| LRP relevance of the content) for a style-transfer
     store; contents and styles are read from the store the job read them from. A multi-reference
     sample (``style_ids``) shows its first four references as a 2 x 2 mosaic in the style tile."""
@@ -232,7 +232,7 @@ def preview_nst(path: str | Path, out: str | Path, count: int = 6,
     source = open_store(view.attrs["job"]["sources"][0]["path"])
     source_index = _rows_by_sample_id(source)
     picks = [rows[i] for i in pick_indices(
-        [{"index": k, "label": r["label"]} for k, r in enumerate(rows)], count)]
+        [{"index": k, "label": r["label"]} for k, r in enumerate(rows)], count, seed)]
     tiles, captions, colours = [], [], []
     contents, labels = [], []
     for row in picks:

@@ -204,6 +204,7 @@ def test_preview_where_filters(store_path, tmp_path, drawn):
      "count: 13 is more than the 12 samples that match --where"),
     (["--where", "lable=1"], "--where: no manifest column 'lable'; columns: index, "),
     (["--where", "label"], "--where: expected COLUMN=VALUE, COLUMN~TEXT or OP.PARAM=VALUE, "),
+    (["--nst", "--where", "label=1"], "--where: filters the sample grid, not the --nst rows"),
 ])
 def test_preview_refuses_absurd_requests_in_one_line(store_path, tmp_path, capsys, args, error):
     assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"), *args]) == 2
