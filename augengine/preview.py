@@ -13,7 +13,7 @@ from augengine.store import open_store
 
 _LABEL_COLOURS = {0: (80, 200, 120), 1: (235, 80, 80), 2: (120, 160, 255)}
 _COLOUR_NAMES = {0: "green", 1: "red", 2: "blue"}  # the legend's words for _LABEL_COLOURS
-MAX_COUNT = 1024  # 1024 tiles at 160 px is a 1280 x 25000 PNG already: past it, nobody looks
+MAX_COUNT = 1024  # 1024 tiles of 160 px make a 1280 x 24000 PNG already: nobody looks past
 DEFAULT_COUNT = 32
 
 
@@ -169,8 +169,9 @@ def preview_store(path: str | Path, out: str | Path, count: int | None = None, c
     if count is not None and count > len(rows):
         held = "match --where" if where is not None else "the store holds"
         raise ConfigError(f"count: {count} is more than the {len(rows)} samples that {held}")
-    picks = pick_indices(list(rows.values()), min(DEFAULT_COUNT, len(rows))
-                         if count is None else count, seed)
+    # The default is not capped at the rows there are: pick_indices takes what each label has,
+    # and the same request keeps the pick that previews made before --seed.
+    picks = pick_indices(list(rows.values()), DEFAULT_COUNT if count is None else count, seed)
     images = [view.group["images"][i] for i in picks]
     masks = [view.group["masks"][i] for i in picks] if "masks" in view.group else None
     captions = [f"{LABEL_NAMES.get(rows[i]['label'], rows[i]['label'])} #{i}\n"

@@ -182,6 +182,15 @@ def test_preview_seed_picks_reproducibly(store_path, tmp_path, drawn):
     assert len(default) == 6 and default == pick("--seed", "0") == pick("--seed", "0")
     assert pick("--seed", "1") != default
 
+    # Without --count and --seed: the pick every preview made before --seed existed.
+    from augengine.preview import pick_indices
+    from augengine.store import open_store
+
+    before = pick_indices(open_store(store_path).manifest.to_pylist(), 32, seed=0)
+    drawn.clear()
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png")]) == 0
+    assert [int(first.split("#")[1]) for first, _ in _tiles(drawn)] == before
+
 
 def test_preview_where_filters(store_path, tmp_path, drawn):
     assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"),
