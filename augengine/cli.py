@@ -93,14 +93,59 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _manifest_where(conditions: list[str]):
+    """A predicate on manifest rows from ``--where`` texts, all of which must hold:
+    ``COLUMN=VALUE`` (numbers compare as numbers), ``COLUMN~TEXT`` (TEXT occurs in the value) and
+    the training jobs' ``OP.PARAM=VALUE`` (the row applied OP with PARAM equal to VALUE)."""
+    import pyarrow as pa
+
+    from augengine.errors import ConfigError
+    from augengine.train.tasks import rows_where
+
+    tests = []
+    for text in conditions:
+        key, sign, value = min((text.partition(s) for s in "=~"), key=lambda p: len(p[0]))
+        if not (key and sign):
+            raise ConfigError(f"--where: expected COLUMN=VALUE, COLUMN~TEXT or OP.PARAM=VALUE, "
+                              f"got {text!r}")
+        tests.append((key, sign, value))
+
+    def keep(row: dict) -> bool:
+        for key, sign, value in tests:
+            if "." in key and sign == "=":
+                if not rows_where(pa.Table.from_pylist([row]), [(key, value)])[0]:
+                    return False
+                continue
+            if key not in row:
+                raise ConfigError(f"--where: no manifest column {key!r}; columns: "
+                                  f"{', '.join(row)}")
+            if not (value in str(row[key]) if sign == "~" else _same(row[key], value)):
+                return False
+        return True
+
+    return keep
+
+
+def _same(stored, text: str) -> bool:
+    try:
+        return float(stored) == float(text)
+    except (TypeError, ValueError):
+        return str(stored) == text
+
+
 def _cmd_preview(args) -> int:
+    from augengine.errors import ConfigError
     from augengine.preview import preview_nst, preview_store
 
     if args.nst:
-        _say(preview_nst(args.store, args.out, count=min(args.count, 12),
-                         classifier=args.classifier))
+        if args.where:
+            raise ConfigError("--where: filters the sample grid, not the --nst rows")
+        count = 12 if args.count is None else min(args.count, 12)
+        _say(preview_nst(args.store, args.out, count=count, classifier=args.classifier,
+                         seed=args.seed))
     else:
-        _say(preview_store(args.store, args.out, count=args.count))
+        _say(preview_store(args.store, args.out, count=args.count, seed=args.seed,
+                           where=_manifest_where(args.where) if args.where else None))
     return 0
 
 
@@ -147,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preview", help="write a labelled PNG grid of samples")
     p.add_argument("store")
     p.add_argument("--out", required=True)
-    p.add_argument("--count", type=int, default=32)
+    p.add_argument("--count", type=int, default=None,
+                   help="samples to show, at most 1024 (default: 32, or all when fewer)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="which samples are picked (a label-balanced random pick; same seed, "
+                        "same pick)")
+    p.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                   help="show only manifest rows with COLUMN=VALUE, COLUMN~TEXT (TEXT occurs) "
+                        "or OP.PARAM=VALUE; repeat to require several")
     p.add_argument("--nst", action="store_true",
                    help="style-transfer rows: content | style | result (| relevance)")
     p.add_argument("--classifier", default=None,

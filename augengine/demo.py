@@ -39,7 +39,7 @@ def run_demo(out: Path, n_benign: int = 24, n_malignant: int = 24, seed: int = 2
     t0 = time.perf_counter()
     problems = verify_store(result.path)
     timings["verify"] = time.perf_counter() - t0
-    preview = preview_store(result.path, out / "preview.png", count=32)
+    preview = preview_store(result.path, out / "preview.png")
 
     info = inspect_store(result.path)
     names = {0: "benign", 1: "malignant", 2: "normal"}

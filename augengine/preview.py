@@ -5,13 +5,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from augengine.errors import ConfigError, InputError
 from augengine.sources import LABEL_NAMES
 from augengine.store import open_store
 
 _LABEL_COLOURS = {0: (80, 200, 120), 1: (235, 80, 80), 2: (120, 160, 255)}
+_COLOUR_NAMES = {0: "green", 1: "red", 2: "blue"}  # the legend's words for _LABEL_COLOURS
+MAX_COUNT = 1024  # 1024 tiles of 160 px make a 1280 x 24000 PNG already: nobody looks past
+DEFAULT_COUNT = 32
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -57,6 +60,23 @@ _CAPTION = {
 }
 
 
+# What each caption token means, for the legend; same keys as _CAPTION.
+_MEANING = {
+    "bmode": "NNdB = B-mode dynamic range",
+    "roi_crop": "+NNmm / +NNpx = ROI crop margin",
+    "flip": "flip-x/y = flipped along that axis",
+    "rotate": "rotN = rotated N degrees",
+    "rotate90": "rotNN = rotated by quarter turns",
+    "translate": "shiftDY,DX = translated by pixels",
+    "scale": "xF = scaled by F",
+    "gaussian_blur": "blurS = Gaussian blur of sigma S",
+    "jpeg": "jpegQ = JPEG quality Q",
+    "nst": "nst = neural style transfer",
+    "srad": "sradN = SRAD despeckle, N iterations",
+    "srad_series": "srad-sS = SRAD series at scale S",
+}
+
+
 def caption(ops_json: str) -> str:
     """A compact summary of a sample's concrete op chain, e.g. ``50dB +5mm rot-7``."""
     parts = []
@@ -69,18 +89,59 @@ def caption(ops_json: str) -> str:
     return " ".join(parts) or "original"
 
 
-def render_grid(images, masks, captions, colours, columns: int = 8, tile: int = 160) -> Image.Image:
+def legend(rows: list[dict]) -> list[str]:
+    """Legend lines for the captions of ``rows`` (manifest rows): the caption's two lines, the
+    label colours, and the meaning of each chain token that the shown samples use."""
+    used = {step["op"] for row in rows for step in json.loads(row["ops"])}
+    colours = ", ".join(f"{LABEL_NAMES.get(label, label)} {_COLOUR_NAMES[label]}"
+                        for label in sorted({row["label"] for row in rows})
+                        if label in _COLOUR_NAMES)
+    tokens = [_MEANING[op] for op in _CAPTION if op in used]
+    return ["Caption: line 1 = label #index (the row in the store's arrays), line 2 = the op "
+            "chain applied (\"original\": none); yellow outline = lesion mask; caption colour = "
+            f"label ({colours})"] + (["Chain: " + "; ".join(tokens)] if tokens else [])
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap of ``text`` to lines no wider than ``width`` pixels."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}".strip()
+        if line and font.getlength(candidate) > width:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    return lines + [line]
+
+
+def render_grid(images, masks, captions, colours, columns: int = 8, tile: int = 160,
+                title: str | None = None, notes: list[str] = ()) -> Image.Image:
     """Tile grey (H, W) or RGB (H, W, 3) uint8 images (with optional mask outlines) and draw a
-    caption bar under each."""
+    caption bar under each; ``title`` and ``notes`` (e.g. the legend) go in a band above."""
     rows = -(-len(images) // columns)
     caption_h = 30
-    grid = Image.new("RGB", (columns * tile, rows * (tile + caption_h)), (24, 24, 24))
+    width = columns * tile
+    title_font, note_font = _font(18), _font(13)
+    header = ([(line, title_font, 24) for line in _wrap(title, title_font, width - 12)]
+              if title else [])
+    header += [(line, note_font, 17) for note in notes
+               for line in _wrap(note, note_font, width - 12)]
+    header_h = sum(height for _, _, height in header) + (10 if header else 0)
+    grid = Image.new("RGB", (width, header_h + rows * (tile + caption_h)), (24, 24, 24))
     draw = ImageDraw.Draw(grid)
+    y = 5
+    for text, font, height in header:
+        draw.text((6, y), text, fill=(235, 235, 235), font=font)
+        y += height
     for k, image in enumerate(images):
         rgb = image.copy() if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
         if masks is not None and masks[k] is not None and masks[k].any():
             rgb[_outline(masks[k])] = (255, 220, 0)
-        x, y = (k % columns) * tile, (k // columns) * (tile + caption_h)
+        x, y = (k % columns) * tile, header_h + (k // columns) * (tile + caption_h)
         grid.paste(Image.fromarray(rgb).resize((tile, tile), Image.BILINEAR), (x, y))
         draw.rectangle([x, y + tile, x + tile - 1, y + tile + caption_h - 1], fill=(0, 0, 0))
         for line, text in enumerate(captions[k].split("\n")[:2]):
@@ -88,11 +149,29 @@ def render_grid(images, masks, captions, colours, columns: int = 8, tile: int = 
     return grid
 
 
-def preview_store(path: str | Path, out: str | Path, count: int = 32, columns: int = 8) -> Path:
-    """Write a labelled grid of ``count`` samples of the store at ``path`` to the PNG ``out``."""
+def preview_store(path: str | Path, out: str | Path, count: int | None = None, columns: int = 8,
+                  seed: int = 0, where=None) -> Path:
+    """Write a labelled grid of samples of the store at ``path`` to the PNG ``out``, with a title
+    (job name, store, counts) and a legend of the captions.
+
+    ``count`` samples (default: 32, or all when fewer) are picked by :func:`pick_indices` with
+    ``seed``; ``where`` (a predicate on manifest row dicts) keeps only the rows it accepts. More
+    than :data:`MAX_COUNT`, or an explicit ``count`` above the rows there are, is refused.
+    """
+    if count is not None and count > MAX_COUNT:
+        raise ConfigError(f"count: at most {MAX_COUNT} samples in one preview, got {count}")
     view = open_store(path)
-    rows = {r["index"]: r for r in view.manifest.to_pylist()}
-    picks = pick_indices(list(rows.values()), count)
+    every = view.manifest.to_pylist()
+    rows = {r["index"]: r for r in every if where is None or where(r)}
+    if not rows:
+        raise ConfigError(f"{path}: no sample matches --where" if where is not None
+                          else f"{path}: the store holds no samples")
+    if count is not None and count > len(rows):
+        held = "match --where" if where is not None else "the store holds"
+        raise ConfigError(f"count: {count} is more than the {len(rows)} samples that {held}")
+    # The default is not capped at the rows there are: pick_indices takes what each label has,
+    # and the same request keeps the pick that previews made before --seed.
+    picks = pick_indices(list(rows.values()), DEFAULT_COUNT if count is None else count, seed)
     images = [view.group["images"][i] for i in picks]
     masks = [view.group["masks"][i] for i in picks] if "masks" in view.group else None
     captions = [f"{LABEL_NAMES.get(rows[i]['label'], rows[i]['label'])} #{i}\n"
@@ -100,7 +179,12 @@ def preview_store(path: str | Path, out: str | Path, count: int = 32, columns: i
     colours = [_LABEL_COLOURS.get(rows[i]["label"], (255, 255, 255)) for i in picks]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    render_grid(images, masks, captions, colours, columns=columns).save(out)
+    name = view.attrs.get("job", {}).get("name", "?")
+    matching = f", {len(rows)} match --where" if where is not None else ""
+    title = (f"{name}: {view.path} - {len(picks)} shown of {len(every)} samples{matching}, "
+             f"seed {seed}")
+    render_grid(images, masks, captions, colours, columns=columns, title=title,
+                notes=legend([rows[i] for i in picks])).save(out)
     return out
 
 
@@ -136,7 +220,7 @@ def _mosaic(images: list[np.ndarray]) -> np.ndarray:
 
 
 def preview_nst(path: str | Path, out: str | Path, count: int = 6,
-                classifier: str | None = None) -> Path:
+                classifier: str | None = None, seed: int = 0) -> Path:
     """Rows of content | style | result (| LRP relevance of the content) for a style-transfer
     store; contents and styles are read from the store the job read them from. A multi-reference
     sample (``style_ids``) shows its first four references as a 2 x 2 mosaic in the style tile."""
@@ -149,7 +233,7 @@ def preview_nst(path: str | Path, out: str | Path, count: int = 6,
     source = open_store(view.attrs["job"]["sources"][0]["path"])
     source_index = _rows_by_sample_id(source)
     picks = [rows[i] for i in pick_indices(
-        [{"index": k, "label": r["label"]} for k, r in enumerate(rows)], count)]
+        [{"index": k, "label": r["label"]} for k, r in enumerate(rows)], count, seed)]
     tiles, captions, colours = [], [], []
     contents, labels = [], []
     for row in picks:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+import numpy as np
 from PIL import Image
 
 from augengine.cli import main
@@ -134,6 +136,89 @@ def test_preview_count_below_one_is_one_line(store_path, tmp_path, capsys):
     assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"), "--count", "0"]) == 2
     assert capsys.readouterr().err == ("augengine preview: error: count: must be >= 1 (samples to "
                                        "show), got 0\n")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every text the preview draws, in order."""
+    from PIL import ImageDraw
+
+    texts = []
+    draw_text = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text",
+                        lambda self, xy, text, *a, **k: (texts.append(text),
+                                                         draw_text(self, xy, text, *a, **k))[1])
+    return texts
+
+
+def _tiles(texts: list[str]) -> list[tuple[str, str]]:
+    """Each tile's caption lines: (``LABEL #INDEX``, chain)."""
+    first = [k for k, t in enumerate(texts) if re.fullmatch(r"\w+ #\d+", t)]
+    return [(texts[k], texts[k + 1]) for k in first]
+
+
+def test_preview_has_a_title_and_a_legend(store_path, tmp_path, drawn):
+    from augengine.preview import render_grid
+
+    png = tmp_path / "p.png"
+    assert main(["preview", str(store_path), "--out", str(png), "--count", "8"]) == 0
+    assert drawn[0].startswith(f"small: {store_path} - 8 shown of 24 samples")
+    legend = " ".join(drawn[1:drawn.index(_tiles(drawn)[0][0])])
+    assert "line 1 = label #index" in legend and "malignant red" in legend
+    assert "NNdB = B-mode dynamic range" in legend and "JPEG" not in legend
+    bare = render_grid([np.zeros((48, 48), np.uint8)] * 8, None, ["a\nb"] * 8, [(0, 0, 0)] * 8)
+    with Image.open(png) as image:
+        assert image.width == bare.width and image.height >= bare.height + 3 * 17
+
+
+def test_preview_seed_picks_reproducibly(store_path, tmp_path, drawn):
+    def pick(*seed):
+        drawn.clear()
+        assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"),
+                     "--count", "6", *seed]) == 0
+        return _tiles(drawn)
+
+    default = pick()
+    assert len(default) == 6 and default == pick("--seed", "0") == pick("--seed", "0")
+    assert pick("--seed", "1") != default
+
+    # Without --count and --seed: the pick every preview made before --seed existed.
+    from augengine.preview import pick_indices
+    from augengine.store import open_store
+
+    before = pick_indices(open_store(store_path).manifest.to_pylist(), 32, seed=0)
+    drawn.clear()
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png")]) == 0
+    assert [int(first.split("#")[1]) for first, _ in _tiles(drawn)] == before
+
+
+def test_preview_where_filters(store_path, tmp_path, drawn):
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"),
+                 "--where", "label=1", "--where", "chain~rotate"]) == 0
+    shown = _tiles(drawn)
+    assert len(shown) == 4 and all(s.startswith("malignant #") and "rot" in chain
+                                   for s, chain in shown), shown
+    assert "4 match --where" in drawn[0]
+    drawn.clear()
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"),
+                 "--where", "bmode.dynamic_range_db=40"]) == 0
+    shown = _tiles(drawn)
+    assert len(shown) == 12 and all(chain.startswith("40dB") for _, chain in shown), shown
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--count", "2000"], "count: at most 1024 samples in one preview, got 2000"),
+    (["--count", "25"], "count: 25 is more than the 24 samples that the store holds"),
+    (["--count", "13", "--where", "label=1"],
+     "count: 13 is more than the 12 samples that match --where"),
+    (["--where", "lable=1"], "--where: no manifest column 'lable'; columns: index, "),
+    (["--where", "label"], "--where: expected COLUMN=VALUE, COLUMN~TEXT or OP.PARAM=VALUE, "),
+    (["--nst", "--where", "label=1"], "--where: filters the sample grid, not the --nst rows"),
+])
+def test_preview_refuses_absurd_requests_in_one_line(store_path, tmp_path, capsys, args, error):
+    assert main(["preview", str(store_path), "--out", str(tmp_path / "p.png"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"augengine preview: error: {error}") and err.count("\n") == 1, err
 
 
 def test_over_long_output_path_is_one_line(store_path, tmp_path, capsys):
