@@ -100,7 +100,7 @@ def _manifest_where(conditions: list[str]):
     import pyarrow as pa
 
     from augengine.errors import ConfigError
-    from augengine.train.tasks import rows_where
+    from augengine.manifest import rows_where
 
     tests = []
     for text in conditions:
