@@ -29,13 +29,13 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_validator)
 
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, unknown
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
 
 class _Strict(BaseModel):
@@ -47,6 +47,14 @@ class SourceConfig(_Strict):
     path: str
     #: Reader keyword arguments, e.g. ``{fs_hz: 40e6, pitch_m: 3e-4}`` for OASBUD files.
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("reader", mode="before")
+    @classmethod
+    def _known_reader(cls, name):
+        allowed = get_args(cls.model_fields["reader"].annotation)
+        if isinstance(name, str) and name not in allowed:
+            raise ValueError(unknown("reader", name, allowed))
+        return name
 
 
 class OutputConfig(_Strict):
@@ -78,7 +86,7 @@ class OpStep(BaseModel):
     @classmethod
     def _known_op(cls, name):
         if name not in OPS:
-            raise ValueError(f"unknown op {name!r}; allowed: {', '.join(sorted(OPS))}")
+            raise ValueError(unknown("op", name, sorted(OPS)))
         return name
 
     @field_validator("repeats")
@@ -301,15 +309,28 @@ class JobConfig(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+#: The model behind each section of a job, whose fields an unknown key there may misspell (the
+#: keys of an op step are its op's parameters, checked by ``validate_op_params``).
+_SECTIONS = {"sources": SourceConfig, "output": OutputConfig, "nst": NstConfig,
+             "steps": OneOfStep}
+
+
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     parts = []
-    for item in error.errors():
+    # An unknown key first: a misspelt key also makes the key it stands for missing.
+    for item in sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden"):
         loc = list(item["loc"])
         if loc[:1] == ["steps"] and len(loc) > 2:
             del loc[2]  # the step's form (its ``Step`` tag), which its key already names
-        loc = ".".join(str(p) for p in loc)
         msg = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        if item["type"] == "extra_forbidden":
+            model = _SECTIONS[loc[0]] if len(loc) > 1 else JobConfig
+            msg = unknown("key", loc.pop(), model.model_fields)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        if loc and isinstance(loc[-1], int) and isinstance(item["input"], dict) \
+                and isinstance(item["input"].get("op"), str):
+            where += f" ({item['input']['op']})"
+        parts.append(f"{where}: {msg}" if where else msg)
     return f"{origin}: " + "; ".join(parts[:4])
 
 

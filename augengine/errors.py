@@ -1,4 +1,6 @@
 """Errors that reach users as one clear line, naming the file or sample and the problem."""
+import difflib
+from collections.abc import Iterable
 
 
 class AugengineError(Exception):
@@ -20,6 +22,15 @@ class ConfigError(AugengineError, ValueError):
 class RunError(AugengineError):
     """A run stopped part-way (a shard could not be built or written); the shards it finished
     are journaled, so re-running the same command resumes."""
+
+
+def unknown(what: str, name: object, allowed: Iterable[str]) -> str:
+    """``unknown <what> 'name'; did you mean 'x'?`` when an allowed name is close (a typo),
+    else ``...; allowed: a, b, c``: every "did you mean" of job files and readers reads alike."""
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed) or 'none'}"
+    return f"unknown {what} {name!r}; {hint}"
 
 
 def one_line(error: BaseException) -> str:
