@@ -282,9 +282,8 @@ class JobConfig(_Strict):
             for op in ops:
                 spec = OPS[op.op]
                 if spec.domain_in not in (domain, "any"):
-                    raise ValueError(
-                        f"steps[{i}]: op {op.op!r} takes {spec.domain_in} input but the data is "
-                        f"{domain} at this point" + (" (add a 'bmode' step first)" if domain == "rf" else ""))
+                    raise ValueError(f"steps[{i}] ({op.op}): takes {spec.domain_in} input but "
+                                     + self._why_data_is(domain))
                 outs.add(domain if spec.domain_out == "same" else spec.domain_out)
             if len(outs) > 1:
                 raise ValueError(f"steps[{i}]: alternatives in one_of must produce the same kind of data")
@@ -292,6 +291,16 @@ class JobConfig(_Strict):
         if domain != "image":
             raise ValueError("steps: RF data must be turned into an image; add a 'bmode' step")
         return self
+
+    def _why_data_is(self, domain: str) -> str:
+        if domain == "rf":
+            return "the data is rf at this point (add a 'bmode' step first)"
+        if self.sources[0].reader in ("oasbud", "rf_npz"):
+            return "the data is image at this point (an earlier step made it one)"
+        # Images from the start: the reader, not the step, is the likely mistake (an OASBUD
+        # .mat file given to reader busi).
+        return (f"sources[0] ({self.sources[0].reader}) reads images; RF comes from reader "
+                f"oasbud or rf_npz")
 
     def chains(self) -> list[list[tuple[str, dict[str, Any]]]]:
         """Every variant as a list of ``(op, params)``; params may hold random specs."""

@@ -167,6 +167,24 @@ def test_unknown_op_lists_allowed_ops():
         parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 40}, {"op": "twirl"}]))
 
 
+@pytest.mark.parametrize("reader, steps, message", [
+    ("busi", [{"op": "bmode", "dynamic_range_db": 50}],
+     "steps[0] (bmode): takes rf input but sources[0] (busi) reads images; RF comes from reader "
+     "oasbud or rf_npz"),
+    ("oasbud", [{"op": "bmode", "dynamic_range_db": 50}, {"op": "bmode", "dynamic_range_db": 50}],
+     "steps[1] (bmode): takes rf input but the data is image at this point (an earlier step "
+     "made it one)"),
+    ("oasbud", [{"op": "flip", "axis": "vertical"}],
+     "steps[0] (flip): takes image input but the data is rf at this point (add a 'bmode' step "
+     "first)"),
+])
+def test_a_step_for_the_other_kind_of_data_says_where_the_data_comes_from(reader, steps, message):
+    """An OASBUD .mat file read with reader busi: the reader is the mistake, not the step."""
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(sources=[{"reader": reader, "path": "x"}], steps=steps), origin="job.yaml")
+    assert str(info.value) == f"job.yaml: {message}"
+
+
 def test_image_sources_need_no_bmode():
     config = parse_job(job(sources=[{"reader": "busi", "path": "b"}],
                            steps=[{"op": "roi_crop", "margin_px": 4}, {"op": "flip",
