@@ -70,10 +70,21 @@ class OutputConfig(_Strict):
         return value
 
 
+def _op_step_schema(schema: dict[str, Any]) -> None:
+    """Let editors check op names and each op's parameter names (their values stay open: a
+    parameter may be a number or a random spec)."""
+    schema["properties"]["op"]["enum"] = sorted(OPS)
+    schema["allOf"] = [
+        {"if": {"properties": {"op": {"const": name}}},
+         "then": {"propertyNames": {"enum": ["op", "sweep", "repeats",
+                                             *OPS[name].params.model_fields]}}}
+        for name in sorted(OPS)]
+
+
 class OpStep(BaseModel):
     """One op; keys other than ``op``, ``sweep`` and ``repeats`` are the op's parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_op_step_schema)
     op: str
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     repeats: int = 1
