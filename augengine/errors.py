@@ -24,12 +24,18 @@ class RunError(AugengineError):
     are journaled, so re-running the same command resumes."""
 
 
+def did_you_mean(name: object, allowed: Iterable[str]) -> str:
+    """``did you mean 'x'?`` for the allowed name closest to a misspelt one, else ``""``: every
+    "did you mean" reads alike."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
 def unknown(what: str, name: object, allowed: Iterable[str]) -> str:
-    """``unknown <what> 'name'; did you mean 'x'?`` when an allowed name is close (a typo),
-    else ``...; allowed: a, b, c``: every "did you mean" of job files and readers reads alike."""
+    """``unknown <what> 'name'; did you mean 'x'?``, or ``...; allowed: a, b, c`` when no
+    allowed name is close."""
     allowed = list(allowed)
-    close = difflib.get_close_matches(str(name), allowed, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed) or 'none'}"
+    hint = did_you_mean(name, allowed) or f"allowed: {', '.join(allowed) or 'none'}"
     return f"unknown {what} {name!r}; {hint}"
 
 
