@@ -13,26 +13,28 @@ from tests.test_plan import paper_store  # noqa: F401 - a small store for previe
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
-def job(mat: Path, source: dict | None = None, steps: list | None = None, **changes) -> dict:
+BMODE = [{"op": "bmode", "dynamic_range_db": 50}]
+
+
+def job(mat: Path, source: dict | None = None, **changes) -> dict:
+    """A valid job on the phantoms' .mat file, with these changes (None drops a key)."""
     data = {"sources": [{"reader": "oasbud", "path": str(mat), **(source or {})}],
-            "steps": [{"op": "bmode", "dynamic_range_db": 50}] if steps is None else steps,
-            "output": {"path": "out.zarr"}}
+            "steps": BMODE, "output": {"path": "out.zarr"}}
     data.update(changes)
     return {key: value for key, value in data.items() if value is not None}
 
 
-# (case, job data or YAML text or None, argv after the job file or instead of it, what the line says)
+# (case, the job file's data or YAML text, else the command line; what the error line says)
 CASES = [
     ("misspelt op parameter", lambda mat: job(mat, steps=[{"op": "bmode", "dynamic_range": 50}]),
      None, "steps[0] (bmode): unknown parameter 'dynamic_range'; did you mean 'dynamic_range_db'?"),
-    ("misspelt top-level key", lambda mat: job(mat, step=job(mat)["steps"], steps=[]),
+    ("misspelt top-level key", lambda mat: job(mat, step=BMODE, steps=None),
      None, "unknown key 'step'; did you mean 'steps'?"),
     ("misspelt section", lambda mat: job(mat, ouput={"path": "o"}, output=None),
      None, "unknown key 'ouput'; did you mean 'output'?"),
     ("misspelt reader", lambda mat: job(mat, source={"reader": "bussi"}),
      None, "sources[0].reader: unknown reader 'bussi'; did you mean 'busi'?"),
-    ("misspelt op", lambda mat: job(mat, steps=[{"op": "bmode", "dynamic_range_db": 50},
-                                                {"op": "srad_seris"}]),
+    ("misspelt op", lambda mat: job(mat, steps=[*BMODE, {"op": "srad_seris"}]),
      None, "steps[1].op: unknown op 'srad_seris'; did you mean 'srad_series'?"),
     ("YAML syntax", lambda mat: "name: t\nsources:\n  - {reader: oasbud, path: x.mat}\n"
                                 "steps: [op: bmode]]\n",

@@ -37,7 +37,8 @@ def test_unknown_reader():
 def test_unknown_option_names_the_readers_options(phantoms):
     with pytest.raises(ConfigError) as info:
         discover("oasbud", str(phantoms / "phantoms.mat"), sampling_rate=40e6)
-    assert str(info.value) == "unknown option 'sampling_rate'; allowed: fs_hz, fc_hz, c_m_s, pitch_m"
+    assert str(info.value) == ("unknown option 'sampling_rate'; "
+                               "allowed: fs_hz, fc_hz, c_m_s, pitch_m")
 
 
 def test_reader_options_come_from_the_discover_functions():
