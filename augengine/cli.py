@@ -1,16 +1,18 @@
-"""The ``augengine`` command: simulate, plan, run, inspect, verify, preview, demo, train.
+"""The ``augengine`` command: simulate, plan, run, inspect, verify, preview, demo, train, schema.
 
-Errors in user input end the command with one line on stderr (exit 2), never a traceback.
+Exit status: 0 done; 1 ``verify`` found problems; 2 a usage, job or input error, printed as one
+line on stderr, never a traceback; 130 interrupted; 141 the output pipe was closed.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
 from pathlib import Path
 
-from augengine.errors import AugengineError, error_line, printable
+from augengine.errors import AugengineError, InputError, error_line, printable
 
 
 def _say(text: object) -> None:
@@ -83,6 +85,9 @@ def _cmd_inspect(args) -> int:
 def _cmd_verify(args) -> int:
     from augengine.store import verify_store
 
+    if not (Path(args.store) / "zarr.json").exists():
+        # Nothing there is a wrong argument (exit 2, as for inspect), not a broken store (exit 1).
+        raise InputError(f"{args.store}: not an augengine store (no zarr.json)")
     problems = verify_store(args.store)
     if problems:
         _say(f"{args.store}: NOT whole; first problems:")
@@ -149,6 +154,13 @@ def _cmd_preview(args) -> int:
     return 0
 
 
+def _cmd_schema(args) -> int:
+    from augengine.config import JobConfig
+
+    print(json.dumps(JobConfig.model_json_schema(), indent=2))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from augengine.demo import run_demo
 
@@ -156,8 +168,16 @@ def _cmd_demo(args) -> int:
                     seed=args.seed, address=args.address)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("augengine")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH)
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augengine", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate RF phantoms (OASBUD .mat + .npz)")
@@ -213,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--address", default=None)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of job files (for editors)")
+    p.set_defaults(func=_cmd_schema)
 
     from augengine.train.cli import add_train_parser
 

@@ -29,13 +29,13 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_validator)
 
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, unknown
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
 
 class _Strict(BaseModel):
@@ -47,6 +47,14 @@ class SourceConfig(_Strict):
     path: str
     #: Reader keyword arguments, e.g. ``{fs_hz: 40e6, pitch_m: 3e-4}`` for OASBUD files.
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("reader", mode="before")
+    @classmethod
+    def _known_reader(cls, name):
+        allowed = get_args(cls.model_fields["reader"].annotation)
+        if isinstance(name, str) and name not in allowed:
+            raise ValueError(unknown("reader", name, allowed))
+        return name
 
 
 class OutputConfig(_Strict):
@@ -62,10 +70,21 @@ class OutputConfig(_Strict):
         return value
 
 
+def _op_step_schema(schema: dict[str, Any]) -> None:
+    """Let editors check op names and each op's parameter names (their values stay open: a
+    parameter may be a number or a random spec)."""
+    schema["properties"]["op"]["enum"] = sorted(OPS)
+    schema["allOf"] = [
+        {"if": {"properties": {"op": {"const": name}}},
+         "then": {"propertyNames": {"enum": ["op", "sweep", "repeats",
+                                             *OPS[name].params.model_fields]}}}
+        for name in sorted(OPS)]
+
+
 class OpStep(BaseModel):
     """One op; keys other than ``op``, ``sweep`` and ``repeats`` are the op's parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, json_schema_extra=_op_step_schema)
     op: str
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     repeats: int = 1
@@ -78,7 +97,7 @@ class OpStep(BaseModel):
     @classmethod
     def _known_op(cls, name):
         if name not in OPS:
-            raise ValueError(f"unknown op {name!r}; allowed: {', '.join(sorted(OPS))}")
+            raise ValueError(unknown("op", name, sorted(OPS)))
         return name
 
     @field_validator("repeats")
@@ -274,9 +293,8 @@ class JobConfig(_Strict):
             for op in ops:
                 spec = OPS[op.op]
                 if spec.domain_in not in (domain, "any"):
-                    raise ValueError(
-                        f"steps[{i}]: op {op.op!r} takes {spec.domain_in} input but the data is "
-                        f"{domain} at this point" + (" (add a 'bmode' step first)" if domain == "rf" else ""))
+                    raise ValueError(f"steps[{i}] ({op.op}): takes {spec.domain_in} input but "
+                                     + self._why_data_is(domain))
                 outs.add(domain if spec.domain_out == "same" else spec.domain_out)
             if len(outs) > 1:
                 raise ValueError(f"steps[{i}]: alternatives in one_of must produce the same kind of data")
@@ -284,6 +302,16 @@ class JobConfig(_Strict):
         if domain != "image":
             raise ValueError("steps: RF data must be turned into an image; add a 'bmode' step")
         return self
+
+    def _why_data_is(self, domain: str) -> str:
+        if domain == "rf":
+            return "the data is rf at this point (add a 'bmode' step first)"
+        if self.sources[0].reader in ("oasbud", "rf_npz"):
+            return "the data is image at this point (an earlier step made it one)"
+        # Images from the start: the reader, not the step, is the likely mistake (an OASBUD
+        # .mat file given to reader busi).
+        return (f"sources[0] ({self.sources[0].reader}) reads images; RF comes from reader "
+                f"oasbud or rf_npz")
 
     def chains(self) -> list[list[tuple[str, dict[str, Any]]]]:
         """Every variant as a list of ``(op, params)``; params may hold random specs."""
@@ -301,15 +329,28 @@ class JobConfig(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+#: The model behind each section of a job, whose fields an unknown key there may misspell (the
+#: keys of an op step are its op's parameters, checked by ``validate_op_params``).
+_SECTIONS = {"sources": SourceConfig, "output": OutputConfig, "nst": NstConfig,
+             "steps": OneOfStep}
+
+
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     parts = []
-    for item in error.errors():
+    # An unknown key first: a misspelt key also makes the key it stands for missing.
+    for item in sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden"):
         loc = list(item["loc"])
         if loc[:1] == ["steps"] and len(loc) > 2:
             del loc[2]  # the step's form (its ``Step`` tag), which its key already names
-        loc = ".".join(str(p) for p in loc)
         msg = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        if item["type"] == "extra_forbidden":
+            model = _SECTIONS[loc[0]] if len(loc) > 1 else JobConfig
+            msg = unknown("key", loc.pop(), model.model_fields)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        if loc and isinstance(loc[-1], int) and isinstance(item["input"], dict) \
+                and isinstance(item["input"].get("op"), str):
+            where += f" ({item['input']['op']})"
+        parts.append(f"{where}: {msg}" if where else msg)
     return f"{origin}: " + "; ".join(parts[:4])
 
 

@@ -1,4 +1,6 @@
 """Errors that reach users as one clear line, naming the file or sample and the problem."""
+import difflib
+from collections.abc import Iterable
 
 
 class AugengineError(Exception):
@@ -20,6 +22,21 @@ class ConfigError(AugengineError, ValueError):
 class RunError(AugengineError):
     """A run stopped part-way (a shard could not be built or written); the shards it finished
     are journaled, so re-running the same command resumes."""
+
+
+def did_you_mean(name: object, allowed: Iterable[str]) -> str:
+    """``did you mean 'x'?`` for the allowed name closest to a misspelt one, else ``""``: every
+    "did you mean" reads alike."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def unknown(what: str, name: object, allowed: Iterable[str]) -> str:
+    """``unknown <what> 'name'; did you mean 'x'?``, or ``...; allowed: a, b, c`` when no
+    allowed name is close."""
+    allowed = list(allowed)
+    hint = did_you_mean(name, allowed) or f"allowed: {', '.join(allowed) or 'none'}"
+    return f"unknown {what} {name!r}; {hint}"
 
 
 def one_line(error: BaseException) -> str:

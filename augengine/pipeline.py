@@ -22,7 +22,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from augengine import ops
 from augengine._xp import get_array_module, is_cupy
-from augengine.errors import ConfigError, InputError
+from augengine.errors import ConfigError, InputError, unknown
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
 
@@ -347,6 +347,11 @@ def validate_op_params(op: str, params: dict[str, Any]) -> None:
     model = OPS[op].params
     random_keys = {k for k, v in params.items() if isinstance(v, dict) and len(v) == 1
                    and next(iter(v)) in RANDOM_KINDS}
+    # Before the model, which would first report the parameter a misspelt one stands for as
+    # missing.
+    for key in params:
+        if key not in model.model_fields:
+            raise ValueError(unknown("parameter", key, model.model_fields))
     try:
         bounds = {key: _random_bounds(key, params[key]) for key in random_keys}
         # Check every bound/choice of each random key, the others held at their first value.
@@ -359,13 +364,11 @@ def validate_op_params(op: str, params: dict[str, Any]) -> None:
             kind = next(iter(params[key]))
             if kind != "choice" and not values[0] <= values[1]:
                 raise ConfigError(f"{key}: {{{kind}: [lo, hi]}} needs lo <= hi, got {values!r}")
-    except ConfigError as error:
-        raise ValueError(f"op {op!r}: {error}") from None
     except ValidationError as error:
         item = error.errors()[0]
         where = ".".join(str(p) for p in item["loc"]) or "parameters"
         allowed = ", ".join(model.model_fields) or "none"
-        raise ValueError(f"op {op!r}: {where}: {item['msg'].removeprefix('Value error, ')} "
+        raise ValueError(f"{where}: {item['msg'].removeprefix('Value error, ')} "
                          f"(parameters of {op}: {allowed})") from None
 
 

@@ -215,8 +215,10 @@ def make_plan(config: JobConfig) -> Plan:
     """List every source's samples (cheaply; no pixel data is decoded) and fix the layout."""
     refs: list[SampleRef] = []
     errors: list[tuple[str, str]] = []
+    unreadable: list[str] = []
     seen: dict[str, str] = {}
     for i, source in enumerate(config.sources):
+        name = f"sources[{i}] ({source.reader})"
         path = Path(source.path).resolve()  # actors may run in another working directory
         if not path.exists():
             raise ConfigError(f"sources[{i}].path: {source.path} does not exist")
@@ -224,9 +226,10 @@ def make_plan(config: JobConfig) -> Plan:
             found = sources.discover(source.reader, str(path), **source.options)
         except InputError as error:
             errors.append((source.path, str(error)))
+            unreadable.append(f"{name}: {error}")  # the reader's message names the file
             continue
-        except TypeError as error:
-            raise ConfigError(f"sources[{i}].options: {error}") from None
+        except ConfigError as error:  # an option the reader lacks or a value it cannot use
+            raise ConfigError(f"{name}: {error}") from None
         for ref in found:
             if ref.sample_id in seen:
                 raise ConfigError(f"sources[{i}]: sample id {ref.sample_id!r} from {ref.path} "
@@ -234,7 +237,7 @@ def make_plan(config: JobConfig) -> Plan:
             seen[ref.sample_id] = ref.path
         refs.extend(found)
     if not refs:
-        detail = "; ".join(f"{path}: {reason}" for path, reason in errors)
+        detail = "; ".join(unreadable)
         raise InputError(f"no readable samples in any source{': ' + detail if detail else ''}")
     pairs, pairs_sha256 = None, None
     if config.nst is not None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -65,7 +67,7 @@ def test_verify_exits_1_on_a_broken_store(store_path, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["plan", "missing.yaml"], "job file not found"),
-    (["verify", "no-such-store"], None),
+    (["verify", "no-such-store"], "not an augengine store"),
     (["inspect", "no-such-store"], "not an augengine store"),
     (["plan", "no\x1b[2Jsuch.yaml"], "no\\x1b[2Jsuch.yaml: job file not found"),
     (["plan", "."], ".: cannot read the job file (Is a directory)"),
@@ -75,9 +77,6 @@ def test_verify_exits_1_on_a_broken_store(store_path, tmp_path, capsys):
 def test_errors_are_one_line(argv, needle, capsys):
     code = main(argv)
     captured = capsys.readouterr()
-    if needle is None:
-        assert code == 1 and "not an augengine store" in captured.out
-        return
     assert code == 2
     assert needle in captured.err and captured.err.count("\n") == 1, captured.err
     assert "Traceback" not in captured.err
@@ -252,3 +251,23 @@ def test_jobs_augment_reports_yaml_errors_with_line_and_column(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith(f"jobs/augment.py: error: {path} line 4 column 19: not valid YAML: ")
     assert err.count("\n") == 1, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"augengine {importlib.metadata.version('augengine')}\n"
+
+
+def test_schema_lets_an_editor_check_job_files(capsys):
+    jsonschema = pytest.importorskip("jsonschema")
+    assert main(["schema"]) == 0
+    validator = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    for name in ("demo.yaml", "nst_example.yaml"):
+        assert not list(validator.iter_errors(yaml.safe_load((jobs / name).read_text())))
+    job = yaml.safe_load((jobs / "demo.yaml").read_text())
+    for bad in ({"op": "bmode", "dynamic_range": 50}, {"op": "srad_seris"}):
+        assert not validator.is_valid(dict(job, steps=[bad]))
+    assert not validator.is_valid(dict(job, ouput=job["output"]))

@@ -127,18 +127,62 @@ def test_step_errors_name_only_the_form_the_step_has():
     steps = [{"op": "bmode", "dynamic_range_db": 500}]
     with pytest.raises(ConfigError) as info:
         parse_job(job(steps=steps), origin="job.yaml")
-    assert str(info.value) == ("job.yaml: steps.0: op 'bmode': dynamic_range_db: Input should be "
+    assert str(info.value) == ("job.yaml: steps[0] (bmode): dynamic_range_db: Input should be "
                                "less than or equal to 120 (parameters of bmode: dynamic_range_db)")
     steps = [{"op": "bmode", "dynamic_range_db": 50}, {"one_of": [{"op": "flip", "axis": "x"}]}]
     with pytest.raises(ConfigError) as info:
         parse_job(job(steps=steps), origin="job.yaml")
-    assert str(info.value) == ("job.yaml: steps.1.one_of.0: op 'flip': axis: Input should be "
+    assert str(info.value) == ("job.yaml: steps[1].one_of[0] (flip): axis: Input should be "
                                "'horizontal' or 'vertical' (parameters of flip: axis)")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": [{"op": "bmode", "dynamic_range": 50}]},
+     "steps[0] (bmode): unknown parameter 'dynamic_range'; did you mean 'dynamic_range_db'?"),
+    ({"steps": [{"op": "bmode", "sweep": {"dynamic_range": [40, 50]}}]},
+     "steps[0] (bmode): unknown parameter 'dynamic_range'; did you mean 'dynamic_range_db'?"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"one_of": [{"op": "flip", "axs": "x"}]}]},
+     "steps[1].one_of[0] (flip): unknown parameter 'axs'; did you mean 'axis'?"),
+    ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "srad_seris"}]},
+     "steps[1].op: unknown op 'srad_seris'; did you mean 'srad_series'?"),
+    ({"step": []}, "unknown key 'step'; did you mean 'steps'?"),
+    ({"ouput": {"path": "o"}}, "unknown key 'ouput'; did you mean 'output'?"),
+    ({"output": {"path": "o", "shard_sise": 4}},
+     "output: unknown key 'shard_sise'; did you mean 'shard_size'?"),
+    ({"sources": [{"reader": "oasbud", "pth": "x"}]},
+     "sources[0]: unknown key 'pth'; did you mean 'path'?; sources[0].path: Field required"),
+    ({"sources": [{"reader": "bussi", "path": "x"}]},
+     "sources[0].reader: unknown reader 'bussi'; did you mean 'busi'?"),
+    (nst_changes(iteratons=3), "nst: unknown key 'iteratons'; did you mean 'iterations'?"),
+])
+def test_misspelt_names_get_a_did_you_mean_first(changes, message):
+    """The key a misspelt one stands for is then missing too: the typo is what to report first."""
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(**changes), origin="job.yaml")
+    assert str(info.value) == f"job.yaml: {message}"
 
 
 def test_unknown_op_lists_allowed_ops():
     with pytest.raises(ConfigError, match="allowed: .*bmode.*rotate90"):
         parse_job(job(steps=[{"op": "bmode", "dynamic_range_db": 40}, {"op": "twirl"}]))
+
+
+@pytest.mark.parametrize("reader, steps, message", [
+    ("busi", [{"op": "bmode", "dynamic_range_db": 50}],
+     "steps[0] (bmode): takes rf input but sources[0] (busi) reads images; RF comes from reader "
+     "oasbud or rf_npz"),
+    ("oasbud", [{"op": "bmode", "dynamic_range_db": 50}, {"op": "bmode", "dynamic_range_db": 50}],
+     "steps[1] (bmode): takes rf input but the data is image at this point (an earlier step "
+     "made it one)"),
+    ("oasbud", [{"op": "flip", "axis": "vertical"}],
+     "steps[0] (flip): takes image input but the data is rf at this point (add a 'bmode' step "
+     "first)"),
+])
+def test_a_step_for_the_other_kind_of_data_says_where_the_data_comes_from(reader, steps, message):
+    """An OASBUD .mat file read with reader busi: the reader is the mistake, not the step."""
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(sources=[{"reader": reader, "path": "x"}], steps=steps), origin="job.yaml")
+    assert str(info.value) == f"job.yaml: {message}"
 
 
 def test_image_sources_need_no_bmode():
@@ -191,7 +235,7 @@ def test_job_yaml_number_errors_name_the_key(tmp_path: Path, value, needle):
                     f"  - {{op: rotate, angle_deg: {value}}}\n")
     with pytest.raises(ConfigError) as info:
         load_job(path)
-    assert str(info.value).startswith(f"{path}: steps.1") and needle in str(info.value)
+    assert str(info.value).startswith(f"{path}: steps[1] (rotate): ") and needle in str(info.value)
 
 
 def test_job_yaml_errors_give_line_and_column(tmp_path: Path):

@@ -7,7 +7,7 @@ import pytest
 from augengine import store
 from augengine.cli import main
 from augengine.config import parse_job
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, InputError
 from augengine.plan import make_plan
 
 
@@ -183,3 +183,32 @@ def test_nst_needs_images_not_rf(tmp_path):
     job["steps"] = [{"op": "bmode", "dynamic_range_db": 50}]
     with pytest.raises(ConfigError, match="style transfer works on B-mode images"):
         parse_job(job)
+
+
+def rf_job(source: dict) -> dict:
+    return {"sources": [source], "steps": [{"op": "bmode", "dynamic_range_db": 50}],
+            "output": {"path": "out.zarr"}}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"fs_Hz": 4e7}, "unknown option 'fs_Hz'; did you mean 'fs_hz'?"),
+    ({"rate": 4e7}, "unknown option 'rate'; allowed: fs_hz, fc_hz, c_m_s, pitch_m"),
+    ({"fs_hz": "40 MHz"}, "oasbud option fs_hz must be a number > 0, got '40 MHz'"),
+])
+def test_reader_options_are_checked_against_the_readers_own(phantom_dir, options, message):
+    config = parse_job(rf_job({"reader": "oasbud", "path": str(phantom_dir / "phantoms.mat"),
+                               "options": options}))
+    with pytest.raises(ConfigError) as info:
+        make_plan(config)
+    assert str(info.value) == f"sources[0] (oasbud): {message}"
+
+
+def test_a_source_the_reader_cannot_read_is_named_with_its_reader_and_path(phantom_dir):
+    mat = (phantom_dir / "phantoms.mat").resolve()
+    config = parse_job({"sources": [{"reader": "busi", "path": str(mat)}],
+                        "output": {"path": "out.zarr"}})
+    with pytest.raises(InputError) as info:
+        make_plan(config)
+    assert str(info.value) == (f"no readable samples in any source: sources[0] (busi): {mat}: "
+                               f"not a directory (BUSI layout needs benign/, malignant/, normal/ "
+                               f"folders)")

@@ -14,14 +14,13 @@ explicit plan can come from a CSV of sample ids (:func:`read_pairs_csv`).
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, did_you_mean
 
 RULES = ("within_class_all", "within_class_k", "explicit")
 
@@ -308,8 +307,8 @@ def _csv_records(path: Path) -> list[tuple[int, list[str]]]:
 def _unknown_id(where: str, column: str, value: str, index: dict[str, int]) -> ConfigError:
     if not value:
         return ConfigError(f"{where}: {column} is empty")
-    close = difflib.get_close_matches(value, list(index), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(value, index)
+    hint = f" ({hint})" if hint else ""
     return ConfigError(f"{where}: {column} {value!r} is not a sample id of the job's inputs{hint}")
 
 

@@ -9,10 +9,11 @@ frames of one cine) reads the file once.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, unknown
 from augengine.sources._sample import Sample, SampleRef
 from augengine.sources.busi import discover_busi, load_busi
 from augengine.sources.dicom import discover_dicom, load_dicom
@@ -41,8 +42,8 @@ def discover(reader: str, path: str, **options) -> list[SampleRef]:
         DICOM file or directory; an augengine store.
     **options
         The reader's keyword arguments (``fs_hz``, ``fc_hz``, ``c_m_s``, ``pitch_m`` for
-        ``oasbud``; ``label`` for ``dicom``; ``originals_only`` for ``store``); an unknown one
-        raises ``TypeError``.
+        ``oasbud``; ``label`` for ``dicom``; ``originals_only`` for ``store``: see
+        :func:`reader_options`).
 
     Returns
     -------
@@ -53,7 +54,7 @@ def discover(reader: str, path: str, **options) -> list[SampleRef]:
     Raises
     ------
     ConfigError
-        Unknown reader name.
+        Unknown reader name or option.
     InputError
         Source-level problems: unreadable ``.mat`` file or missing struct fields, unknown or
         empty BUSI class folder, no files found, no DICOM label.
@@ -64,8 +65,18 @@ def discover(reader: str, path: str, **options) -> list[SampleRef]:
     >>> sample = load_sample(refs[1])                                # doctest: +SKIP
     """
     if reader not in READERS:
-        raise ConfigError(f"unknown reader {reader!r}; allowed: {', '.join(READERS)}")
+        raise ConfigError(unknown("reader", reader, READERS))
+    allowed = reader_options(reader)
+    for name in options:
+        if name not in allowed:
+            raise ConfigError(unknown("option", name, allowed))
     return READERS[reader][0](path, **options)
+
+
+def reader_options(reader: str) -> list[str]:
+    """The options a reader takes: its discover function's parameters after the path, so the
+    list cannot drift from what the function accepts."""
+    return list(inspect.signature(READERS[reader][0]).parameters)[1:]
 
 
 def load_sample(ref: SampleRef) -> Sample:
@@ -74,7 +85,7 @@ def load_sample(ref: SampleRef) -> Sample:
     Raises ``InputError`` (one line naming the file and sample) when that sample is bad.
     """
     if ref.reader not in READERS:
-        raise ConfigError(f"unknown reader {ref.reader!r}; allowed: {', '.join(READERS)}")
+        raise ConfigError(unknown("reader", ref.reader, READERS))
     return READERS[ref.reader][1](ref)
 
 

@@ -99,8 +99,8 @@ def test_super_resolve_refuses_another_file(tmp_path):
 def test_a_job_must_pin_the_checkpoint_by_its_sha256():
     from augengine.pipeline import validate_op_params
 
-    with pytest.raises(ValueError, match="op 'superres': sha256: String should match pattern"):
+    with pytest.raises(ValueError, match="sha256: String should match pattern"):
         validate_op_params("superres", {"checkpoint": "run/checkpoint.pt", "sha256": "abc"})
-    with pytest.raises(ValueError, match="op 'superres': sha256: Field required"):
+    with pytest.raises(ValueError, match="sha256: Field required"):
         validate_op_params("superres", {"checkpoint": "run/checkpoint.pt"})
     validate_op_params("superres", {"checkpoint": "run/checkpoint.pt", "sha256": "0" * 64})

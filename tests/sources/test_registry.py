@@ -11,6 +11,7 @@ from PIL import Image
 from augengine.errors import ConfigError, InputError
 from augengine.simulate import simulate_dataset
 from augengine.sources import READERS, SampleRef, discover, load_sample
+from augengine.sources.registry import reader_options
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,17 @@ def test_unknown_reader():
         load_sample(ref)
 
 
-def test_unknown_option_is_a_type_error(phantoms):
-    # The job planner turns this TypeError into a ConfigError naming the source's options.
-    with pytest.raises(TypeError, match="sampling_rate"):
+def test_unknown_option_names_the_readers_options(phantoms):
+    with pytest.raises(ConfigError) as info:
         discover("oasbud", str(phantoms / "phantoms.mat"), sampling_rate=40e6)
+    assert str(info.value) == ("unknown option 'sampling_rate'; "
+                               "allowed: fs_hz, fc_hz, c_m_s, pitch_m")
+
+
+def test_reader_options_come_from_the_discover_functions():
+    assert reader_options("oasbud") == ["fs_hz", "fc_hz", "c_m_s", "pitch_m"]
+    assert reader_options("dicom") == ["label"]
+    assert reader_options("busi") == []
 
 
 def test_oasbud_options_travel_in_refs(phantoms, tmp_path):
