@@ -5,7 +5,7 @@ The job is demo-like at a small per-image cost: ``--images`` BUSI-style PNGs (22
 with a lesion mask) x 40 variants (20 rotation angles x 2 flips), ``--images 500`` giving 20,000
 outputs in shards of 128. Run::
 
-    python benchmarks/bench_run_memory.py [--images 500] [--workdir /tmp/augengine-rss]
+    python benchmarks/bench_run_memory.py [--images 500]
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,11 +75,19 @@ def sample_tree(root: psutil.Process, peaks: dict, cpu: dict, stop: threading.Ev
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--workdir", default="/tmp/augengine-rss")
     args = parser.parse_args()
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    make_inputs(work / "busi", args.images)
+    # A folder of its own: the inputs and the store it makes are removed at the end, and
+    # nothing else is.
+    work = Path(tempfile.mkdtemp(prefix="augengine-rss-"))
+    try:
+        measure(work, args.images)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path, images: int) -> None:
+    """Run the job in ``work`` under ``time -v`` and print the peaks."""
+    make_inputs(work / "busi", images)
     (work / "job.yaml").write_text(yaml.safe_dump(job(work / "busi", work / "out.zarr")))
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "augengine", "run", "--quiet",
                str(work / "job.yaml")]
@@ -95,8 +104,8 @@ def main() -> None:
     driver = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) * 1024
     if run.returncode:
         sys.exit(f"run failed ({run.returncode}): {err[-2000:]}")
-    print(f"command: python benchmarks/bench_run_memory.py --images {args.images}")
-    print(f"{args.images * 40} images in {seconds:.0f} s; actors' CPU: {sum(cpu.values()):.0f} s")
+    print(f"command: python benchmarks/bench_run_memory.py --images {images}")
+    print(f"{images * 40} images in {seconds:.0f} s; actors' CPU: {sum(cpu.values()):.0f} s")
     print(f"driver max RSS (time -v): {driver / 2**20:,.0f} MiB")
     for role in ("driver", "actor", "ray", "tree"):
         what = {"driver": "driver max RSS (psutil)", "actor": "largest actor (ShardWorker)",

@@ -25,15 +25,17 @@ ORDERS = (0, 1, 3)
 _KEYS_A = -0.5
 
 
-def _image(image, op: str):
-    """Validate a 2-D image/mask and return it as an array of its own module."""
+def _image(image, op: str, what: str = "image", layout: str = "(H, W)"):
+    """Validate a non-empty bool/integer/float array of ``layout``'s rank (an image or mask
+    ``(H, W)``, or a stack ``(B, H, W)``) and return it as an array of its own module."""
     image = image if is_cupy(image) else np.asarray(image)
-    if image.ndim != 2:
-        raise InputError(f"{op}: expected a 2-D image (H, W), got shape {tuple(image.shape)}")
+    if image.ndim != layout.count(",") + 1:
+        raise InputError(f"{op}: expected {'a 2-D' if what == 'image' else 'a'} {what} "
+                         f"{layout}, got shape {tuple(image.shape)}")
     if image.size == 0:
-        raise InputError(f"{op}: image is empty, shape {tuple(image.shape)}")
+        raise InputError(f"{op}: {what} is empty, shape {tuple(image.shape)}")
     if np.dtype(image.dtype).kind not in "biuf":
-        raise InputError(f"{op}: image must be bool, integer or float, got dtype {image.dtype}")
+        raise InputError(f"{op}: {what} must be bool, integer or float, got dtype {image.dtype}")
     return image
 
 
@@ -525,14 +527,7 @@ AFFINE_CHUNK_PIXELS = 1 << 22
 
 def _stack(images, op: str):
     """Validate a stack (B, H, W) and return it as an array of its own module."""
-    images = images if is_cupy(images) else np.asarray(images)
-    if images.ndim != 3:
-        raise InputError(f"{op}: expected a stack (B, H, W), got shape {tuple(images.shape)}")
-    if images.size == 0:
-        raise InputError(f"{op}: stack is empty, shape {tuple(images.shape)}")
-    if np.dtype(images.dtype).kind not in "biuf":
-        raise InputError(f"{op}: stack must be bool, integer or float, got dtype {images.dtype}")
-    return images
+    return _image(images, op, "stack", "(B, H, W)")
 
 
 def _per_image(values, count: int, name: str, op: str) -> list:
