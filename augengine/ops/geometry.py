@@ -443,12 +443,17 @@ def rotate(image, angle_deg, order: int = 1, fill=0):
     """
     image = _image(image, "rotate")
     order = _order(order)
-    angle = _finite(angle_deg, "angle_deg")
+    matrix, offset = _rotation(angle_deg, image.shape)
     fill = _finite(fill, "fill")
-    cos, sin = _cos_sin_deg(angle)
+    return _warp(image, matrix, offset, order, fill)
+
+
+def _rotation(angle_deg, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The (matrix, offset) of :func:`rotate` about the centre of an image of ``shape``."""
+    cos, sin = _cos_sin_deg(_finite(angle_deg, "angle_deg"))
     matrix = np.array([[cos, sin], [-sin, cos]])
-    centre = _centre(image.shape)
-    return _warp(image, matrix, centre - matrix @ centre, order, fill)
+    centre = _centre(shape)
+    return matrix, centre - matrix @ centre
 
 
 def translate(image, shift_px, order: int = 1, fill=0):
@@ -477,11 +482,16 @@ def translate(image, shift_px, order: int = 1, fill=0):
     """
     image = _image(image, "translate")
     order = _order(order)
+    offset = _translation(shift_px)
+    fill = _finite(fill, "fill")
+    return _warp(image, np.ones(2), offset, order, fill)
+
+
+def _translation(shift_px) -> np.ndarray:
+    """The offset of :func:`translate` (its matrix is the identity)."""
     if np.ndim(shift_px) != 1 or len(shift_px) != 2:
         raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift_px!r}")
-    shift = np.array([_finite(s, "shift_px") for s in shift_px])
-    fill = _finite(fill, "fill")
-    return _warp(image, np.ones(2), -shift, order, fill)
+    return -np.array([_finite(s, "shift_px") for s in shift_px])
 
 
 def scale(image, factor, order: int = 1, fill=0):
@@ -509,10 +519,16 @@ def scale(image, factor, order: int = 1, fill=0):
     """
     image = _image(image, "scale")
     order = _order(order)
-    factors = np.array(_pair(factor, "factor", positive=True))
+    diagonal, offset = _zoom(factor, image.shape)
     fill = _finite(fill, "fill")
-    centre = _centre(image.shape)
-    return _warp(image, 1.0 / factors, centre - centre / factors, order, fill)
+    return _warp(image, diagonal, offset, order, fill)
+
+
+def _zoom(factor, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The (diagonal of the matrix, offset) of :func:`scale` about the centre of ``shape``."""
+    factors = np.array(_pair(factor, "factor", positive=True))
+    centre = _centre(shape)
+    return 1.0 / factors, centre - centre / factors
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -629,14 +645,8 @@ def rotate_batch(images, angles_deg, order: int = 1, fill=0):
     angles = _per_image(angles_deg, images.shape[0], "angles_deg", "rotate_batch")
 
     def maps():
-        centre = _centre(images.shape[1:])
-        matrices, offsets = [], []
-        for angle in angles:
-            cos, sin = _cos_sin_deg(_finite(angle, "angle_deg"))
-            matrix = np.array([[cos, sin], [-sin, cos]])
-            matrices.append(matrix)
-            offsets.append(centre - matrix @ centre)
-        return matrices, offsets
+        matrices, offsets = zip(*(_rotation(angle, images.shape[1:]) for angle in angles))
+        return list(matrices), list(offsets)
 
     return _one_call(images, rotate, angles, maps, order, fill)
 
@@ -652,12 +662,7 @@ def translate_batch(images, shifts_px, order: int = 1, fill=0):
     shifts = _per_image(shifts_px, images.shape[0], "shifts_px", "translate_batch")
 
     def maps():
-        offsets = []
-        for shift in shifts:
-            if np.ndim(shift) != 1 or len(shift) != 2:
-                raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift!r}")
-            offsets.append([-_finite(s, "shift_px") for s in shift])
-        return [np.eye(2)] * len(offsets), offsets
+        return [np.eye(2)] * len(shifts), [_translation(shift) for shift in shifts]
 
     return _one_call(images, translate, shifts, maps, order, fill)
 
@@ -673,13 +678,8 @@ def scale_batch(images, factors, order: int = 1, fill=0):
     factors = _per_image(factors, images.shape[0], "factors", "scale_batch")
 
     def maps():
-        centre = _centre(images.shape[1:])
-        matrices, offsets = [], []
-        for factor in factors:
-            pair = np.array(_pair(factor, "factor", positive=True))
-            matrices.append(np.diag(1.0 / pair))
-            offsets.append(centre - centre / pair)
-        return matrices, offsets
+        zooms = [_zoom(factor, images.shape[1:]) for factor in factors]
+        return [np.diag(diagonal) for diagonal, _ in zooms], [offset for _, offset in zooms]
 
     return _one_call(images, scale, factors, maps, order, fill)
 
