@@ -230,9 +230,7 @@ def _check_identity(path: Path, config_hash: str, with_masks: bool, digest: str,
 
 
 def _write_inputs(path: Path, inputs: list[dict]) -> None:
-    target = path / "inputs.parquet"
-    pq.write_table(pa.Table.from_pylist(inputs, schema=INPUTS_SCHEMA), target.with_suffix(".partial"))
-    os.replace(target.with_suffix(".partial"), target)
+    _write_parquet(pa.Table.from_pylist(inputs, schema=INPUTS_SCHEMA), path / "inputs.parquet")
 
 
 def read_inputs(path: str | Path) -> list[dict]:
@@ -410,12 +408,10 @@ def write_journal(path: str | Path, shard: int, rows: list[dict], quarantined: l
     """Record a finished shard (driver only), atomically: a reader sees the old file or the new."""
     target = _journal_file(Path(path), shard)
     target.parent.mkdir(exist_ok=True)
-    tmp = target.with_suffix(".partial")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     meta = {b"quarantine": json.dumps(quarantined, sort_keys=True).encode(),
             b"inputs_digest": inputs_digest.encode()}
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
-    os.replace(tmp, target)
+    _write_parquet(table.replace_schema_metadata(meta), target)
 
 
 def read_journal(path: str | Path, shard: int) -> Journal | None:
@@ -490,8 +486,8 @@ def finalize(path: str | Path, rows: list[dict], quarantined: list[dict], planne
                      "shard": None, "reason": f"source unreadable: {reason}"}
                     for source, reason in unreadable_sources]
     manifest = path / "manifest.parquet"
-    _replace_if_changed(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
-    _replace_if_changed(pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
+    _write_parquet(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
+    _write_parquet(pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
                         path / "quarantine.parquet")
     samples_quarantined = sum(q["index"] is not None for q in quarantined)
     counts = {
@@ -509,10 +505,10 @@ def finalize(path: str | Path, rows: list[dict], quarantined: list[dict], planne
     return counts
 
 
-def _replace_if_changed(table: pa.Table, target: Path) -> None:
-    """Write ``table`` to ``target`` atomically, leaving the file (and its mtime) alone when it
-    already holds the same bytes: a store read as the source of another job then keeps its
-    identity across a resume that changed nothing."""
+def _write_parquet(table: pa.Table, target: Path) -> None:
+    """Write ``table`` to ``target`` atomically (a reader sees the old file or the new), leaving
+    the file (and its mtime) alone when it already holds the same bytes: a store read as the
+    source of another job then keeps its identity across a resume that changed nothing."""
     tmp = target.with_suffix(".partial")
     pq.write_table(table, tmp)
     if target.exists() and _file_sha256(tmp) == _file_sha256(target):
