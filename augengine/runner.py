@@ -10,7 +10,6 @@ the run with one line naming it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 
 from augengine import raycluster, sources, store
 from augengine._xp import is_cupy
+from augengine.checksums import file_sha256
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, InputError, RunError, one_line
 from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
@@ -380,10 +380,7 @@ class StyleTransferInputs:
 
 
 def _file_sha256(path) -> str | None:
-    if path is None:
-        return None
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return None if path is None else file_sha256(path)
 
 
 def _actor_device() -> str:

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
 
+from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError, one_line
 from augengine.manifest import rows_where
 
@@ -498,7 +499,7 @@ def finalize(path: str | Path, rows: list[dict], quarantined: list[dict], planne
         "by_label": {str(k): v for k, v in sorted(Counter(r["label"] for r in rows).items())},
     }
     group = zarr.open_group(path, mode="r+")
-    update = {"counts": counts, "manifest_sha256": _file_sha256(manifest),
+    update = {"counts": counts, "manifest_sha256": file_sha256(manifest),
               "complete": len(rows) + samples_quarantined == planned}
     if any(group.attrs.get(key) != value for key, value in update.items()):
         group.attrs.update(update)
@@ -511,7 +512,7 @@ def _write_parquet(table: pa.Table, target: Path) -> None:
     source of another job then keeps its identity across a resume that changed nothing."""
     tmp = target.with_suffix(".partial")
     pq.write_table(table, tmp)
-    if target.exists() and _file_sha256(tmp) == _file_sha256(target):
+    if target.exists() and file_sha256(tmp) == file_sha256(target):
         tmp.unlink()
     else:
         os.replace(tmp, target)
@@ -529,10 +530,6 @@ def quarantine_summary(quarantined: list[dict], first: int = 3) -> list[str]:
         lines.append(f"{len(ids):>6} x {reason} ({', '.join(names[:first])}"
                      f"{', ...' if len(names) > first else ''})")
     return lines
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -644,7 +641,7 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
     for name in ("images", "labels") + (("masks",) if "masks" in group else ()):
         if group[name].shape[0] != planned:
             problem(f"{name} has {group[name].shape[0]} rows, the plan has {planned}")
-    if _file_sha256(view.path / "manifest.parquet") != attrs.get("manifest_sha256"):
+    if file_sha256(view.path / "manifest.parquet") != attrs.get("manifest_sha256"):
         problem("manifest.parquet does not match the sha256 recorded in the group attributes")
     if not attrs.get("complete"):
         problem("the store is marked incomplete (an interrupted run: re-run the job to resume)")

@@ -8,7 +8,7 @@ import pytest
 
 from augengine import store
 from augengine.config import parse_job
-from augengine.models.superres import file_sha256
+from augengine.checksums import file_sha256
 from augengine.runner import run_job
 from tests.models.test_superres import write_superres_checkpoint
 from tests.test_runner import small_job

@@ -13,7 +13,6 @@ grey counterpart worth learning around.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,11 +21,12 @@ import torch
 from torch import nn
 
 from augengine._xp import is_cupy
+from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError
 from augengine.models.unet import check_positive_ints
 
 __all__ = ["EDSR", "NETWORKS", "RDN", "SCALES", "ResBlock", "ResidualDenseBlock", "edsr",
-           "edsr_small", "file_sha256", "load_superres", "rdn", "rdn_small", "super_resolve",
+           "edsr_small", "load_superres", "rdn", "rdn_small", "super_resolve",
            "upsampler"]
 
 #: Upscaling factors the sub-pixel upsamplers support.
@@ -288,15 +288,6 @@ _LOADED: OrderedDict[tuple, nn.Module] = OrderedDict()
 _LOADED_MAX = 2
 
 
-def file_sha256(path) -> str:
-    """Hex sha256 of a file's bytes (what a job pins a checkpoint by)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_superres(path, sha256: str | None = None) -> nn.Module:
     """The best-validation weights of an ``augengine train superres`` checkpoint, in eval mode.
 
@@ -318,8 +309,8 @@ def load_superres(path, sha256: str | None = None) -> nn.Module:
     from augengine.models.weights import read_checkpoint
 
     path = Path(path)
-    if sha256 is not None and path.is_file() and file_sha256(path) != sha256:
-        raise InputError(f"{path}: sha256 {file_sha256(path)} differs from the job's {sha256}")
+    if sha256 is not None and path.is_file() and (actual := file_sha256(path)) != sha256:
+        raise InputError(f"{path}: sha256 {actual} differs from the job's {sha256}")
     checkpoint = read_checkpoint(path, "super-resolution checkpoint not found")
     config = checkpoint.get("config", {}) if isinstance(checkpoint, dict) else {}
     if checkpoint.get("task") != "superres" or config.get("model") not in NETWORKS \

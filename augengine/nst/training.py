@@ -44,13 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augengine.models.weights import read_checkpoint, state_sha256
-from augengine.nst.losses import uniform_where_unusable
+from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
 from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
+from augengine.models.weights import read_checkpoint, state_sha256
 from augengine.nst.feedforward import StyleNet, adain
-from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss
+from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
 from augengine.store import open_store
 
@@ -106,11 +106,7 @@ def _file_sha256(path) -> str | None:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _seeded(seed: int, build):

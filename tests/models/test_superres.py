@@ -8,10 +8,10 @@ import torch
 
 from augengine.errors import ConfigError, InputError
 from augengine.models import edsr, edsr_small, rdn, rdn_small
+from augengine.checksums import file_sha256
 from augengine.models.superres import (
     NETWORKS,
     ResBlock,
-    file_sha256,
     load_superres,
     super_resolve,
 )
