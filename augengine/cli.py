@@ -30,19 +30,17 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from augengine.config import load_job
-    from augengine.plan import format_plan, make_plan
+    from augengine.api import plan
+    from augengine.plan import format_plan
 
-    _say(format_plan(make_plan(load_job(args.job))))
+    _say(format_plan(plan(args.job)))
     return 0
 
 
 def _cmd_run(args) -> int:
-    from augengine.config import load_job
-    from augengine.runner import run_job
+    from augengine.api import run
 
-    result = run_job(load_job(args.job), address=args.address, progress=not args.quiet,
-                     rebuild=args.rebuild)
+    result = run(args.job, address=args.address, progress=not args.quiet, rebuild=args.rebuild)
     _say(f"{result.path}: {result.written} samples written, {result.quarantined} quarantined "
          f"of {result.planned} planned ({result.shards_built} shards built, "
          f"{result.shards_kept} kept from an earlier run) in {result.seconds:.1f} s")

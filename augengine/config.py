@@ -24,6 +24,7 @@ Relative paths are resolved against the working directory of the process that lo
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import itertools
 import json
@@ -37,6 +38,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from augengine.errors import ConfigError, unknown
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
+from augengine.registry import import_plugins
 
 class _Strict(BaseModel):
     model_config = STRICT
@@ -252,8 +254,16 @@ class NstConfig(_Strict):
 
 
 class JobConfig(_Strict):
+    """A job (``augengine.Job``): built from keywords, a mapping (:func:`parse_job`) or a YAML
+    file (:func:`load_job`), every way validated alike and refused with one ``ConfigError`` line.
+    """
+
     name: str = "augment"
     seed: int = 0
+    #: Modules imported before the steps are checked, each registering its own ops
+    #: (``augengine.register_op``); they must be importable wherever the job runs. Before
+    #: ``steps``: pydantic validates fields in this order.
+    plugins: list[str] = Field(default_factory=list)
     sources: list[SourceConfig]
     #: Style transfer before ``steps``: outputs are (content, style) pairs of the inputs.
     nst: NstConfig | None = None
@@ -261,6 +271,20 @@ class JobConfig(_Strict):
     output: OutputConfig
     #: Number of Ray actors; default: one per GPU, else one per CPU of the cluster.
     workers: int | None = None
+
+    def __init__(self, /, **data: Any):
+        origin = _ORIGIN.get()
+        _check_step_forms(data, origin)
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise ConfigError(_format_validation_error(error, origin)) from None
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules):
+        import_plugins(modules)
+        return modules
 
     @field_validator("sources")
     @classmethod
@@ -354,20 +378,33 @@ def _format_validation_error(error: ValidationError, origin: str) -> str:
     return f"{origin}: " + "; ".join(parts[:4])
 
 
+#: What a job's errors name first: its file, or "job" for one built in Python.
+_ORIGIN: contextvars.ContextVar[str] = contextvars.ContextVar("job_origin", default="job")
+
+
+def _check_step_forms(data: dict, origin: str) -> None:
+    steps = data.get("steps")
+    if isinstance(steps, list):
+        for i, step in enumerate(steps):
+            if isinstance(step, BaseModel):
+                continue
+            if not (isinstance(step, dict) and ("op" in step) != ("one_of" in step)):
+                raise ConfigError(f"{origin}: steps[{i}]: each step needs exactly one of 'op' or "
+                                  f"'one_of', got {step!r}")
+
+
 def parse_job(data: Any, origin: str = "job") -> JobConfig:
     """Validate a job given as plain data (the parsed YAML)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a job file must be a mapping with keys sources, steps, output")
-    steps = data.get("steps")
-    if isinstance(steps, list):
-        for i, step in enumerate(steps):
-            if not (isinstance(step, dict) and ("op" in step) != ("one_of" in step)):
-                raise ConfigError(f"{origin}: steps[{i}]: each step needs exactly one of 'op' or "
-                                  f"'one_of', got {step!r}")
+    strange = next((key for key in data if not isinstance(key, str)), None)
+    if strange is not None:
+        raise ConfigError(f"{origin}: {unknown('key', strange, JobConfig.model_fields)}")
+    token = _ORIGIN.set(origin)
     try:
-        return JobConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, origin)) from None
+        return JobConfig(**data)
+    finally:
+        _ORIGIN.reset(token)
 
 
 class _JobLoader(yaml.SafeLoader):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -307,3 +309,17 @@ def format_plan(plan: Plan) -> str:
         lines += ["", "unreadable sources (skipped):",
                   *(f"  {path}: {reason}" for path, reason in plan.source_errors)]
     return "\n".join(lines)
+
+
+class _CallableModule(types.ModuleType):
+    """``augengine.plan(job)``: the package's public ``plan`` (:func:`augengine.api.plan`) and
+    this module share the name, so the module answers the call (importing it sets the package
+    attribute ``augengine.plan`` to the module, whatever ``augengine/__init__`` defines)."""
+
+    def __call__(self, job_or_path):
+        from augengine.api import plan
+
+        return plan(job_or_path)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from augengine import raycluster, sources, store
+from augengine import raycluster, registry, sources, store
 from augengine._xp import is_cupy
 from augengine.checksums import file_sha256
 from augengine.config import JobConfig
@@ -409,7 +409,10 @@ class ShardWorker:
     """
 
     def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int,
-                 nst: dict | None = None, refs: list[SampleRef] | None = None):
+                 nst: dict | None = None, refs: list[SampleRef] | None = None,
+                 user_ops: dict | None = None):
+        # The driver's registered ops (augengine.register_op): this process has only built-ins.
+        registry.install(user_ops or {})
         self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
         self.output_size, self.shard_size = tuple(output_size), shard_size
         if nst is not None and nst["deterministic"]:
@@ -656,7 +659,8 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
     actor_class = ray.remote(ShardWorker).options(max_concurrency=2, **options)
     nst = None if config.nst is None else config.nst.model_dump()
     actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
-                                 out.size, out.shard_size, nst, plan.refs if nst else None)
+                                 out.size, out.shard_size, nst, plan.refs if nst else None,
+                                 registry.user_ops())
               for _ in range(workers)]
     queue = list(todo)
     # running: a task -> (shard, actor, stage), stage "build" or "write". An actor is idle again
