@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from augengine.errors import ConfigError, InputError
+from augengine.manifest import rows_where
 from augengine.sources import LABEL_NAMES
 from augengine.store import open_store
 
@@ -155,14 +156,16 @@ def preview_store(path: str | Path, out: str | Path, count: int | None = None, c
     (job name, store, counts) and a legend of the captions.
 
     ``count`` samples (default: 32, or all when fewer) are picked by :func:`pick_indices` with
-    ``seed``; ``where`` (a predicate on manifest row dicts) keeps only the rows it accepts. More
+    ``seed``; ``where`` keeps only the rows it accepts (any form of
+    :func:`augengine.manifest.rows_where`; its errors are named ``--where``). More
     than :data:`MAX_COUNT`, or an explicit ``count`` above the rows there are, is refused.
     """
     if count is not None and count > MAX_COUNT:
         raise ConfigError(f"count: at most {MAX_COUNT} samples in one preview, got {count}")
     view = open_store(path)
     every = view.manifest.to_pylist()
-    rows = {r["index"]: r for r in every if where is None or where(r)}
+    keep = rows_where(view.manifest, where, name="--where")
+    rows = {r["index"]: r for r, kept in zip(every, keep) if kept}
     if not rows:
         raise ConfigError(f"{path}: no sample matches --where" if where is not None
                           else f"{path}: the store holds no samples")

@@ -6,11 +6,11 @@ in pyproject brings it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from augengine.manifest import Where, rows_where
 from augengine.store import open_store
 
 
@@ -32,7 +32,7 @@ def _read_shard(path: str, start: int, stop: int, rows: list[dict], with_masks: 
         "source_id": np.array([row["source_id"] for row in rows], object)})]
 
 
-def _datasource(path: Path, where: Callable[[dict], bool] | None):
+def _datasource(path: Path, where: Where):
     """A ``ray.data.Datasource`` with one read task per shard that holds a kept row."""
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
@@ -42,9 +42,8 @@ def _datasource(path: Path, where: Callable[[dict], bool] | None):
     n_samples, height, width = view.group["images"].shape
     with_masks = "masks" in view.group
     by_shard: dict[int, list[dict]] = {}
-    for row in view.manifest.to_pylist():
-        if where is None or where(row):
-            by_shard.setdefault(row["index"] // shard_size, []).append(row)
+    for row in view.manifest.filter(rows_where(view.manifest, where)).to_pylist():
+        by_shard.setdefault(row["index"] // shard_size, []).append(row)
     row_bytes = 2 * height * width + 64  # image and mask, plus the label and ids roughly
 
     class StoreDatasource(Datasource):
@@ -68,7 +67,7 @@ def _datasource(path: Path, where: Callable[[dict], bool] | None):
     return StoreDatasource(), len(by_shard)
 
 
-def read_store(path: str | Path, where: Callable[[dict], bool] | None = None):
+def read_store(path: str | Path, where: Where = None):
     """The samples of the store at ``path`` as a ``ray.data.Dataset``, one block per shard.
 
     Parameters
@@ -76,10 +75,11 @@ def read_store(path: str | Path, where: Callable[[dict], bool] | None = None):
     path : str or Path
         A finished store (``augengine run``); it must be readable at the same path by every
         node of the cluster (a shared file system).
-    where : callable, optional
-        A predicate on manifest rows (dicts of the columns in docs/store.md, e.g.
-        ``lambda row: row["label"] == 1``); only the rows it accepts are read. Shards left with
-        no row have no block.
+    where : optional
+        Which manifest rows to read, in any form of :func:`augengine.manifest.rows_where`:
+        ``{"label": 1}``, ``"bmode.dynamic_range_db=40"``, ``["label=1", "chain~rotate"]`` or a
+        function of a row dict. It runs on the driver over the manifest; shards left with no
+        row have no block.
 
     Returns
     -------

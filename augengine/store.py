@@ -3,16 +3,24 @@
 Layout of ``STORE`` (a directory)::
 
     zarr.json                  group attributes: schema version, config hash, inputs digest,
-                               counts, manifest sha256
+                               counts, manifest sha256; the arrays' metadata consolidated
     images/                    (N, H, W) uint8, one sample per chunk, ``shard_size`` per shard, zstd
     masks/                     (N, H, W) uint8 0/1, present when any source has ROIs/masks
     labels/                    (N,) int8 (-1 where a planned sample was quarantined)
-    manifest.parquet           one row per written sample (``MANIFEST_SCHEMA``)
-    quarantine.parquet         one row per planned sample that could not be made, with the reason,
-                               and one per source that could not be read at all (index null)
-    inputs.parquet             what the plan read: sample ids in plan order, files, sizes, mtimes
-    _journal/shard-XXXXXX.parquet   the driver's record of each finished shard (resume points)
-    .augengine.lock            held (``flock``) by the one run writing the store
+    records/                   a Zarr group with no arrays, holding what is not Zarr:
+      manifest.parquet         one row per written sample (``MANIFEST_SCHEMA``)
+      quarantine.parquet       one row per planned sample that could not be made, with the
+                               reason, and one per source that could not be read at all (index null)
+      inputs.parquet           what the plan read: sample ids in plan order, files, sizes, mtimes
+      _journal/shard-XXXXXX.parquet   the driver's record of each finished shard (resume points)
+      .augengine.lock          held (``flock``) by the one run writing the store
+
+Why ``records/`` is a group: zarr names every entry of a group's directory that is neither
+``zarr.json`` nor a node with a warning when it lists the group (``xarray.open_zarr(...,
+consolidated=False)`` does), and ignores nothing else. A subgroup is a node, and opening the
+arrays never lists inside it. The consolidated metadata lets ``xarray.open_zarr(STORE)`` open
+the arrays without listing anything. Schema-2 stores keep the records beside the arrays; they
+are read as they are (:func:`records_dir`), and a run into one moves them under ``--rebuild``.
 
 Concurrency rule (a shard file holds many samples and is rewritten whole): one writer per shard,
 always. A worker writes each file of its shard in one go (:func:`write_shard`, atomically); only
@@ -34,8 +42,8 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,15 +52,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.errors import ZarrUserWarning
 
 from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError, one_line
 from augengine.manifest import rows_where
 
 #: 2: masks checksummed (``mask_sha256``), inputs recorded (``inputs.parquet``, ``inputs_digest``),
-#: unreadable sources in the quarantine.
-SCHEMA_VERSION = 2
+#: unreadable sources in the quarantine. 3: the Parquet records in ``records/``, the arrays'
+#: metadata consolidated.
+SCHEMA_VERSION = 3
+#: Schema versions this augengine reads (and, for 2, converts on ``--rebuild``).
+READABLE_SCHEMAS = (2, 3)
+RECORDS = "records"
 LOCK_FILE = ".augengine.lock"
+#: The files a schema-2 store holds beside its arrays, and a schema-3 store in ``records/``.
+_RECORD_ENTRIES = ("manifest.parquet", "quarantine.parquet", "inputs.parquet", "_journal")
 
 MANIFEST_SCHEMA = pa.schema([
     ("index", pa.int64()),
@@ -109,6 +124,32 @@ def _is_store(path: Path) -> bool:
     return (path / "zarr.json").is_file()
 
 
+def records_dir(path: str | Path) -> Path:
+    """Where the store at ``path`` keeps its Parquet records: ``records/``, or the group
+    directory itself in a schema-2 store (a group without the ``records`` group)."""
+    path = Path(path)
+    return path if _is_store(path) and not _is_store(path / RECORDS) else path / RECORDS
+
+
+def manifest_file(path: str | Path) -> Path:
+    """The manifest of the store at ``path`` (``records/manifest.parquet``; beside the arrays in
+    a schema-2 store)."""
+    return records_dir(path) / "manifest.parquet"
+
+
+def consolidate(path: str | Path) -> None:
+    """Record the arrays' metadata in the group's ``zarr.json`` (zarr's consolidated metadata),
+    so that readers (``xarray.open_zarr``) open them without listing the directory. Called
+    whenever an array is created or resized: zarr readers then trust this copy.
+
+    zarr warns that consolidated metadata is not in the v3 specification yet, and while
+    consolidating it lists ``records/``; both are about our own writing, not the store.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        zarr.consolidate_metadata(str(path))
+
+
 def check_output_path(path: str | Path, source_paths: list[str]) -> None:
     """Refuse an output path whose writing could destroy a user's files (``ConfigError``, one line).
 
@@ -134,26 +175,36 @@ def check_output_path(path: str | Path, source_paths: list[str]) -> None:
         raise ConfigError(f"output.path {path}: exists and is not a directory; refusing to "
                           "overwrite it")
     if out.is_dir() and not _is_store(out):
-        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        foreign = sorted(p.name for p in out.iterdir() if not _stale_lock(p))
         if foreign:
             raise ConfigError(f"output.path {path}: exists, is not an augengine store and holds "
                               f"{len(foreign)} entries (first: {foreign[0]!r}); refusing to write "
                               "into it: choose a new or empty directory")
 
 
+def _stale_lock(entry: Path) -> bool:
+    """``records/`` holding nothing but our lock: what a run that stopped before creating the
+    store leaves (a lock file directly in the directory, from earlier versions, likewise)."""
+    if entry.name == LOCK_FILE:
+        return True
+    return entry.name == RECORDS and entry.is_dir() and \
+        all(p.name == LOCK_FILE for p in entry.iterdir())
+
+
 @contextlib.contextmanager
 def locked_output(path: str | Path):
     """Hold the store's lock while a run writes it; a second run is refused with one line.
 
-    The lock is an ``flock`` on ``.augengine.lock``: the kernel drops it when its holder exits,
+    The lock is an ``flock`` on ``records/.augengine.lock`` (in any store, schema 2 included;
+    earlier versions locked ``.augengine.lock`` beside the arrays): the kernel drops it when its holder exits,
     however it exits, so a lock left by a killed run is taken over without a stale-lock guess.
     The file records who holds it (host, pid, start) for the refusal message and stays behind
     (unlinking it would let a waiting run lock a file nobody else sees). Call
     :func:`check_output_path` first: this creates the directory.
     """
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    records = Path(path) / RECORDS
+    records.mkdir(parents=True, exist_ok=True)
+    fd = os.open(records / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,12 +236,15 @@ def create_store(path: str | Path, n_samples: int, size: tuple[int, int], shard_
     if _is_store(path):
         _check_identity(path, config_hash, with_masks, digest, inputs, rebuild)
         if rebuild:
-            group = zarr.open_group(path, mode="r+")
+            _move_records(path)
+            group = zarr.open_group(path, mode="r+", use_consolidated=False)
             for name in ("images", "masks", "labels"):
                 if name in group and group[name].shape[0] != n_samples:
                     group[name].resize((n_samples, *group[name].shape[1:]))
             _write_inputs(path, inputs)
-            group.attrs.update({"planned": n_samples, "inputs_digest": digest, "complete": False})
+            group.attrs.update({"planned": n_samples, "inputs_digest": digest, "complete": False,
+                                "schema_version": SCHEMA_VERSION})
+            consolidate(path)
         return
     # mode "a" creates the group beside our lock file; mode "w" would empty the directory first.
     group = zarr.open_group(path, mode="a")
@@ -201,10 +255,27 @@ def create_store(path: str | Path, n_samples: int, size: tuple[int, int], shard_
     # Labels are tiny: one chunk per image shard keeps the same single-writer boundaries without
     # paying per-chunk codec overhead for one byte.
     _create_array(group, "labels", (n_samples,), (shard_size,), None, "int8", -1)
+    group.create_group(RECORDS, attributes={"about": "augengine's Parquet records of the store "
+                                                     "(manifest, quarantine, inputs, journal)"})
     _write_inputs(path, inputs)
     group.attrs.update({"schema_version": SCHEMA_VERSION, "config_hash": config_hash,
                         "inputs_digest": digest, "job": job, "planned": n_samples,
                         "shard_size": shard_size, "complete": False})
+    consolidate(path)
+
+
+def _move_records(path: Path) -> None:
+    """Give a schema-2 store the schema-3 layout: its records (ours) moved into ``records/``,
+    where this run already holds the lock; the old lock file beside the arrays goes."""
+    if records_dir(path) != path:
+        return
+    for name in _RECORD_ENTRIES:
+        if (path / name).exists():
+            os.replace(path / name, path / RECORDS / name)
+    (path / LOCK_FILE).unlink(missing_ok=True)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    group.create_group(RECORDS, attributes={"about": "augengine's Parquet records of the store "
+                                                     "(manifest, quarantine, inputs, journal)"})
 
 
 def _check_identity(path: Path, config_hash: str, with_masks: bool, digest: str,
@@ -213,7 +284,12 @@ def _check_identity(path: Path, config_hash: str, with_masks: bool, digest: str,
     if "config_hash" not in attrs:
         raise ConfigError(f"{path}: a Zarr group that is not an augengine store; choose another "
                           "output.path")
-    if attrs.get("schema_version") != SCHEMA_VERSION:
+    if attrs.get("schema_version") == 2 and not rebuild:
+        raise ConfigError(f"{path}: a store of schema version 2, whose records lie beside its "
+                          f"arrays (this augengine writes {SCHEMA_VERSION}, with them in "
+                          f"{RECORDS}/); re-run with --rebuild to move them there, or choose "
+                          "another output.path")
+    if attrs.get("schema_version") not in READABLE_SCHEMAS:
         raise ConfigError(f"{path}: a store of schema version {attrs.get('schema_version')!r} "
                           f"(this augengine writes {SCHEMA_VERSION}); choose another output.path")
     if attrs["config_hash"] != config_hash:
@@ -231,13 +307,14 @@ def _check_identity(path: Path, config_hash: str, with_masks: bool, digest: str,
 
 
 def _write_inputs(path: Path, inputs: list[dict]) -> None:
-    _write_parquet(pa.Table.from_pylist(inputs, schema=INPUTS_SCHEMA), path / "inputs.parquet")
+    _write_parquet(pa.Table.from_pylist(inputs, schema=INPUTS_SCHEMA),
+                   records_dir(path) / "inputs.parquet")
 
 
 def read_inputs(path: str | Path) -> list[dict]:
     """The inputs recorded for a store (``[]`` when none can be read)."""
     try:
-        return pq.read_table(Path(path) / "inputs.parquet").to_pylist()
+        return pq.read_table(records_dir(path) / "inputs.parquet").to_pylist()
     except (OSError, pa.ArrowInvalid):
         return []
 
@@ -391,7 +468,7 @@ def write_shard(path: str | Path, start: int, images: np.ndarray, labels: np.nda
 
 
 def _journal_file(path: Path, shard: int) -> Path:
-    return Path(path) / "_journal" / f"shard-{shard:06d}.parquet"
+    return records_dir(path) / "_journal" / f"shard-{shard:06d}.parquet"
 
 
 @dataclass
@@ -408,7 +485,7 @@ def write_journal(path: str | Path, shard: int, rows: list[dict], quarantined: l
                   inputs_digest: str) -> None:
     """Record a finished shard (driver only), atomically: a reader sees the old file or the new."""
     target = _journal_file(Path(path), shard)
-    target.parent.mkdir(exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     meta = {b"quarantine": json.dumps(quarantined, sort_keys=True).encode(),
             b"inputs_digest": inputs_digest.encode()}
@@ -433,7 +510,7 @@ def read_journal(path: str | Path, shard: int) -> Journal | None:
 def remove_journals_from(path: str | Path, first_shard: int) -> None:
     """Drop the journal files of shards ``>= first_shard`` (ours; a plan that shrank on
     ``--rebuild`` no longer has those shards)."""
-    for file in (Path(path) / "_journal").glob("shard-*.parquet"):
+    for file in (records_dir(path) / "_journal").glob("shard-*.parquet"):
         if int(file.stem.removeprefix("shard-")) >= first_shard:
             file.unlink()
 
@@ -486,10 +563,10 @@ def finalize(path: str | Path, rows: list[dict], quarantined: list[dict], planne
     quarantined += [{"index": None, "input_id": source, "source_path": source, "variant": None,
                      "shard": None, "reason": f"source unreadable: {reason}"}
                     for source, reason in unreadable_sources]
-    manifest = path / "manifest.parquet"
+    manifest = manifest_file(path)
     _write_parquet(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest)
     _write_parquet(pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
-                        path / "quarantine.parquet")
+                        records_dir(path) / "quarantine.parquet")
     samples_quarantined = sum(q["index"] is not None for q in quarantined)
     counts = {
         "planned": planned,
@@ -572,14 +649,15 @@ class StoreView:
         return np.asarray(self.manifest.column("index").to_numpy(), dtype=np.int64)
 
     def where(self, conditions) -> StoreView:
-        """This view with only the manifest rows whose op chain meets every condition.
+        """This view with only the manifest rows that meet every condition (the arrays are
+        unchanged).
 
-        ``conditions``: a mapping or pairs ``{"op.param": value}``, as the training jobs'
-        ``--train-where`` (:func:`augengine.manifest.rows_where`): ``{"bmode.dynamic_range_db":
-        40, "flip.axis": "horizontal"}`` keeps the rows made with both. The arrays are unchanged.
+        ``conditions``: as every reader takes them (:func:`augengine.manifest.rows_where`):
+        ``{"bmode.dynamic_range_db": 40, "flip.axis": "horizontal"}`` keeps the rows made with
+        both, ``{"label": 1}`` or ``"label=1"`` the malignant ones, ``"chain~rotate"`` those whose
+        chain names a rotation; or a function of a row dict.
         """
-        pairs = list(conditions.items()) if isinstance(conditions, Mapping) else list(conditions)
-        return replace(self, manifest=self.manifest.filter(rows_where(self.manifest, pairs)))
+        return replace(self, manifest=self.manifest.filter(rows_where(self.manifest, conditions)))
 
 
 def _read_table(file: Path, what: str, missing: str | None = None) -> pa.Table | None:
@@ -608,12 +686,12 @@ def open_store(path: str | Path) -> StoreView:
         attrs = dict(group.attrs)
     except Exception as error:  # noqa: BLE001 - a damaged zarr.json is a named problem
         raise InputError(f"{path}/zarr.json: unreadable ({one_line(error)})") from None
-    if attrs.get("schema_version") != SCHEMA_VERSION:
+    if attrs.get("schema_version") not in READABLE_SCHEMAS:
         raise InputError(f"{path}: schema version {attrs.get('schema_version')!r}, "
-                         f"this augengine reads {SCHEMA_VERSION}")
-    manifest = _read_table(path / "manifest.parquet", "manifest",
+                         f"this augengine reads {', '.join(map(str, READABLE_SCHEMAS))}")
+    manifest = _read_table(manifest_file(path), "manifest",
                            missing="the run has not finished; re-run it to resume")
-    quarantine = _read_table(path / "quarantine.parquet", "quarantine record")
+    quarantine = _read_table(records_dir(path) / "quarantine.parquet", "quarantine record")
     return StoreView(path, group, attrs, manifest,
                      QUARANTINE_SCHEMA.empty_table() if quarantine is None else quarantine)
 
@@ -641,7 +719,7 @@ def verify_store(path: str | Path, max_problems: int = 20) -> list[str]:
     for name in ("images", "labels") + (("masks",) if "masks" in group else ()):
         if group[name].shape[0] != planned:
             problem(f"{name} has {group[name].shape[0]} rows, the plan has {planned}")
-    if file_sha256(view.path / "manifest.parquet") != attrs.get("manifest_sha256"):
+    if file_sha256(manifest_file(view.path)) != attrs.get("manifest_sha256"):
         problem("manifest.parquet does not match the sha256 recorded in the group attributes")
     if not attrs.get("complete"):
         problem("the store is marked incomplete (an interrupted run: re-run the job to resume)")

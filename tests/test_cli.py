@@ -210,7 +210,8 @@ def test_preview_where_filters(store_path, tmp_path, drawn):
     (["--count", "25"], "count: 25 is more than the 24 samples that the store holds"),
     (["--count", "13", "--where", "label=1"],
      "count: 13 is more than the 12 samples that match --where"),
-    (["--where", "lable=1"], "--where: no manifest column 'lable'; columns: index, "),
+    (["--where", "lable=1"], "--where: unknown manifest column 'lable'; did you mean 'label'? "
+                             "(or give op.param to match an op's parameter)"),
     (["--where", "label"], "--where: expected COLUMN=VALUE, COLUMN~TEXT or OP.PARAM=VALUE, "),
     (["--nst", "--where", "label=1"], "--where: filters the sample grid, not the --nst rows"),
 ])

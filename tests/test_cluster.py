@@ -167,7 +167,7 @@ def test_driver_killed_with_sigkill_resumes_to_identical_bytes(ray_session, phan
     driver = subprocess.Popen([str(BIN / "augengine"), "run", str(path), "--quiet"], env=env(),
                               start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    journal = tmp_path / "ds.zarr" / "_journal"
+    journal = tmp_path / "ds.zarr" / "records" / "_journal"
     try:
         deadline = time.time() + 120
         while time.time() < deadline and driver.poll() is None:
@@ -182,10 +182,10 @@ def test_driver_killed_with_sigkill_resumes_to_identical_bytes(ray_session, phan
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == -signal.SIGKILL
     assert 0 < done_at_kill < n_shards, f"kill landed outside the run ({done_at_kill}/{n_shards})"
-    assert not (tmp_path / "ds.zarr" / "manifest.parquet").exists()
+    assert not (tmp_path / "ds.zarr" / "records" / "manifest.parquet").exists()
 
     result = run_job(parse_job(job), progress=False)
     assert result.shards_kept >= done_at_kill - 1 and result.shards_built > 0
     assert store.verify_store(tmp_path / "ds.zarr") == []
-    assert ((tmp_path / "ds.zarr" / "manifest.parquet").read_bytes()
-            == (tmp_path / "ref.zarr" / "manifest.parquet").read_bytes())
+    assert ((tmp_path / "ds.zarr" / "records" / "manifest.parquet").read_bytes()
+            == (tmp_path / "ref.zarr" / "records" / "manifest.parquet").read_bytes())

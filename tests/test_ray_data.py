@@ -8,6 +8,7 @@ import pytest
 
 from augengine.config import parse_job
 from augengine.runner import run_job
+from augengine import store as store_module
 from augengine.store import open_store
 from tests.test_runner import small_job
 
@@ -48,6 +49,7 @@ def test_a_store_without_masks_gives_zero_masks(store, tmp_path):
     copy = tmp_path / "no-masks.zarr"
     shutil.copytree(store, copy)
     shutil.rmtree(copy / "masks")
+    store_module.consolidate(copy)  # readers trust the consolidated metadata
     assert "masks" not in open_store(copy).group
     rows = read_store(copy).take_all()
     assert len(rows) == 24 and all(row["mask"].shape == row["image"].shape
@@ -65,6 +67,18 @@ def test_where_keeps_only_the_accepted_rows(store):
     assert all(row["label"] == 1 for row in rows.values())
     assert dataset.num_blocks() == 3  # samples 12..23: shards 2, 3 and 4; no block for 0 and 1
     assert read_store(store, where=lambda row: False).count() == 0
+
+
+@pytest.mark.parametrize("where", [{"label": 1, "flip.axis": "horizontal"},
+                                   ["label=1", "flip.axis=horizontal"], "chain~flip"])
+def test_where_takes_the_conditions_every_reader_takes(store, where):
+    from augengine.ray_data import read_store
+
+    expected = sorted(open_store(store).where(where).manifest.column("sample_id").to_pylist())
+    assert expected and set(expected) < set(open_store(store).manifest.column("sample_id")
+                                            .to_pylist())
+    assert sorted(row["sample_id"] for row in read_store(store, where=where).take_all()) \
+        == expected, where
 
 
 def test_map_batches_runs_a_model_over_the_store(store):

@@ -45,7 +45,7 @@ def reference(ray_session, phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "ds.zarr"
     config = parse_job(small_job(phantom_dir, out))
     result = run_job(config, progress=False)
-    return config, result, (out / "manifest.parquet").read_bytes()
+    return config, result, (out / "records" / "manifest.parquet").read_bytes()
 
 
 def test_run_writes_a_whole_store(reference, phantom_dir):
@@ -81,7 +81,7 @@ def test_rerun_keeps_every_shard_and_the_same_bytes(reference):
     config, result, manifest = reference
     again = run_job(config, progress=False)
     assert again.shards_built == 0 and again.shards_kept == make_plan(config).n_shards
-    assert (Path(result.path) / "manifest.parquet").read_bytes() == manifest
+    assert (Path(result.path) / "records" / "manifest.parquet").read_bytes() == manifest
 
 
 def test_resume_rebuilds_lost_and_damaged_shards(ray_session, reference, phantom_dir, tmp_path):
@@ -89,13 +89,13 @@ def test_resume_rebuilds_lost_and_damaged_shards(ray_session, reference, phantom
     out = tmp_path / "ds.zarr"
     config = parse_job(small_job(phantom_dir, out))
     run_job(config, progress=False)
-    (out / "_journal" / "shard-000001.parquet").unlink()            # driver died before recording
+    (out / "records" / "_journal" / "shard-000001.parquet").unlink()            # driver died before recording
     zarr.open_group(out, mode="r+")["images"][10:15] = 7             # a shard damaged on disk
-    (out / "manifest.parquet").unlink()
+    (out / "records" / "manifest.parquet").unlink()
     result = run_job(config, progress=False)
     assert result.shards_built == 2, f"expected shards 1 and 2 rebuilt, got {result.shards_built}"
     assert store.verify_store(out) == []
-    assert (out / "manifest.parquet").read_bytes() == manifest
+    assert (out / "records" / "manifest.parquet").read_bytes() == manifest
 
 
 def test_killed_actor_is_restarted_and_its_shard_retried(ray_session, reference, phantom_dir,
@@ -115,7 +115,7 @@ def test_killed_actor_is_restarted_and_its_shard_retried(ray_session, reference,
     assert killed, "the test did not kill an actor"
     assert result.written == result.planned
     assert store.verify_store(out) == []
-    assert (out / "manifest.parquet").read_bytes() == manifest
+    assert (out / "records" / "manifest.parquet").read_bytes() == manifest
 
 
 def test_bad_samples_are_quarantined_and_the_rest_written(ray_session, phantom_dir, tmp_path):

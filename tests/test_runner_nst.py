@@ -70,12 +70,12 @@ def test_nst_job_resumes_to_identical_bytes(ray_session, trained, tmp_path):
     out = tmp_path / "b.zarr"
     config = parse_job(nst_job(source, checkpoint, out))
     run_job(config, progress=False)
-    (out / "_journal" / "shard-000002.parquet").unlink()
-    (out / "manifest.parquet").unlink()
+    (out / "records" / "_journal" / "shard-000002.parquet").unlink()
+    (out / "records" / "manifest.parquet").unlink()
     again = run_job(config, progress=False)
     assert again.shards_built == 1
-    assert ((out / "manifest.parquet").read_bytes()
-            == (tmp_path / "a.zarr" / "manifest.parquet").read_bytes()), reference.path
+    assert ((out / "records" / "manifest.parquet").read_bytes()
+            == (tmp_path / "a.zarr" / "records" / "manifest.parquet").read_bytes()), reference.path
 
 
 def test_nst_job_with_a_missing_checkpoint_fails_clearly(ray_session, trained, tmp_path):
@@ -149,11 +149,11 @@ def test_multi_reference_job_styles_each_content_once_and_resumes(ray_session, t
         assert 0 < nst["quality"]["ssim_to_content"] <= 1
     assert len({row["sample_id"] for row in rows}) == 12
     # Resume: one shard lost, rebuilt to the same bytes.
-    manifest = (tmp_path / "multi.zarr" / "manifest.parquet").read_bytes()
-    (tmp_path / "multi.zarr" / "_journal" / "shard-000001.parquet").unlink()
-    (tmp_path / "multi.zarr" / "manifest.parquet").unlink()
+    manifest = (tmp_path / "multi.zarr" / "records" / "manifest.parquet").read_bytes()
+    (tmp_path / "multi.zarr" / "records" / "_journal" / "shard-000001.parquet").unlink()
+    (tmp_path / "multi.zarr" / "records" / "manifest.parquet").unlink()
     assert run_job(config, progress=False).shards_built == 1
-    assert (tmp_path / "multi.zarr" / "manifest.parquet").read_bytes() == manifest
+    assert (tmp_path / "multi.zarr" / "records" / "manifest.parquet").read_bytes() == manifest
     png = preview_nst(result.path, tmp_path / "multi.png", count=2)
     from PIL import Image
 

@@ -87,12 +87,12 @@ def test_changed_sources_are_refused_then_rebuilt_shard_by_shard(ray_session, tm
     assert (again.shards_kept, again.shards_built) == (3, 1)
     fresh = run_job(busi_job(data, tmp_path / "fresh.zarr"), progress=False)
     assert store.verify_store(out) == [] and fresh.written == 8
-    assert (out / "manifest.parquet").read_bytes() == \
-        (tmp_path / "fresh.zarr" / "manifest.parquet").read_bytes()
+    assert (out / "records" / "manifest.parquet").read_bytes() == \
+        (tmp_path / "fresh.zarr" / "records" / "manifest.parquet").read_bytes()
     (data / "malignant" / "d.png").unlink()                    # and shrinking back
     shrunk = run_job(busi_job(data, out), progress=False, rebuild=True)
     assert (shrunk.planned, shrunk.shards_kept, shrunk.shards_built) == (6, 3, 0)
-    assert store.verify_store(out) == [] and len(os.listdir(out / "_journal")) == 3
+    assert store.verify_store(out) == [] and len(os.listdir(out / "records" / "_journal")) == 3
 
 
 def test_output_inside_a_source_folder_is_refused(tmp_path):
@@ -123,7 +123,7 @@ def test_resume_rebuilds_damaged_images_masks_and_labels(ray_session, reference,
     result = run_job(config, progress=False)
     assert result.shards_built == 1, f"{damage}: expected shard 1 rebuilt, {result.shards_built}"
     assert store.verify_store(out) == []
-    assert (out / "manifest.parquet").read_bytes() == manifest
+    assert (out / "records" / "manifest.parquet").read_bytes() == manifest
 
 
 # --- case 6: unreadable sources are shown -----------------------------------------------------
@@ -152,7 +152,7 @@ def test_a_shard_that_cannot_be_written_stops_the_run_in_one_line(ray_session, r
     out = tmp_path / "ds.zarr"
     job = small_job(phantom_dir, out)
     run_job(parse_job(job), progress=False)
-    (out / "_journal" / "shard-000002.parquet").unlink()
+    (out / "records" / "_journal" / "shard-000002.parquet").unlink()
     blocker = out / "images" / "c" / "2" / "0" / "0"
     blocker.unlink()
     (blocker / "x").mkdir(parents=True)  # the shard's file is now a folder: writing it fails

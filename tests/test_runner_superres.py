@@ -32,7 +32,7 @@ def test_superres_op_in_a_job_records_its_checkpoint_and_resumes(ray_session, ph
     config = parse_job(job)
     first = run_job(config, progress=False)
     assert first.quarantined == 0 and store.verify_store(out) == []
-    manifest = (out / "manifest.parquet").read_bytes()
+    manifest = (out / "records" / "manifest.parquet").read_bytes()
     rows = store.open_store(out).manifest.to_pylist()
     for row in rows:
         steps = json.loads(row["ops"])
@@ -43,10 +43,10 @@ def test_superres_op_in_a_job_records_its_checkpoint_and_resumes(ray_session, ph
         recorded = next(step for step in steps if step["op"] == "superres")
         assert recorded["sha256"] == sha, f"sample {row['sample_id']}: sha256 not recorded"
 
-    (out / "_journal" / "shard-000001.parquet").unlink()   # the driver died before recording
-    (out / "manifest.parquet").unlink()
+    (out / "records" / "_journal" / "shard-000001.parquet").unlink()   # the driver died before recording
+    (out / "records" / "manifest.parquet").unlink()
     resumed = run_job(config, progress=False)
     assert resumed.shards_built == 1, f"expected shard 1 rebuilt, got {resumed.shards_built}"
     assert store.verify_store(out) == []
-    assert (out / "manifest.parquet").read_bytes() == manifest, \
+    assert (out / "records" / "manifest.parquet").read_bytes() == manifest, \
         "the resumed run must reproduce the manifest (and so every image checksum)"

@@ -59,12 +59,12 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_bytes(ray_session, uninterr
                               env=dict(os.environ, RAY_AUTH_MODE="token",
                                        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
     deadline = time.monotonic() + 120
-    while not list((out / "_journal").glob("*.parquet")) and driver.poll() is None \
+    while not list((out / "records" / "_journal").glob("*.parquet")) and driver.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.005)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    journaled = len(list((out / "_journal").glob("*.parquet")))
+    journaled = len(list((out / "records" / "_journal").glob("*.parquet")))
     assert 0 < journaled < make_plan(parse_job(many_shards_job(phantom_dir, out))).n_shards, \
         f"the driver was not killed mid-run ({journaled} shards journaled; exit " \
         f"{driver.returncode}: {driver.stderr.read().decode()[-2000:]})"

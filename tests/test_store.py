@@ -55,7 +55,7 @@ def test_layout_chunks_and_shards(whole_store):
     assert attrs["schema_version"] == store.SCHEMA_VERSION and attrs["complete"] is True
     assert attrs["counts"] == {"planned": N, "written": N, "quarantined": 0, "unreadable_sources": 0,
                                "by_label": {"0": 5, "1": 5}}
-    assert (whole_store / "manifest.parquet").exists()
+    assert (whole_store / "records" / "manifest.parquet").exists()
 
 
 def test_whole_store_verifies(whole_store):
@@ -70,7 +70,7 @@ def test_journal_round_trip(tmp_path):
     store.write_journal(path, 0, [], quarantined, "digest-0")
     assert store.read_journal(path, 0) == store.Journal([], quarantined, "digest-0")
     assert store.read_journal(path, 1) is None
-    (path / "_journal" / "shard-000002.parquet").write_bytes(b"torn")
+    (path / "records" / "_journal" / "shard-000002.parquet").write_bytes(b"torn")
     assert store.read_journal(path, 2) is None, "an unreadable journal means: redo the shard"
 
 
@@ -90,11 +90,11 @@ def test_verify_catches_a_changed_label(whole_store):
 
 
 def test_verify_catches_missing_and_duplicate_rows(whole_store):
-    table = pq.read_table(whole_store / "manifest.parquet")
+    table = pq.read_table(whole_store / "records" / "manifest.parquet")
     rows = table.to_pylist()
     rows = rows[:-1] + [rows[0]]
     pq.write_table(pa.Table.from_pylist(rows, schema=store.MANIFEST_SCHEMA),
-                   whole_store / "manifest.parquet")
+                   whole_store / "records" / "manifest.parquet")
     problems = store.verify_store(whole_store)
     joined = "\n".join(problems)
     assert "sha256 recorded" in joined, "a rewritten manifest must not match its recorded hash"

@@ -107,7 +107,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_store(tmp_path):
         holder.kill()
         holder.wait()
     claim(path)  # the holder died (SIGKILL): its lock is gone with it and is taken over
-    assert f"pid {os.getpid()} " in (path / store.LOCK_FILE).read_text()
+    assert f"pid {os.getpid()} " in (path / store.RECORDS / store.LOCK_FILE).read_text()
 
 
 def _race(path, config_hash, barrier, results):
@@ -216,7 +216,7 @@ def test_a_quarantined_slot_must_hold_label_minus_one(tmp_path, rng):
 
 @pytest.mark.parametrize("name", ["manifest.parquet", "quarantine.parquet"])
 def test_a_truncated_parquet_file_is_one_line(whole_store, name):
-    file = whole_store / name
+    file = whole_store / "records" / name
     file.write_bytes(file.read_bytes()[:40])
     problems = store.verify_store(whole_store)
     assert len(problems) == 1 and name in problems[0] and "unreadable" in problems[0], problems
@@ -235,7 +235,7 @@ def test_unreadable_sources_are_quarantine_records(tmp_path, rng):
     counts = store.finalize(path, make_rows(images, labels, 0), [], 1,
                             [("/data/broken.mat", "not a MATLAB file")])
     assert counts["unreadable_sources"] == 1 and counts["quarantined"] == 0
-    record = pq.read_table(path / "quarantine.parquet").to_pylist()
+    record = pq.read_table(path / "records" / "quarantine.parquet").to_pylist()
     assert record == [{"index": None, "input_id": "/data/broken.mat",
                        "source_path": "/data/broken.mat", "variant": None, "shard": None,
                        "reason": "source unreadable: not a MATLAB file"}]

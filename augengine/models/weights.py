@@ -154,9 +154,11 @@ def _open_store(store_path: Path):
 
     if not store_path.is_dir():
         raise InputError(f"{store_path}: store not found")
-    manifest_path = store_path / "manifest.parquet"
+    from augengine.store import manifest_file
+
+    manifest_path = manifest_file(store_path)
     if not manifest_path.is_file():
-        raise InputError(f"{store_path}: no manifest.parquet beside the arrays")
+        raise InputError(f"{store_path}: no manifest ({manifest_path.relative_to(store_path)})")
     try:
         group = zarr.open_group(store_path, mode="r")
         images, labels = group["images"], group["labels"][:]

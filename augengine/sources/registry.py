@@ -100,5 +100,7 @@ def input_files(ref: SampleRef) -> list[str]:
         image = Path(ref.path)
         return [ref.path, *(str(image.with_name(name)) for name in json.loads(ref.key)["masks"])]
     if ref.reader == "store":
-        return [str(Path(ref.path) / "zarr.json"), str(Path(ref.path) / "manifest.parquet")]
+        from augengine.store import manifest_file
+
+        return [str(Path(ref.path) / "zarr.json"), str(manifest_file(ref.path))]
     return [ref.path]

@@ -50,7 +50,9 @@ def _group(path: str) -> zarr.Group:
 def _ops_by_index(path: str) -> dict[int, str]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(Path(path) / "manifest.parquet", columns=["index", "ops"])
+    from augengine.store import manifest_file
+
+    table = pq.read_table(manifest_file(path), columns=["index", "ops"])
     return dict(zip(table["index"].to_pylist(), table["ops"].to_pylist()))
 
 

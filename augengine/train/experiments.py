@@ -180,8 +180,10 @@ def _build_store(out: Path, job_builder, n_benign: int, n_malignant: int, image_
     from augengine.runner import run_job
     from augengine.simulate import simulate_dataset
 
+    from augengine.store import manifest_file
+
     store = out / "dataset.zarr"
-    if not (store / "manifest.parquet").exists():
+    if not manifest_file(store).exists():
         if not (out / "phantoms" / "phantoms.mat").exists():
             simulate_dataset(n_benign, n_malignant, out / "phantoms", seed=seed)
         job = parse_job(job_builder(out / "phantoms" / "phantoms.mat", store, image_size, seed),

@@ -176,7 +176,8 @@ def test_rows_where_filters_by_op_parameter(tiny_store):
                                           ("flip.axis", "horizontal")])
     assert np.flatnonzero(flipped_at_50).tolist() == [3, 9, 15, 21, 27]
     assert rows_where(manifest, []).all()
-    with pytest.raises(ConfigError, match="op.param=value, got 'bmode'"):
+    with pytest.raises(ConfigError, match=r"^where: unknown manifest column 'bmode'; allowed: "
+                                          r"index, .* \(or give op.param to match"):
         rows_where(manifest, [("bmode", 40)])
 
 
