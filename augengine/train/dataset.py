@@ -35,9 +35,9 @@ class StoreDataset(torch.utils.data.Dataset):
     ----------
     path : str or Path
         A finished store (``augengine run``).
-    where : mapping or pairs, optional
-        Op-parameter filter, as :meth:`augengine.store.StoreView.where`:
-        ``{"bmode.dynamic_range_db": 40}``.
+    where : optional
+        Row filter, as every reader takes it (:func:`augengine.manifest.rows_where`):
+        ``{"bmode.dynamic_range_db": 40}``, ``"label=1"``, ``["label=1", "chain~rotate"]``.
     split : {"train", "val", "test"}, optional
         Keep the rows of this split. Splits are by source (every variant of one lesion on one
         side), made over the whole store before ``where`` filters it, so filters never move a
