@@ -3,6 +3,7 @@ recorded in the manifest with their drawn parameters."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -107,3 +108,19 @@ def test_a_user_op_runs_on_ray_actors_and_is_recorded(ray_session, phantom_dir, 
     image, _ = apply_chain(frame, chain, (48, 48))
     np.testing.assert_array_equal(image.data, view.images[row["index"]],
                                   err_msg=f"sample {row['sample_id']}")
+
+
+def test_the_command_imports_the_plugins_a_job_file_names(phantom_dir, tmp_path):
+    """A fresh process, where only the job's ``plugins`` can have registered ``brighten``."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(plugin_job(phantom_dir, tmp_path / "a.zarr",
+                                              {"op": "brighten", "sweep": {"offset": [5, 10]}})))
+    done = subprocess.run([sys.executable, "-m", "augengine", "plan", str(path)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "brighten(10)" in done.stdout and "brighten(5)" in done.stdout, done.stdout
