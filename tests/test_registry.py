@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 import augengine
-from augengine.errors import ConfigError
+from augengine.errors import ConfigError, InputError
 from augengine.pipeline import OPS, Frame, apply_chain
 from augengine.registry import BUILTIN_OPS, user_ops
 from tests.test_runner import small_job
@@ -124,3 +124,36 @@ def test_the_command_imports_the_plugins_a_job_file_names(phantom_dir, tmp_path)
                           capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert "brighten(10)" in done.stdout and "brighten(5)" in done.stdout, done.stdout
+
+
+@pytest.fixture
+def scratch_ops():
+    """Names registered by a test, removed after it."""
+    names = []
+    yield names
+    for name in names:
+        OPS.pop(name, None)
+
+
+def test_mask_same_moves_the_mask_with_the_image_and_keep_refuses_a_new_shape(scratch_ops):
+    class Rows(BaseModel):
+        rows: int
+
+    def top(image, rows):
+        return image[:rows]
+
+    augengine.register_op("top_rows", top, params=Rows, mask="same")
+    augengine.register_op("top_rows_keep", top, params=Rows)
+    scratch_ops += ["top_rows", "top_rows_keep"]
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 3:5] = 1
+    frame = Frame(image, mask, (0.1, 0.1), "image")
+    out, applied = apply_chain(frame, [("top_rows", {"rows": 4})], (4, 8))
+    np.testing.assert_array_equal(out.data, image[:4])
+    np.testing.assert_array_equal(out.mask, mask[:4])
+    assert applied == [("top_rows", {"rows": 4})], "no resize: the chain ends at output.size"
+    with pytest.raises(InputError, match=r"^op top_rows_keep: changed the image's shape \(8, 8\) "
+                                        r"-> \(4, 8\) but left its mask; register it with "
+                                        r"mask='same'"):
+        apply_chain(frame, [("top_rows_keep", {"rows": 4})], (4, 8))
