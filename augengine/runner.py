@@ -28,7 +28,6 @@ from augengine.errors import ConfigError, RunError, one_line
 from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
                                 start_chain)
 from augengine.plan import Plan, WorkItem, make_plan
-from augengine.sources import SampleRef
 
 ACTOR_MAX_RESTARTS = 3
 ACTOR_MAX_TASK_RETRIES = 3
@@ -149,15 +148,19 @@ class ShardWorker:
     """
 
     def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int,
-                 nst: dict | None = None, refs: list[SampleRef] | None = None):
+                 inputs=None):
+        """``inputs``: None when each item's chain starts from its sample as read
+        (``sources.load_sample``); else an input stage (e.g.
+        :class:`~augengine.nst.stage.StyleTransferStage`): ``inputs.setup_process()`` runs before
+        this process starts CUDA, ``inputs.open(device)`` once, on the first shard, gives a loader
+        whose ``prepare(items)`` runs before each shard is built and whose ``load`` is the
+        shard's ``load_input``."""
         self.store_path, self.chains, self.job_seed = store_path, chains, job_seed
         self.output_size, self.shard_size = tuple(output_size), shard_size
-        if nst is not None and nst["deterministic"]:
-            from augengine.determinism import fix_cublas_workspace
-
-            fix_cublas_workspace()  # before _actor_device starts CUDA in this process
+        if inputs is not None:
+            inputs.setup_process()
         self.device = _actor_device()
-        self.nst, self.refs, self._style_inputs = nst, refs, None
+        self._inputs, self._loader = inputs, None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._writes: dict[int, Future] = {}
         self._last_write: Future | None = None
@@ -165,21 +168,15 @@ class ShardWorker:
     def device_name(self) -> str:
         return self.device
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def process_shard(self, shard: int, start: int, items: list):
         """Build a shard and queue its write; returns ``(shard, rows, quarantined)`` before the
         write is done (the driver asks :meth:`wait_written` before journaling it)."""
         load_input = _load_input
-        if self.nst is not None:
-            if self._style_inputs is None:
-                from augengine.nst.stage import StyleTransferInputs
-
-                self._style_inputs = StyleTransferInputs(self.refs, self.nst, self.device,
-                                                         self.job_seed)
-            self._style_inputs.prepare(items)
-            load_input = self._style_inputs.load
+        if self._inputs is not None:
+            if self._loader is None:
+                self._loader = self._inputs.open(self.device)
+            self._loader.prepare(items)
+            load_input = self._loader.load
         images, masks, labels, rows, quarantined = build_shard(
             items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
             load_input)
@@ -359,6 +356,15 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
                      store.quarantine_summary(unreadable + quarantined))
 
 
+def _input_stage(plan: Plan):
+    """The actors' input stage (see :class:`ShardWorker`): None for plain inputs."""
+    if plan.config.nst is None:
+        return None
+    from augengine.nst.stage import StyleTransferStage
+
+    return StyleTransferStage(plan.refs, plan.config.nst, plan.config.seed)
+
+
 def _shard_result(task, shard: int, path, finished: int):
     """The value of an actor's task, or the ``RunError`` (one line) naming the shard it was for."""
     import ray
@@ -382,9 +388,8 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
     config, out = plan.config, plan.config.output
     workers, options = _actor_options(config, len(todo), memory)
     actor_class = ray.remote(ShardWorker).options(max_concurrency=2, **options)
-    nst = None if config.nst is None else config.nst.model_dump()
     actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
-                                 out.size, out.shard_size, nst, plan.refs if nst else None)
+                                 out.size, out.shard_size, _input_stage(plan))
               for _ in range(workers)]
     queue = list(todo)
     # running: a task -> (shard, actor, stage), stage "build" or "write". An actor is idle again

@@ -189,7 +189,7 @@ def nst_example(tmp_path_factory):
         return parse_job(job)
 
     def styled_shard(shard_fn, config):
-        out, nst = config.output, config.nst.model_dump()
+        out, nst = config.output, config.nst
         state = {}
 
         def make(plan, items):

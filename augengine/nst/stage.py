@@ -8,7 +8,7 @@ chain as a frame with the style transfer recorded in front of its ops.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,10 +19,35 @@ from augengine.nst.inference import weights_sha256
 from augengine.pipeline import Frame
 
 if TYPE_CHECKING:
+    from augengine.config import NstConfig
     from augengine.plan import WorkItem
     from augengine.sources import SampleRef
 
-__all__ = ["StyleTransferInputs", "check_nst_files"]
+__all__ = ["StyleTransferInputs", "StyleTransferStage", "check_nst_files"]
+
+
+@dataclass(frozen=True)
+class StyleTransferStage:
+    """What the driver sends each actor for a job with an ``nst`` section (picklable; the
+    networks are built on the actor): the plan's input refs, the typed settings and the job seed.
+
+    It is an input stage of :class:`~augengine.runner.ShardWorker`: ``setup_process()`` runs once
+    before the actor starts CUDA, ``open(device)`` gives the loader whose ``prepare(items)`` styles
+    a shard and whose ``load(item)`` is :func:`~augengine.runner.build_shard`'s ``load_input``.
+    """
+
+    refs: list[SampleRef]
+    nst: NstConfig
+    job_seed: int
+
+    def setup_process(self) -> None:
+        if self.nst.deterministic:
+            from augengine.determinism import fix_cublas_workspace
+
+            fix_cublas_workspace()
+
+    def open(self, device: str) -> StyleTransferInputs:
+        return StyleTransferInputs(self.refs, self.nst, device, self.job_seed)
 
 
 class StyleTransferInputs:
@@ -43,7 +68,7 @@ class StyleTransferInputs:
     device-to-host copy of the scores per batch.
     """
 
-    def __init__(self, refs: list[SampleRef], nst: dict, device: str, job_seed: int):
+    def __init__(self, refs: list[SampleRef], nst: NstConfig, device: str, job_seed: int):
         import torch
 
         from augengine.models import feature_extractor
@@ -68,7 +93,7 @@ class StyleTransferInputs:
         self.images = np.stack([s.image if s is not None else np.zeros(shape, np.uint8)
                                 for s in samples])
         with self._deterministic():
-            if nst["mode"] == "feedforward":
+            if nst.mode == "feedforward":
                 features, self.record, loss = self._setup_feedforward()
             else:
                 features, self.record, loss = self._setup_iterative()
@@ -76,7 +101,7 @@ class StyleTransferInputs:
         self.styled: dict[tuple[int, ...], object] = {}
         self.quality: dict[tuple[int, ...], dict] = {}
         self.extractor = None
-        if nst["quality_checks"] > 0:
+        if nst.quality_checks > 0:
             self.extractor = feature_extractor(features, tuple(loss["style_layers"]))
             self.quality_c = loss["c"]
 
@@ -85,14 +110,14 @@ class StyleTransferInputs:
         from augengine.nst.inference import load_checkpoint, load_style_net
 
         nst = self.nst
-        config = load_checkpoint(nst["checkpoint"])["config"]
-        self.net = load_style_net(nst["checkpoint"], nst["encoder_weights"], self.torch_device)
-        self.statistics = image_statistics(self.net, self.images, nst["batch_size"],
-                                           self.torch_device, fixed_batches=nst["deterministic"])
+        config = load_checkpoint(nst.checkpoint)["config"]
+        self.net = load_style_net(nst.checkpoint, nst.encoder_weights, self.torch_device)
+        self.statistics = image_statistics(self.net, self.images, nst.batch_size,
+                                           self.torch_device, fixed_batches=nst.deterministic)
         loss = {key: config[key] for key in ("alpha", "beta", "content_layers", "style_layers",
                                              "lrp", "c")}
-        record = {"op": "nst", "mode": "feedforward", "alpha": nst["alpha"],
-                  "checkpoint_sha256": weights_sha256(nst["checkpoint"]), "loss": loss}
+        record = {"op": "nst", "mode": "feedforward", "alpha": nst.alpha,
+                  "checkpoint_sha256": weights_sha256(nst.checkpoint), "loss": loss}
         return self.net.encoder, record, loss
 
     def _setup_iterative(self):
@@ -100,23 +125,23 @@ class StyleTransferInputs:
         from augengine.nst.losses import StyleTransferLoss
 
         nst = self.nst
-        network = ARCHITECTURES[nst["arch"]]()
-        if nst["encoder_weights"] is not None:
-            load_weights(network, nst["encoder_weights"], skip_head=True)
+        network = ARCHITECTURES[nst.arch]()
+        if nst.encoder_weights is not None:
+            load_weights(network, nst.encoder_weights, skip_head=True)
         self.network = network.eval().requires_grad_(False).to(self.torch_device)
-        loss = {"alpha": 1.0, "beta": nst["beta"], "content_layers": nst["content_layers"],
-                "style_layers": nst["style_layers"], "lrp": nst["lrp"], "c": 0.0}
-        self.loss = StyleTransferLoss(beta=nst["beta"], content_layers=tuple(nst["content_layers"]),
-                                      style_layers=tuple(nst["style_layers"]))
+        loss = {"alpha": 1.0, "beta": nst.beta, "content_layers": nst.content_layers,
+                "style_layers": nst.style_layers, "lrp": nst.lrp, "c": 0.0}
+        self.loss = StyleTransferLoss(beta=nst.beta, content_layers=tuple(nst.content_layers),
+                                      style_layers=tuple(nst.style_layers))
         self.classifier = None
-        if nst["lrp"]:
+        if nst.lrp:
             from augengine.models import load_classifier
 
-            self.classifier = load_classifier(nst["classifier"]).to(self.torch_device)
+            self.classifier = load_classifier(nst.classifier).to(self.torch_device)
         self.relevance: dict[int, object] = {}
-        record = {"op": "nst", "mode": "iterative", "iterations": nst["iterations"],
-                  "encoder_sha256": weights_sha256(nst["encoder_weights"]),
-                  "classifier_sha256": weights_sha256(nst["classifier"]) if nst["lrp"] else None,
+        record = {"op": "nst", "mode": "iterative", "iterations": nst.iterations,
+                  "encoder_sha256": weights_sha256(nst.encoder_weights),
+                  "classifier_sha256": weights_sha256(nst.classifier) if nst.lrp else None,
                   "loss": loss}
         return self.network, record, loss
 
@@ -124,12 +149,12 @@ class StyleTransferInputs:
         """The job's determinism scope (``augengine.determinism``) for everything that styles."""
         from augengine.determinism import deterministic_torch
 
-        return deterministic_torch(self.nst["deterministic"])
+        return deterministic_torch(self.nst.deterministic)
 
     def _batches(self):
         from augengine.determinism import Batches
 
-        return Batches(self.nst["batch_size"], fixed=self.nst["deterministic"])
+        return Batches(self.nst.batch_size, fixed=self.nst.deterministic)
 
     def _content_relevance(self, contents: np.ndarray):
         """LRP relevance of each content image for its own label, computed once per image."""
@@ -156,24 +181,24 @@ class StyleTransferInputs:
                            np.int64)
         if not missing.size:
             return []
-        if not self.nst["deterministic"]:
+        if not self.nst.deterministic:
             return [missing]
-        size = self.nst["batch_size"]
+        size = self.nst.batch_size
         return [np.arange(block * size, min(block * size + size, len(self.images)))
                 for block in np.unique(missing // size)]
 
     def _style_batches(self, pairs: np.ndarray):
         """(rows, uint8 images) batches of the styled pairs, in the mode of the job: NumPy
         arrays, or with ``on_device`` tensors on the GPU."""
-        if self.nst["mode"] == "feedforward":
+        if self.nst.mode == "feedforward":
             from augengine.nst.generate import decoder_precision, generate
 
-            dtype, channels_last = decoder_precision(self.nst["precision"], self.torch_device)
-            yield from generate(self.net, self.images, pairs, self.nst["batch_size"],
-                                self.torch_device, dtype, channels_last, alpha=self.nst["alpha"],
+            dtype, channels_last = decoder_precision(self.nst.precision, self.torch_device)
+            yield from generate(self.net, self.images, pairs, self.nst.batch_size,
+                                self.torch_device, dtype, channels_last, alpha=self.nst.alpha,
                                 statistics=self.statistics,
-                                multi_reference=self.nst["references"] == "multi",
-                                fixed_batches=self.nst["deterministic"],
+                                multi_reference=self.nst.references == "multi",
+                                fixed_batches=self.nst.deterministic,
                                 to_host=not self.on_device)
             return
         from augengine.nst.generate import to_pixels, to_uint8, to_unit
@@ -186,7 +211,7 @@ class StyleTransferInputs:
             relevance = (self._content_relevance(pairs[run, 0])
                          if self.classifier is not None else None)
             result = stylize(content, self._references(pairs[run, 1:]), self.loss, self.network,
-                             relevance, iterations=self.nst["iterations"])
+                             relevance, iterations=self.nst.iterations)
             convert = to_pixels if self.on_device else to_uint8
             yield rows, convert(result.images[:rows.size])
 
@@ -206,7 +231,7 @@ class StyleTransferInputs:
         if not wanted:
             return
         checked = self._checked(items)
-        size, pending = self.nst["batch_size"], []
+        size, pending = self.nst.batch_size, []
         with self._deterministic():
             for rows, batch in self._style_batches(np.array(wanted, np.int64)):
                 for row, image in zip(rows, batch):
@@ -223,7 +248,7 @@ class StyleTransferInputs:
         """The nst keys of ``items`` whose plan row gets a quality check."""
         from augengine.nst.quality import is_assessed
 
-        fraction = self.nst["quality_checks"]
+        fraction = self.nst.quality_checks
         if fraction == 0:
             return set()
         return {i.nst_key for i in items if is_assessed(self.job_seed, i.input_key, fraction)}
@@ -262,7 +287,7 @@ class StyleTransferInputs:
         frame = replace(Frame.from_sample(content), data=data)
         record = dict(self.record, content_id=item.ref.sample_id)
         style_ids = [style.sample_id for style in item.styles]
-        if self.nst["references"] == "multi":
+        if self.nst.references == "multi":
             record["style_ids"] = style_ids
         else:
             record["style_id"] = style_ids[0]
@@ -272,7 +297,7 @@ class StyleTransferInputs:
         return frame, [*content.meta.get("made_by", []), record]
 
 
-def check_nst_files(nst) -> None:
+def check_nst_files(nst: NstConfig) -> None:
     """Fail on the driver, in one line, before any actor starts: a missing or corrupt
     checkpoint, classifier or encoder weights."""
     if nst.mode == "feedforward":

@@ -61,7 +61,7 @@ def _actor(job, shard: int):
     config = parse_job(job)
     plan = make_plan(config)
     items = [plan.work_item(i) for i in plan.shard_indices(shard)]
-    return StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed), items, plan
+    return StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed), items, plan
 
 
 @pytest.mark.slow
