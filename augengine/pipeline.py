@@ -194,20 +194,20 @@ class OpSpec:
     augmentation: bool = True
 
 
-def _geometric(fn: Callable[..., np.ndarray], **kwargs_from_params):
-    """Adapter for an op that moves pixels: the mask follows with nearest-neighbour sampling."""
+def _geometric(fn: Callable[..., np.ndarray], mask_interp: Literal["exact", "nearest"],
+               **kwargs_from_params):
+    """Adapter for an op that moves pixels: the mask follows, moved exactly (``"exact"``: the op
+    is a pixel permutation, e.g. a flip) or resampled nearest-neighbour (``"nearest"``: the op
+    interpolates, and takes ``order``)."""
 
     def apply(frame: Frame, params, output_size) -> Frame:
         kwargs = {name: getter(params) for name, getter in kwargs_from_params.items()}
         data = fn(frame.data, **kwargs)
-        mask = None if frame.mask is None else fn(frame.mask, **_nearest(fn, kwargs))
+        mask_kwargs = kwargs if mask_interp == "exact" else dict(kwargs, order=0)
+        mask = None if frame.mask is None else fn(frame.mask, **mask_kwargs)
         return replace(frame, data=data, mask=mask)
 
     return apply
-
-
-def _nearest(fn, kwargs):
-    return kwargs if fn in (ops.rotate90, ops.flip) else dict(kwargs, order=0)
 
 
 def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
@@ -320,14 +320,15 @@ OPS: dict[str, OpSpec] = {
     "roi_crop": OpSpec(RoiCropParams, _apply_roi_crop, augmentation=False),
     "scan_convert": OpSpec(ScanConvertParams, _apply_scan_convert, augmentation=False),
     "resize": OpSpec(ResizeParams, _apply_resize, augmentation=False),
-    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, k=lambda p: p.k)),
-    "flip": OpSpec(FlipParams, _geometric(ops.flip, axis=lambda p: p.axis)),
-    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, angle_deg=lambda p: p.angle_deg,
+    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, "exact", k=lambda p: p.k)),
+    "flip": OpSpec(FlipParams, _geometric(ops.flip, "exact", axis=lambda p: p.axis)),
+    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, "nearest",
+                                              angle_deg=lambda p: p.angle_deg,
                                               order=lambda p: 1)),
-    "translate": OpSpec(TranslateParams, _geometric(ops.translate,
+    "translate": OpSpec(TranslateParams, _geometric(ops.translate, "nearest",
                                                     shift_px=lambda p: (p.dy_px, p.dx_px),
                                                     order=lambda p: 1)),
-    "scale": OpSpec(ScaleParams, _geometric(ops.scale, factor=lambda p: p.factor,
+    "scale": OpSpec(ScaleParams, _geometric(ops.scale, "nearest", factor=lambda p: p.factor,
                                             order=lambda p: 1)),
     "gaussian_blur": OpSpec(BlurParams, _intensity(ops.gaussian_blur, sigma=lambda p: p.sigma)),
     "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
