@@ -21,12 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from augengine import raycluster, sources, store
+from augengine import raycluster, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, RunError, one_line
-from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
-                                start_chain)
+from augengine.pipeline import (Frame, describe_chain, finish_chains, input_frame, realise_chain,
+                                sample_seed, start_chain)
 from augengine.plan import Plan, WorkItem, make_plan
 
 ACTOR_MAX_RESTARTS = 3
@@ -48,8 +48,7 @@ def _host(array) -> np.ndarray:
 
 
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
-    sample = sources.load_sample(item.ref)
-    return Frame.from_sample(sample), list(sample.meta.get("made_by", []))
+    return input_frame(item.ref)
 
 
 def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
