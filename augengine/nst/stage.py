@@ -129,10 +129,11 @@ class StyleTransferInputs:
         if nst.encoder_weights is not None:
             load_weights(network, nst.encoder_weights, skip_head=True)
         self.network = network.eval().requires_grad_(False).to(self.torch_device)
-        loss = {"alpha": 1.0, "beta": nst.beta, "content_layers": nst.content_layers,
-                "style_layers": nst.style_layers, "lrp": nst.lrp, "c": 0.0}
         self.loss = StyleTransferLoss(beta=nst.beta, content_layers=tuple(nst.content_layers),
                                       style_layers=tuple(nst.style_layers))
+        # Recorded as the feed-forward checkpoint records its loss; alpha and c are the loss's own.
+        loss = {"alpha": self.loss.alpha, "beta": nst.beta, "content_layers": nst.content_layers,
+                "style_layers": nst.style_layers, "lrp": nst.lrp, "c": self.loss.c}
         self.classifier = None
         if nst.lrp:
             from augengine.models import load_classifier
