@@ -39,6 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jsonschema
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -425,3 +426,30 @@ def test_ray_is_pinned_to_the_installed_version_everywhere():
     onprem = yaml.safe_load((CLUSTER / "onprem.yaml").read_text())
     installs = [c for c in onprem["setup_commands"] if "pip install \"augengine" in c]
     assert installs and all(f'"ray[default,data]=={version}"' in c for c in installs), installs
+
+
+# --- jobs/augment.py --sources: data on shared storage, not in the uploaded working dir -------------
+
+def test_augment_sources_override_the_job_files_paths(ray_session, phantom_dir, tmp_path, capsys):
+    job = small_job(phantom_dir, tmp_path / "ignored.zarr")
+    job["sources"][0]["path"] = "demo-output/phantoms/phantoms.mat"  # not uploaded by Ray
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    out = tmp_path / "shared" / "ds.zarr"
+    augment = _load_augment()
+    code = augment.main(["--config", str(path), "--sources", str(phantom_dir / "phantoms.mat"),
+                         "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert store.verify_store(out) == []
+    manifest = pq.read_table(out / "manifest.parquet", columns=["source_path"]).to_pylist()
+    assert {row["source_path"] for row in manifest} == {str(phantom_dir / "phantoms.mat")}
+
+
+def test_augment_sources_must_give_one_path_per_source(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(small_job(tmp_path, tmp_path / "ds.zarr")))
+    code = _load_augment().main(["--config", str(path), "--sources", "a.mat", "b.mat"])
+    assert (code, capsys.readouterr().err) == (2, (
+        f"jobs/augment.py: error: {path}: --sources gives 2 path(s), the job has 1 source(s): "
+        f"give one path per entry of sources, in order\n"))
+    assert not (tmp_path / "ds.zarr").exists()
