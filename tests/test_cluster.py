@@ -48,6 +48,7 @@ from augengine import store
 from augengine.config import parse_job
 from augengine.plan import make_plan
 from augengine.runner import run_job
+from tests import test_readme as readme
 from tests.test_runner import small_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,26 +115,37 @@ def ray_head(ray_auth_token):
 
 
 @pytest.mark.slow
-def test_ray_job_submit_runs_the_job(ray_head, phantom_dir, tmp_path):
-    out = tmp_path / "submitted.zarr"
-    job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(small_job(phantom_dir, tmp_path / "ignored.zarr")))
-    deadline = time.time() + 120
-    while True:
-        result = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", ray_head.address,
-             "--working-dir", str(ROOT), "--", "python", "jobs/augment.py", "--config", str(job),
-             "--output", str(out)],
-            env=env(), capture_output=True, text=True, timeout=300)
-        # The job server answers before its per-node agent is up (slow on a busy machine); such a
-        # refusal creates no job, so asking again is safe.
-        if "No available agent" not in result.stderr or time.time() > deadline:
+def test_readme_ray_job_submit_runs_as_written(ray_head, tmp_path):
+    """The README's cluster block (tests/test_readme.py reads it) against a real head with token
+    auth, from the repository root (`--working-dir .`), `/shared` being a temporary folder and the
+    address the head's, at the tour's smaller size: the job reads its sources (`--sources`) and
+    writes its store (`--output`) there, not in its uploaded copy of the repository."""
+    shared = tmp_path / "shared"
+    cluster = [words for block in readme.blocks("bash") for words in readme.commands(block)
+               if any("/shared/" in w for w in words)]
+    assert [readme._program(w) for w in cluster] == ["augengine simulate", "ray job"]
+    used: set[int] = set()
+    simulate, submit = ([w.replace("/shared", str(shared)) for w in readme.smaller(words, used)]
+                        for words in cluster)
+    code, output = readme._in_process(simulate[1:], ROOT)
+    assert code == 0, output
+    settings = {}
+    while "=" in submit[0]:
+        key, _, value = submit.pop(0).partition("=")
+        settings[key] = value
+    assert settings == {"RAY_AUTH_MODE": "token"}, "the README keeps token auth on"
+    submit[submit.index("--address") + 1] = ray_head.address
+    environment = {**env(), **settings}
+    environment.pop("RAY_ADDRESS", None)
+    for _ in range(40):
+        done = subprocess.run(submit, cwd=ROOT, env=environment, capture_output=True, text=True,
+                              timeout=300)
+        if "No available agent" not in done.stderr:  # the agent starts after the job server
             break
         time.sleep(3)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "succeeded" in result.stdout.lower()
-    assert store.verify_store(out) == []
-    assert not (tmp_path / "ignored.zarr").exists(), "--output must override output.path"
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = submit[submit.index("--output") + 1]
+    assert output.startswith(str(shared)) and store.verify_store(output) == []
 
 
 def post_status(url: str, body: bytes, wait_s: float = 90) -> int:

@@ -47,3 +47,23 @@ def test_the_sample_errors_in_docs_jobs_are_what_users_get(tmp_path):
             assert (code, stderr.getvalue()) == (2, expected + "\n"), f"docs/jobs.md: {expected}"
     finally:
         os.chdir(previous)
+
+
+def test_run_help_says_where_it_runs(monkeypatch):
+    """`augengine run --help`: $RAY_ADDRESS, when set, wins over the embedded Ray, as
+    raycluster.connect does."""
+    import ray
+
+    from augengine import raycluster
+
+    parser = cli.build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    (address,) = [a for a in run._actions if "--address" in a.option_strings]
+    assert address.help == ("Ray cluster address (default: $RAY_ADDRESS when set, else an "
+                            "embedded Ray on this machine)")
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **options: calls.append(options))
+    monkeypatch.setenv("RAY_ADDRESS", "ray://10.0.0.1:10001")
+    assert raycluster.connect() is True
+    assert calls[0]["address"] == "ray://10.0.0.1:10001"

@@ -10,8 +10,7 @@ Even so the tour takes minutes (three embedded Rays, NST training and inference,
 ranks), so its tests are marked slow.
 ``augengine run`` and ``augengine train`` run as processes of their own, as from a shell; the
 other ``augengine`` commands in this process (:func:`augengine.cli.main`). The cluster block
-runs against a Ray head of its own (``ray job submit``, marked slow), with ``/shared`` standing for
-a temporary folder.
+runs in tests/test_cluster.py, against its Ray head.
 """
 from __future__ import annotations
 
@@ -28,8 +27,6 @@ from pathlib import Path
 import pytest
 
 from augengine import cli, store
-from tests.test_cluster import env as ray_env
-from tests.test_cluster import ray_head  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -138,7 +135,7 @@ ELSEWHERE = {
     "make demo": "test_make_demo_runs_the_demo",
     "make test": "test_make_test_runs_this_suite",
     "source .venv/bin/activate": "test_make_test_runs_this_suite (the venv the Makefile makes)",
-    "ray job": "test_ray_job_submit_runs_as_written",
+    "ray job": "tests/test_cluster.py::test_readme_ray_job_submit_runs_as_written",
 }
 
 
@@ -247,36 +244,3 @@ def test_make_test_runs_this_suite():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^VENV \?= \.venv$", makefile, re.M), "README activates .venv"
     assert re.search(r"^test: .*\n\t\$\(PY\) -m pytest -q -ra$", makefile, re.M)
-
-
-@pytest.mark.slow
-def test_ray_job_submit_runs_as_written(ray_head, tmp_path):  # noqa: F811
-    """The README's cluster block against a real head with token auth, from the repository root
-    (`--working-dir .`), `/shared` being a temporary folder and the address the head's, at the
-    tour's smaller size."""
-    shared = tmp_path / "shared"
-    cluster = [words for block in blocks("bash") for words in commands(block)
-               if any("/shared/" in w for w in words)]
-    assert [_program(w) for w in cluster] == ["augengine simulate", "ray job"]
-    used: set[int] = set()
-    simulate, submit = ([w.replace("/shared", str(shared)) for w in smaller(words, used)]
-                        for words in cluster)
-    code, output = _in_process(simulate[1:], ROOT)
-    assert code == 0, output
-    settings = {}
-    while "=" in submit[0]:
-        key, _, value = submit.pop(0).partition("=")
-        settings[key] = value
-    assert settings == {"RAY_AUTH_MODE": "token"}, "the README keeps token auth on"
-    submit[submit.index("--address") + 1] = ray_head.address
-    environment = {**ray_env(), **settings}
-    environment.pop("RAY_ADDRESS", None)
-    for _ in range(40):
-        done = subprocess.run(submit, cwd=ROOT, env=environment, capture_output=True, text=True,
-                              timeout=300)
-        if "No available agent" not in done.stderr:  # the agent starts after the job server
-            break
-        time.sleep(3)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    output = submit[submit.index("--output") + 1]
-    assert output.startswith(str(shared)) and store.verify_store(output) == []
