@@ -399,6 +399,18 @@ def test_dockerfile_builds_horovod_with_nccl_and_runs_as_a_user():
     assert users and users[-1] not in ("root", "0"), f"the image runs as {users}"
 
 
+def test_docker_build_context_leaves_outputs_out():
+    """`docker build -f cluster/Dockerfile .` reads cluster/Dockerfile.dockerignore (BuildKit's
+    per-Dockerfile ignore file): no venv, store or training run goes into the context."""
+    ignored = [line for line in (CLUSTER / "Dockerfile.dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]
+    for name in (".git/", ".venv/", "runs/", "demo-output/", "**/*.zarr/"):
+        assert name in ignored, f"cluster/Dockerfile.dockerignore lacks {name}"
+    copied = re.findall(r"^COPY (.+) \S+$", (CLUSTER / "Dockerfile").read_text(), re.M)
+    assert not {name for source in copied for name in source.split()} & {
+        entry.rstrip("/") for entry in ignored}, "the Dockerfile copies something it ignores"
+
+
 def test_runtime_env_uploads_the_jobs_but_no_outputs(tmp_path):
     """Ray's own packaging of cluster/runtime_env.yaml's working_dir leaves stores, runs and
     environments behind, even with .gitignore switched off (RAY_RUNTIME_ENV_IGNORE_GITIGNORE)."""
