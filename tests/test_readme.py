@@ -50,7 +50,7 @@ import sys
 class _NotInstalled:
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name.split(".")[0] == "horovod" or name.startswith(("nvidia.dali.", "nvidia.dali")):
+        if name.split(".")[0] == "horovod" or name.split(".")[:2] == ["nvidia", "dali"]:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
