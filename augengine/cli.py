@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a job on an embedded Ray or a cluster (resumes)")
     p.add_argument("job", help="job YAML file")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS when set, else an embedded "
+                        "Ray on this machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--rebuild", action="store_true",
                    help="the inputs changed since the store was made: rebuild the shards they "
@@ -269,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-benign", type=int, default=24)
     p.add_argument("--n-malignant", type=int, default=24)
     p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--address", default=None)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS when set, else an embedded "
+                        "Ray on this machine)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("schema", help="print the JSON Schema of job files (for editors)")

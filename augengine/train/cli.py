@@ -16,6 +16,7 @@ command without the ``train`` word (``python -m augengine.train.cli``, ``jobs/tr
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -62,8 +63,9 @@ _OPTIONS = (
     _Option("--epochs", "value", {"type": int, "help": "most epochs (recipe default)"}),
     _Option("--processes", "value", {"type": int, "default": 1,
                                      "help": "ranks on this machine (default 1: one process)"}),
-    _Option("--backend", "value", {"choices": ("horovod", "ddp"), "default": "horovod",
-                                   "help": "horovod (horovodrun --gloo) or ddp (torchrun)"}),
+    _Option("--backend", "value", {"choices": ("horovod", "ddp"),
+                                   "help": "horovod (horovodrun --gloo) or ddp (torchrun); "
+                                           "default horovod when installed, else ddp"}),
     _Option("--arch", "value", {"choices": ("resnet50", "resnet18"),
                                 "help": "backbone (classifier resnet50, quality resnet18)"},
             ("classifier", "quality")),
@@ -114,7 +116,8 @@ _OPTIONS = (
                                      "help": "split fractions of the sources"}),
     _Option("--splits", "value", {"help": "use this splits.json instead of splitting"}),
     _Option("--seed", "value", {"type": int, "default": 0}),
-    _Option("--loader", "value", {"choices": ("dali", "torch"), "default": "dali"}),
+    _Option("--loader", "value", {"choices": ("dali", "torch"),
+                                  "help": "default dali when installed, else torch"}),
     _Option("--loader-workers", "value", {"type": int, "default": 0,
                                           "help": "reader processes per rank"}),
     _Option("--loader-threads", "value", {"type": int, "help": "DALI threads per rank"}),
@@ -261,12 +264,39 @@ def ray_rank(config, backend: str = "horovod"):
     return train(config, backend=backend)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        return False
+
+
+def _choose_defaults(args: argparse.Namespace, ray: bool) -> None:
+    """Fill in ``--loader`` and ``--backend`` when left out: DALI and Horovod where installed,
+    else the PyTorch loader and torch DDP (``make demo`` installs neither), said in one line."""
+    fallbacks = []
+    if args.loader is None:
+        args.loader = "dali" if _installed("nvidia.dali") else "torch"
+        if args.loader == "torch":
+            fallbacks.append(("NVIDIA DALI", "--loader torch", "the train extra"))
+    if args.backend is None:
+        args.backend = "horovod" if ray or _installed("horovod.torch") else "ddp"
+        if args.backend == "ddp" and args.processes > 1:
+            fallbacks.append(("Horovod", "--backend ddp", ".ci/build-horovod.sh"))
+    if fallbacks:
+        names, flags, installs = (" and ".join(parts) for parts in zip(*fallbacks))
+        verb = "are" if len(fallbacks) > 1 else "is"
+        print(f"{names} {verb} not installed: using {flags} (install with {installs}, "
+              f"docs/install.md)", file=sys.stderr, flush=True)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """The handler of every ``train`` command: launch the ranks, or be one and train."""
     from augengine.train.distributed import launch, launched_backend, run_on_ray
     from augengine.train.loop import train
 
     _show_progress()
+    _choose_defaults(args, ray=getattr(args, "ray", False))
     config = config_from_args(args)
     if args.processes < 1:
         raise ConfigError(f"--processes must be >= 1, got {args.processes}")
