@@ -22,8 +22,8 @@ storage-check marker in ``OUT/ray-train/``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
-from pathlib import Path
 
 from augengine import raycluster
 from augengine.errors import AugengineError, ConfigError
@@ -46,6 +46,14 @@ def _worker_error(error: Exception) -> AugengineError | None:
         if cause is not None:
             return cause
     return None
+
+
+def _absolute_paths(config) -> dict[str, str]:
+    """The config's path settings made absolute against this driver's working directory: Ray
+    Train runs each worker in a folder of its own (``<session>/artifacts/<run>``)."""
+    return {name: os.path.abspath(getattr(config, name))
+            for name in ("data", "out", "splits", "init_weights")
+            if getattr(config, name) is not None}
 
 
 def fit_on_ray(function: Callable[[dict], object], config, workers: int,
@@ -86,7 +94,8 @@ def fit_on_ray(function: Callable[[dict], object], config, workers: int,
     try:
         resources = ray.cluster_resources()
         use_gpu = ray_use_gpu(workers, resources, config.device)
-        config = dataclasses.replace(config, device="cuda" if use_gpu else "cpu")
+        config = dataclasses.replace(config, device="cuda" if use_gpu else "cpu",
+                                     **_absolute_paths(config))
         trainer = TorchTrainer(
             function, train_loop_config={"config": config},
             scaling_config=ScalingConfig(
@@ -94,7 +103,7 @@ def fit_on_ray(function: Callable[[dict], object], config, workers: int,
                 resources_per_worker=None if use_gpu else
                 {"CPU": worker_cpus(resources.get("CPU", 1.0), workers)}),
             run_config=RunConfig(name=RAY_TRAIN_DIR,
-                                 storage_path=str(Path(config.out).resolve())))
+                                 storage_path=config.out))
         try:
             return trainer.fit().return_value
         except Exception as error:  # Ray wraps the workers' errors (TrainingFailedError)

@@ -85,11 +85,13 @@ def test_two_ray_train_workers_write_the_single_process_checkpoint(ray_session, 
                                                                    tmp_path, monkeypatch,
                                                                    capsys):
     """2 workers, 1 epoch; the driver claims CUDA (as a GPU head would) but the cluster has no
-    GPU, so the workers train on the CPU. Then one plain process resumes the run for epoch 2:
-    the checkpoint is the loop's own, and the evaluate path loads its weights."""
+    GPU, so the workers train on the CPU. ``--out`` is relative to the driver's folder (Ray Train
+    runs its workers elsewhere). Then one plain process resumes the run for epoch 2: the
+    checkpoint is the loop's own, and the evaluate path loads its weights."""
     out = tmp_path / "run"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the driver only
-    code = main(["classifier", "--data", str(tiny_store), "--out", str(out), *TINY,
+    monkeypatch.chdir(tmp_path)
+    code = main(["classifier", "--data", str(tiny_store), "--out", "run", *TINY,
                  "--epochs", "1", "--loader", "torch", "--backend", "ray", "--processes", "2",
                  "--debug-rank-hashes"])
     assert code == 0, f"--backend ray exited {code}: {capsys.readouterr().err[-2000:]}"
