@@ -348,6 +348,9 @@ def test_the_rayjob_runs_the_demo_then_trains_on_its_store():
     trained = train_parser(ray=True).parse_args(commands[2][2:])
     assert (ROOT / run.config.replace("/opt/augengine/", "")).is_file()
     assert run.sources == [f"{simulate.out}/phantoms.mat"] and run.output == trained.data
+    # Ray Train decides GPUs from the cluster's resources; the Horovod --ray path runs on the
+    # CPU-only head's view.
+    assert trained.backend == "ray" and not trained.ray, "train with --backend ray"
     for path in (simulate.out, run.output, trained.out):
         assert path.startswith("/data/"), f"{path}: not on the shared volume"
 
