@@ -24,6 +24,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "srad_step<float>",
         "srad_step<double>",
         "srad_q0sq",
+        "srad_series_u8<float>",
     ),
     "bmode.cu": (
         "rf_to_lines<short, float>",
