@@ -57,6 +57,16 @@ def _host(array) -> np.ndarray:
     return array.get() if is_cupy(array) else array
 
 
+def _all_to_host(arrays: list) -> list:
+    """The finished (H, W) images and masks of a shard on the host: on CuPy stacked on the
+    device and copied back in one transfer (one host sync per shard, not two per sample)."""
+    if not arrays or not is_cupy(arrays[0]):
+        return arrays
+    import cupy
+
+    return list(_host(cupy.stack(arrays)))
+
+
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
     sample = sources.load_sample(item.ref)
     return _frame(sample), list(sample.meta.get("made_by", []))
@@ -104,6 +114,13 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             outcomes[slot] = one_line(error)
     for slot, result in zip(started, finish_chains(starts, output_size)):
         outcomes[slot] = one_line(result) if isinstance(result, Exception) else result
+    made = [slot for slot in range(len(items)) if not isinstance(outcomes[slot], str)]
+    targets = [(images, slot) for slot in made] + [
+        (masks, slot) for slot in made if outcomes[slot][0].mask is not None]
+    arrays = [outcomes[slot][0].data for slot in made] + [
+        outcomes[slot][0].mask for slot in made if outcomes[slot][0].mask is not None]
+    for (target, slot), array in zip(targets, _all_to_host(arrays)):
+        target[slot] = array
     rows, quarantined = [], []
     for slot, item in enumerate(items):
         ref, variant, outcome = item.ref, item.variant, outcomes[slot]
@@ -113,9 +130,6 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                                 "shard": item.index // shard_size, "reason": outcome})
             continue
         out, applied = outcome
-        images[slot] = _host(out.data)
-        if out.mask is not None:
-            masks[slot] = _host(out.mask)
         labels[slot] = ref.label
         rows.append({
             "index": item.index, "sample_id": f"{item.input_key}:{variant}",
