@@ -235,10 +235,14 @@ def roi_box(roi, margin_mm, spacing_mm) -> tuple[slice, slice]:
     if margin < 0:
         raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
     spacing = _pair(spacing_mm, "spacing_mm", positive=True)
-    xp = get_array_module(roi)
     inside = roi.astype(bool)
-    rows = xp.flatnonzero(inside.any(axis=1))
-    cols = xp.flatnonzero(inside.any(axis=0))
+    profiles = [inside.any(axis=1), inside.any(axis=0)]
+    if is_cupy(inside):  # one device-to-host copy of both profiles, not a sync per bound
+        import cupy
+
+        both = cupy.concatenate(profiles).get()
+        profiles = [both[:roi.shape[0]], both[roi.shape[0]:]]
+    rows, cols = (np.flatnonzero(profile) for profile in profiles)
     if rows.size == 0:
         raise InputError("roi_box: ROI is empty (no pixel inside)")
     box = []
@@ -263,16 +267,20 @@ def _triangle(x, xp):
     return xp.maximum(0.0, 1.0 - xp.abs(x))
 
 
-def _resample_matrix(n_in: int, n_out: int, order: int, xp, dtype):
-    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme)."""
+def _resample_matrix(n_in: int, n_out: int, order: int, dtype) -> np.ndarray:
+    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme).
+
+    Computed with NumPy whatever the image's array module: a few small arrays, which on a GPU
+    would cost a dozen element-wise launches per matrix; a CuPy caller copies the result over
+    once (and gets NumPy's exact weights)."""
     scale = n_in / n_out
-    centres = (xp.arange(n_out, dtype=np.float64) + 0.5) * scale
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
     # Downscaling widens the kernel by the scale factor, which low-pass filters (antialiases).
     stretch = max(scale, 1.0)
-    taps = xp.arange(n_in, dtype=np.float64) + 0.5
+    taps = np.arange(n_in, dtype=np.float64) + 0.5
     distance = (taps[None, :] - centres[:, None]) / stretch
     kernel = _keys_cubic if order == 3 else _triangle
-    weights = kernel(distance, xp)
+    weights = kernel(distance, np)
     # Rows are renormalised, so at the borders the missing taps are simply left out.
     weights /= weights.sum(axis=1, keepdims=True)
     return weights.astype(dtype)
@@ -335,12 +343,13 @@ def resize(image, size, order: int = 3):
     xp = get_array_module(image)
     if order == 0:
         # Integer arithmetic: floor((2i + 1) h / 2H) is exact, even for a centre on a border.
-        rows = ((2 * xp.arange(height) + 1) * image.shape[0]) // (2 * height)
-        cols = ((2 * xp.arange(width) + 1) * image.shape[1]) // (2 * width)
-        return image[rows[:, None], cols[None, :]]
+        # Indices and weights are computed on the host (see _resample_matrix).
+        rows = ((2 * np.arange(height) + 1) * image.shape[0]) // (2 * height)
+        cols = ((2 * np.arange(width) + 1) * image.shape[1]) // (2 * width)
+        return image[xp.asarray(rows[:, None]), xp.asarray(cols[None, :])]
     dtype = _work_dtype(image.dtype)
-    weights_rows = _resample_matrix(image.shape[0], height, order, xp, dtype)
-    weights_cols = _resample_matrix(image.shape[1], width, order, xp, dtype)
+    weights_rows = xp.asarray(_resample_matrix(image.shape[0], height, order, dtype))
+    weights_cols = xp.asarray(_resample_matrix(image.shape[1], width, order, dtype))
     result = weights_rows @ image.astype(dtype) @ weights_cols.T
     return _restore_dtype(result, image.dtype)
 

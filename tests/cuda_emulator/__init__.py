@@ -143,6 +143,7 @@ SIGNATURES: dict[str, str] = {
     "cupy.ascontiguousarray": "(a, dtype=None)",
     "cupy.clip": "(a, a_min, a_max, out=None)",
     "cupy.copyto": "(dst, src, casting='same_kind', where=None)",
+    "cupy.concatenate": "(tup, axis=0, out=None, *, dtype=None, casting='same_kind')",
     "cupy.empty": "(shape, dtype=float, order='C')",
     "cupy.empty_like": "(prototype, dtype=None, order='K', subok=None, shape=None)",
     "cupy.flatnonzero": "(a)",
