@@ -629,6 +629,14 @@ def _tail_key(start: ChainStart) -> tuple:
     return tuple(frame.data.shape), str(frame.data.dtype), mask, frame.domain, structure
 
 
+def _stack_on(xp, arrays: list):
+    """``arrays`` stacked in module ``xp``: a GPU run keeps masks on the host until a batched op
+    moves their pixels (``runner._on_device``); they go over in one copy."""
+    if all(get_array_module(a) is xp for a in arrays):
+        return xp.stack(arrays)
+    return xp.asarray(np.stack([a.get() if is_cupy(a) else a for a in arrays]))
+
+
 def _run_batch(starts: list[ChainStart]) -> list[Frame]:
     """Every op of the shared tail once on the stacked frames of ``starts``. The masks are
     stacked only for an op that moves pixels; until then each sample keeps its own."""
@@ -643,7 +651,7 @@ def _run_batch(starts: list[ChainStart]) -> list[Frame]:
         params = [OPS[op].params.model_validate(s.tail[position][1]) for s in starts]
         batched = BATCHED[op]
         if batched.moves_pixels and mask is None and frames[0].mask is not None:
-            mask = xp.stack([f.mask for f in frames])
+            mask = _stack_on(xp, [f.mask for f in frames])
         extra = (twins,) if batched.twins else ()
         data, moved = batched.apply(data, mask if batched.moves_pixels else None, params, metas,
                                     *extra)

@@ -44,13 +44,16 @@ def _frame(sample) -> Frame:
 
 
 def _on_device(frame: Frame, device: str) -> Frame:
-    """Move a frame's arrays to the GPU, where every op dispatches to its CuPy path."""
+    """Move a frame's data to the GPU, where every op dispatches to its CuPy path. The mask
+    stays on the host until a batched op moves its pixels (``pipeline._run_batch``): the
+    per-input head only crops it (its bounding box is host control flow, a sync per crop on the
+    device) and resamples it nearest (an index gather), and an intensity-only tail never reads
+    it."""
     if device == "cpu":
         return frame
     import cupy
 
-    mask = None if frame.mask is None else cupy.asarray(frame.mask)
-    return replace(frame, data=cupy.asarray(frame.data), mask=mask)
+    return replace(frame, data=cupy.asarray(frame.data))
 
 
 def _host(array) -> np.ndarray:
@@ -58,13 +61,17 @@ def _host(array) -> np.ndarray:
 
 
 def _all_to_host(arrays: list) -> list:
-    """The finished (H, W) images and masks of a shard on the host: on CuPy stacked on the
-    device and copied back in one transfer (one host sync per shard, not two per sample)."""
-    if not arrays or not is_cupy(arrays[0]):
+    """The finished (H, W) images and masks of a shard on the host: those on the device stacked
+    there and copied back in one transfer (one host sync per shard, not two per sample)."""
+    on_device = [i for i, array in enumerate(arrays) if is_cupy(array)]
+    if not on_device:
         return arrays
     import cupy
 
-    return list(_host(cupy.stack(arrays)))
+    arrays = list(arrays)
+    for i, array in zip(on_device, _host(cupy.stack([arrays[i] for i in on_device]))):
+        arrays[i] = array
+    return arrays
 
 
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
