@@ -81,10 +81,11 @@ def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
 
 def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
                 shard_size: int, device: str = "cpu",
-                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input):
+                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input,
+                checksums: bool = True):
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
-    ``items`` are in index order. ``load_input(item)`` gives the frame the item's chain starts
+    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's chain starts
     from plus the ops that made it (none for a plain input; the style transfer for NST). Each
     input is loaded once and the per-input head of every chain runs on it with the variants
     sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the tails run
@@ -93,6 +94,8 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
     input, or any error inside an op) is quarantined with its reason; the others are still made.
     ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
+    ``checksums=False`` leaves the rows' ``sha256`` and ``mask_sha256`` None, for the writer
+    to fill in (:func:`write_checksummed_shard`).
     """
     h, w = output_size
     images = np.zeros((len(items), h, w), np.uint8)
@@ -146,11 +149,31 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             "ops": json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
                               sort_keys=True),
             "seed": seeds[slot], "shard": item.index // shard_size,
-            "has_mask": out.mask is not None,
-            "sha256": store.image_sha256(images[slot]),
-            "mask_sha256": None if out.mask is None else store.image_sha256(masks[slot]),
+            "has_mask": out.mask is not None, "sha256": None, "mask_sha256": None,
         })
+    if checksums and items:
+        add_checksums(rows, items[0].index, images, masks)
     return images, masks, labels, rows, quarantined
+
+
+def add_checksums(rows: list[dict], start: int, images: np.ndarray, masks: np.ndarray
+                  ) -> list[dict]:
+    """Fill in each row's ``sha256`` (and ``mask_sha256`` where it has a mask) from the shard's
+    arrays, row ``index`` at position ``index - start``; returns ``rows``."""
+    for row in rows:
+        slot = row["index"] - start
+        row["sha256"] = store.image_sha256(images[slot])
+        row["mask_sha256"] = store.image_sha256(masks[slot]) if row["has_mask"] else None
+    return rows
+
+
+def write_checksummed_shard(store_path: str, start: int, images: np.ndarray, labels: np.ndarray,
+                            masks: np.ndarray, rows: list[dict]) -> list[dict]:
+    """A writer thread's whole job for one built shard: the samples' checksums, then
+    :func:`augengine.store.write_shard`. Returns the rows with their checksums, for the journal."""
+    add_checksums(rows, start, images, masks)
+    store.write_shard(store_path, start, images, labels, masks)
+    return rows
 
 
 class StyleTransferInputs:
@@ -421,9 +444,10 @@ def _actor_device() -> str:
 class ShardWorker:
     """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given.
 
-    Each shard is written by the actor's one writer thread while the actor builds the next one
-    (compression and file writes release the GIL): ``process_shard`` returns once the shard is
-    built and handed to the writer, ``wait_written`` once it is on disk. At most one shard waits
+    Each shard is checksummed and written by the actor's one writer thread while the actor
+    builds the next one (hashing, compression and file writes release the GIL):
+    ``process_shard`` returns once the shard is built and handed to the writer,
+    ``wait_written`` once it is on disk, with the rows and their checksums. At most one shard waits
     for the writer while the next is built, so an actor holds at most two shards' buffers. The
     actor must run with ``max_concurrency >= 2`` so that ``wait_written`` can answer while the
     next shard is being built.
@@ -450,8 +474,9 @@ class ShardWorker:
         return os.getpid()
 
     def process_shard(self, shard: int, start: int, items: list):
-        """Build a shard and queue its write; returns ``(shard, rows, quarantined)`` before the
-        write is done (the driver asks :meth:`wait_written` before journaling it)."""
+        """Build a shard and queue its checksums and write; returns ``(shard, quarantined)``
+        before the write is done (the driver asks :meth:`wait_written` for the rows before
+        journaling it)."""
         load_input = _load_input
         if self.nst is not None:
             if self._style_inputs is None:
@@ -461,22 +486,21 @@ class ShardWorker:
             load_input = self._style_inputs.load
         images, masks, labels, rows, quarantined = build_shard(
             items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
-            load_input)
+            load_input, checksums=False)
         if self._last_write is not None:
             wait([self._last_write])  # the bound; its error is reported by its own wait_written
         self._last_write = self._writes[shard] = self._writer.submit(
-            store.write_shard, self.store_path, start, images, labels, masks)
-        return shard, rows, quarantined
+            write_checksummed_shard, self.store_path, start, images, labels, masks, rows)
+        return shard, quarantined
 
-    def wait_written(self, shard: int) -> bool:
-        """True once ``shard``'s write has returned (a failed write raises here); False when
-        this actor never built it: it was restarted since, losing the queued write, so the
-        driver must build the shard again."""
+    def wait_written(self, shard: int) -> list[dict] | None:
+        """The shard's rows, with their checksums, once its write has returned (a failed write
+        raises here); None when this actor never built it: it was restarted since, losing the
+        queued write, so the driver must build the shard again."""
         write = self._writes.pop(shard, None)
         if write is None:
-            return False
-        write.result()
-        return True
+            return None
+        return write.result()
 
 
 @dataclass
@@ -698,12 +722,12 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
             shard, actor, stage = running.pop(ready)
             result = _shard_result(ready, shard, out.path, len(done))
             if stage == "build":
-                built[shard] = result[1:]
+                built[shard] = result[1]
                 running[actor.wait_written.remote(shard)] = shard, actor, "write"
                 idle.append(actor)
                 continue
-            rows, quarantined = built.pop(shard)
-            if not result:  # its actor was restarted before writing it: build it again
+            quarantined, rows = built.pop(shard), result
+            if rows is None:  # its actor was restarted before writing it: build it again
                 queue.insert(0, shard)
                 continue
             digest = plan.shard_digest(shard)
