@@ -56,6 +56,17 @@ class Frame:
     domain: Literal["rf", "image"]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_sample(cls, sample) -> Frame:
+        """The frame a chain starts from for a loaded :class:`~augengine.sources.Sample`: its RF
+        (no spacing: the scan geometry is in ``meta``) when it has one, else its image with the
+        pixel spacing ``meta["spacing_mm"]`` (None when the reader knows none)."""
+        if sample.rf is not None:
+            return cls(sample.rf, sample.roi, None, "rf", dict(sample.meta))
+        spacing = sample.meta.get("spacing_mm")
+        return cls(sample.image, sample.roi, tuple(spacing) if spacing else None, "image",
+                   dict(sample.meta))
+
 
 class _Params(BaseModel):
     model_config = STRICT

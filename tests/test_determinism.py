@@ -19,7 +19,7 @@ from augengine.determinism import CUBLAS_WORKSPACE_CONFIG, deterministic_torch
 from augengine.errors import ConfigError
 from augengine.nst.generate import generate, image_statistics
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs
+from augengine.nst.stage import StyleTransferInputs
 from tests.nst.test_feedforward import _collect, images, net  # noqa: F401
 from tests.test_runner_nst import nst_job, trained  # noqa: F401
 

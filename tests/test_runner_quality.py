@@ -13,7 +13,8 @@ from augengine.cli import main
 from augengine.config import parse_job
 from augengine.nst.quality import is_assessed
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs, run_job
+from augengine.nst.stage import StyleTransferInputs
+from augengine.runner import run_job
 from tests.test_runner_nst import nst_job, trained  # noqa: F401
 
 pytestmark = pytest.mark.slow

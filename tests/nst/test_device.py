@@ -15,7 +15,8 @@ from augengine.models import resnet18
 from augengine.nst import StyleNet, plan_pairs
 from augengine.nst.generate import generate
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs, build_shard
+from augengine.nst.stage import StyleTransferInputs
+from augengine.runner import build_shard
 from tests import cuda_emulator
 from tests.test_runner_nst import nst_job, trained  # noqa: F401
 
