@@ -39,6 +39,10 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "log_compress_u8<float>",
         "log_compress_u8<double>",
     ),
+    "resample.cu": (
+        "round_clip_u8<float>",
+        "round_clip_u8<double>",
+    ),
 }
 
 #: NVRTC options per source. ``--fmad=false`` keeps every product and sum separately rounded, as
@@ -46,6 +50,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
 OPTIONS: dict[str, tuple[str, ...]] = {
     "srad.cu": ("--std=c++17", "--fmad=false"),
     "bmode.cu": ("--std=c++17", "--fmad=false"),
+    "resample.cu": ("--std=c++17", "--fmad=false"),
 }
 
 

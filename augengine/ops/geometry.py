@@ -77,10 +77,32 @@ def _restore_dtype(result, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return result > 0.5
+    if dtype == np.uint8 and is_cupy(result):
+        return _round_clip_u8_cuda(result)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         result = xp.clip(xp.rint(result), info.min, info.max)
     return result.astype(dtype, copy=False)
+
+
+# Threads per block of round_clip_u8 in cuda/resample.cu (RESAMPLE_THREADS).
+_RESAMPLE_THREADS = 256
+
+
+def _round_clip_u8_cuda(result):
+    """``clip(rint(result), 0, 255).astype(uint8)`` of a float CuPy array in one launch
+    (``round_clip_u8`` of cuda/resample.cu), not three."""
+    import cupy
+
+    from augengine.ops._cuda import get_kernel
+
+    result = cupy.ascontiguousarray(result) if not result.flags.c_contiguous else result
+    out = cupy.empty(result.shape, np.uint8)
+    ctype = "double" if result.dtype == np.float64 else "float"
+    blocks = max(1, min(-(-result.size // _RESAMPLE_THREADS), 1 << 20))
+    get_kernel("resample.cu", f"round_clip_u8<{ctype}>")(
+        (blocks,), (_RESAMPLE_THREADS,), (result, np.int64(result.size), out))
+    return out
 
 
 def _ndimage(xp):

@@ -191,7 +191,7 @@ API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.from_dlpack", "cupy.n
                         "cupy.cuda.runtime.getDeviceProperties", "cupy.random.default_rng")
 
 #: Attributes of ``cupy.ndarray`` the project reads (checked to exist on CuPy's).
-ATTRIBUTES: tuple[str, ...] = ("T", "dtype", "nbytes", "ndim", "shape", "size")
+ATTRIBUTES: tuple[str, ...] = ("T", "dtype", "flags", "nbytes", "ndim", "shape", "size")
 
 
 def _stub(path: str, parameters: str):

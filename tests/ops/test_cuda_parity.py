@@ -300,3 +300,34 @@ def test_bmode_errors_match(cp, rng):
     bad[0, 3, 3] = np.inf
     with pytest.raises(InputError, match="RF contains NaN or Inf samples"):
         bmode(cp.asarray(bad), 50)
+
+
+# --- resampling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_clip_u8_is_bitwise_equal(cp, rng, dtype):
+    """cuda/resample.cu's round_clip_u8 against NumPy's rint, clip, astype (halves to even)."""
+    from augengine.ops.geometry import _restore_dtype
+
+    values = rng.uniform(-20.0, 280.0, (3, 37, 41)).astype(dtype)
+    values[0, 0, :6] = [0.5, 1.5, 2.5, 254.5, -0.5, 255.5]  # ties: 0, 2, 2, 254, 0, 255
+    gpu = _restore_dtype(cp.asarray(values), np.uint8)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.uint8 and gpu.shape == values.shape
+    np.testing.assert_array_equal(gpu.get(), _restore_dtype(values, np.uint8),
+                                  err_msg=f"round_clip_u8<{np.dtype(dtype).name}> 3x37x41")
+
+
+def test_resize_to_uint8_is_one_restore_launch(rng):
+    """A bicubic uint8 resize on the device: the input's cast, two matrix products and one
+    fused round-and-clip, with weights computed on the host."""
+    from augengine.ops.geometry import resize
+
+    image = rng.integers(0, 256, (30, 41), dtype=np.uint8)
+    with emulated_cupy() as cp:
+        device = cp.asarray(image)
+        with counting() as counts:
+            out = resize(device, (24, 24)).get()
+    np.testing.assert_array_equal(out, resize(image, (24, 24)), err_msg="resize 30x41 -> 24x24")
+    assert dict(counts.launches) == {"cupy.astype": 1, "cupy.matmul": 2,
+                                     "round_clip_u8<float>": 1}, counts.launches
