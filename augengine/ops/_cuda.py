@@ -42,6 +42,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "resample.cu": (
         "round_clip_u8<float>",
         "round_clip_u8<double>",
+        "affine_coordinates",
     ),
 }
 

@@ -635,10 +635,13 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     offsets = np.asarray(offsets, dtype=np.float64).reshape(count, 2)
     xp = get_array_module(images)
     work = images.astype(_work_dtype(images.dtype))
+    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
+    if is_cupy(images):
+        return _restore_dtype(_affine_batch_cuda(work, matrices, offsets, order, fill, step),
+                              images.dtype)
     result = xp.empty_like(work)
     rows = xp.arange(height, dtype=np.float64)[None, :, None]
     cols = xp.arange(width, dtype=np.float64)[None, None, :]
-    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
     for start in range(0, count, step):
         stop = min(start + step, count)
         a = xp.asarray(matrices[start:stop])[:, :, :, None, None]
@@ -650,6 +653,30 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
         result[start:stop] = _ndimage(xp).map_coordinates(
             work[start:stop], coordinates, order=order, mode="constant", cval=fill)
     return _restore_dtype(result, images.dtype)
+
+
+def _affine_batch_cuda(work, matrices, offsets, order: int, fill: float, step: int):
+    """:func:`affine_batch`'s resampling on CuPy: per chunk of ``step`` images, the coordinates
+    in one launch (``affine_coordinates`` of cuda/resample.cu) and one ``map_coordinates``."""
+    import cupy
+    import cupyx.scipy.ndimage
+
+    from augengine.ops._cuda import get_kernel
+
+    count, height, width = work.shape
+    kernel = get_kernel("resample.cu", "affine_coordinates")
+    parts = []
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        coordinates = cupy.empty((3, stop - start, height, width), dtype=np.float64)
+        blocks = max(1, min(-(-coordinates.size // 3 // _RESAMPLE_THREADS), 1 << 20))
+        kernel((blocks,), (_RESAMPLE_THREADS,), (
+            cupy.asarray(np.ascontiguousarray(matrices[start:stop])),
+            cupy.asarray(np.ascontiguousarray(offsets[start:stop])), np.int32(stop - start),
+            np.int32(height), np.int32(width), coordinates))
+        parts.append(cupyx.scipy.ndimage.map_coordinates(
+            work[start:stop], coordinates, order=order, mode="constant", cval=fill))
+    return parts[0] if len(parts) == 1 else cupy.concatenate(parts)
 
 
 def _one_call(images, per_image, values, matrices_and_offsets, order, fill):
