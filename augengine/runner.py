@@ -76,8 +76,9 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                 checksums: bool = True):
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
-    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's chain starts
-    from plus the ops that made it (none for a plain input; the style transfer for NST). Each
+    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's
+    chain starts from plus the ops that made it (none for a plain input; the style transfer for
+    NST). Each
     input is loaded once and the per-input head of every chain runs on it with the variants
     sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the tails run
     in batches across the shard, one call per op per group of same-structured chains
