@@ -642,8 +642,8 @@ def _tail_key(start: ChainStart) -> tuple:
 
 
 def _stack_on(xp, arrays: list):
-    """``arrays`` stacked in module ``xp``: a GPU run keeps masks on the host until a batched op
-    moves their pixels (``runner._on_device``); they go over in one copy."""
+    """``arrays`` stacked in module ``xp``. A GPU run may keep masks on the host until a batched
+    op moves their pixels; then they go over in one copy."""
     if all(get_array_module(a) is xp for a in arrays):
         return xp.stack(arrays)
     return xp.asarray(np.stack([a.get() if is_cupy(a) else a for a in arrays]))
