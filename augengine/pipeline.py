@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from numbers import Real
 from collections.abc import Mapping
@@ -261,23 +260,13 @@ def _apply_srad(frame: Frame, params: SradParams, output_size) -> Frame:
     return replace(frame, data=data)
 
 
-#: The last few whole series, so the ``scales`` variants of one image diffuse it once.
-_SERIES_MEMO: OrderedDict[tuple, object] = OrderedDict()
-
-
 def _apply_srad_series(frame: Frame, params: SradSeriesParams, output_size) -> Frame:
-    dynamic_range = _dynamic_range(frame, params)
-    data = frame.data
-    host = data.get() if hasattr(data, "get") else data
-    key = (hashlib.sha256(host.tobytes()).hexdigest(), host.shape, dynamic_range,
-           params.model_dump_json(exclude={"scale"}))
-    if key not in _SERIES_MEMO:
-        _SERIES_MEMO[key] = ops.srad_series_bmode(
-            data, dynamic_range, params.scales, params.iterations_per_scale,
-            **params.srad_options())
-        while len(_SERIES_MEMO) > 4:
-            _SERIES_MEMO.popitem(last=False)
-    return replace(frame, data=_SERIES_MEMO[key][params.scale])
+    """One snapshot of the series (the batched form diffuses an image once for all of its
+    snapshots that a shard asks for)."""
+    picked = ops.srad_series_bmode_pick(frame.data[None], _dynamic_range(frame, params),
+                                        [(0, params.scale)], params.scales,
+                                        params.iterations_per_scale, **params.srad_options())
+    return replace(frame, data=picked[0])
 
 
 def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
@@ -503,10 +492,16 @@ class BatchedOp:
     None), the B validated parameter models and the B frames' metadata, and returns the new data
     and masks. ``vector`` names the parameters that may differ inside one batch (per-sample
     vectors); samples that differ in any other parameter run in separate batches.
+    ``moves_pixels`` False: the op never reads or changes the masks (it gets None for them and
+    what it returns for them is ignored), so a tail of such ops never stacks them. With
+    ``twins``, ``apply`` also gets, per row, the first row whose data is the same (the same
+    array, through the same ops with the same parameters), so equal rows are computed once.
     """
 
-    apply: Callable[[Any, Any, list, list[dict]], tuple[Any, Any]]
+    apply: Callable[..., tuple[Any, Any]]
     vector: tuple[str, ...] = ()
+    moves_pixels: bool = True
+    twins: bool = False
 
 
 def _batched_geometric(fn: Callable[..., Any], values: Callable[[Any], Any]):
@@ -561,45 +556,48 @@ def _batched_srad(data, mask, params: list[SradParams], metas):
     return result, mask
 
 
-def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas):
-    """One series per distinct (image, dynamic range) of the batch, the images of one dynamic
-    range diffused together (:func:`_srad_chunks`), each sample taking its own ``scale``
-    snapshot: the variants of one image that differ only in ``scale`` diffuse it once, as the
-    per-sample memo does."""
+def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas, twins: list[int]):
+    """One series per distinct image (:class:`BatchedOp` ``twins``) and dynamic range of the
+    batch, the images of one dynamic range diffused together (:func:`_srad_chunks`), each sample
+    taking its own ``scale`` snapshot: the variants of one image that differ only in ``scale``
+    diffuse it once. On CuPy a batch of one dynamic range is one launch, no host sync
+    (:func:`augengine.ops.srad_series_bmode_pick`)."""
     xp = get_array_module(data)
-    host = data.get() if is_cupy(data) else data
     ranges = [_dynamic_range(Frame(None, None, None, "image", meta), p)
               for meta, p in zip(metas, params)]
-    keys = [(value, hashlib.sha256(image.tobytes()).digest())
-            for value, image in zip(ranges, host)]
-    result = xp.empty_like(data)
     options = params[0]
+    everything = list(range(len(data)))
+    result = None
     for value in sorted(set(ranges)):
-        distinct = list(dict.fromkeys(key for key in keys if key[0] == value))
-        for chunk in _srad_chunks(data, list(range(len(distinct)))):
-            sources = [keys.index(distinct[d]) for d in chunk]
-            series = ops.srad_series_bmode(data[xp.asarray(np.array(sources, np.int64))], value,
-                                           options.scales, options.iterations_per_scale,
-                                           **options.srad_options())
-            for row, d in enumerate(chunk):
-                for b, key in enumerate(keys):
-                    if key == distinct[d]:
-                        result[b] = series[row, params[b].scale]
+        members = [b for b, r in enumerate(ranges) if r == value]
+        for chunk in _srad_chunks(data, list(dict.fromkeys(twins[b] for b in members))):
+            position = {source: i for i, source in enumerate(chunk)}
+            rows = [b for b in members if twins[b] in position]
+            images = data if chunk == everything else data[xp.asarray(np.array(chunk, np.int64))]
+            picked = ops.srad_series_bmode_pick(
+                images, value, [(position[twins[b]], params[b].scale) for b in rows],
+                options.scales, options.iterations_per_scale, **options.srad_options())
+            if rows == everything:
+                return picked, mask
+            if result is None:
+                result = xp.empty_like(data)
+            result[xp.asarray(np.array(rows, np.int64))] = picked
     return result, mask
 
 
 #: The ops a batch runs on stacks (B, H, W) in :func:`finish_chains`, each giving the per-sample
 #: bytes (tests/test_batched_chains.py, tests/ops/test_batch.py). On CuPy: rotate, translate and
 #: scale one ``map_coordinates`` launch per batch (per chunk of ``AFFINE_CHUNK_PIXELS``), masks
-#: nearest; SRAD one launch per iteration for the batch; flip and rotate90 one copy; blur one
-#: filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
+#: nearest; SRAD two launches per iteration for the batch, the SRAD series of small images one
+#: launch for all iterations (``ops.srad_series_bmode_pick``); flip and rotate90 one copy; blur
+#: one filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
 #: On NumPy, where a call costs no launch, the batch forms are chosen for CPU speed: rotate,
 #: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
 #: bmode, roi_crop, scan_convert and resize are not here: their results' shapes differ per
 #: input (and the variants of one input share them through the cache), so they run per input
 #: in :func:`start_chain`, together with every op before the last of them in a chain.
 BATCHED: dict[str, BatchedOp] = {
-    "identity": BatchedOp(lambda data, mask, params, metas: (data, mask)),
+    "identity": BatchedOp(lambda data, mask, params, metas: (data, mask), moves_pixels=False),
     "rotate90": BatchedOp(_batched_exact(ops.rotate90_batch, "k")),
     "flip": BatchedOp(_batched_exact(ops.flip_batch, "axis")),
     "rotate": BatchedOp(_batched_geometric(ops.rotate_batch, lambda p: p.angle_deg),
@@ -612,13 +610,14 @@ BATCHED: dict[str, BatchedOp] = {
     "gaussian_blur": BatchedOp(
         lambda data, mask, params, metas: (
             ops.gaussian_blur_batch(data, [p.sigma for p in params]), mask),
-        vector=("sigma",)),
+        vector=("sigma",), moves_pixels=False),
     "jpeg": BatchedOp(
         lambda data, mask, params, metas: (ops.jpeg_batch(data, [p.quality for p in params]),
                                            mask),
-        vector=("quality",)),
-    "srad": BatchedOp(_batched_srad, vector=("dynamic_range_db",)),
-    "srad_series": BatchedOp(_batched_srad_series, vector=("scale", "dynamic_range_db")),
+        vector=("quality",), moves_pixels=False),
+    "srad": BatchedOp(_batched_srad, vector=("dynamic_range_db",), moves_pixels=False),
+    "srad_series": BatchedOp(_batched_srad_series, vector=("scale", "dynamic_range_db"),
+                             moves_pixels=False, twins=True),
 }
 
 
@@ -659,17 +658,35 @@ def _tail_key(start: ChainStart) -> tuple:
     return tuple(frame.data.shape), str(frame.data.dtype), mask, frame.domain, structure
 
 
+def _stack_on(xp, arrays: list):
+    """``arrays`` stacked in module ``xp``. A GPU run may keep masks on the host until a batched
+    op moves their pixels; then they go over in one copy."""
+    if all(get_array_module(a) is xp for a in arrays):
+        return xp.stack(arrays)
+    return xp.asarray(np.stack([a.get() if is_cupy(a) else a for a in arrays]))
+
+
 def _run_batch(starts: list[ChainStart]) -> list[Frame]:
-    """Every op of the shared tail once on the stacked frames of ``starts``."""
+    """Every op of the shared tail once on the stacked frames of ``starts``. The masks are
+    stacked only for an op that moves pixels; until then each sample keeps its own."""
     frames = [s.frame for s in starts]
     xp = get_array_module(frames[0].data)
     data = xp.stack([f.data for f in frames])
-    mask = None if frames[0].mask is None else xp.stack([f.mask for f in frames])
+    mask = None  # the stacked masks, once an op moved pixels
     metas = [f.meta for f in frames]
+    first: dict[int, int] = {}
+    twins = [first.setdefault(id(f.data), b) for b, f in enumerate(frames)]
     for position, (op, _) in enumerate(starts[0].tail):
         params = [OPS[op].params.model_validate(s.tail[position][1]) for s in starts]
-        data, mask = BATCHED[op].apply(data, mask, params, metas)
-    return [replace(f, data=data[b], mask=None if mask is None else mask[b])
+        batched = BATCHED[op]
+        if batched.moves_pixels and mask is None and frames[0].mask is not None:
+            mask = _stack_on(xp, [f.mask for f in frames])
+        extra = (twins,) if batched.twins else ()
+        data, moved = batched.apply(data, mask if batched.moves_pixels else None, params, metas,
+                                    *extra)
+        mask = moved if batched.moves_pixels else mask
+        twins = [t if params[b] == params[t] else b for b, t in enumerate(twins)]
+    return [replace(f, data=data[b], mask=f.mask if mask is None else mask[b])
             for b, f in enumerate(frames)]
 
 

@@ -34,17 +34,34 @@ ACTOR_MAX_TASK_RETRIES = 3
 
 
 def _on_device(frame: Frame, device: str) -> Frame:
-    """Move a frame's arrays to the GPU, where every op dispatches to its CuPy path."""
+    """Move a frame's data to the GPU, where every op dispatches to its CuPy path. The mask
+    stays on the host until a batched op moves its pixels (``pipeline._run_batch``): the
+    per-input head only crops it (its bounding box is host control flow, a sync per crop on the
+    device) and resamples it nearest (an index gather), and an intensity-only tail never reads
+    it."""
     if device == "cpu":
         return frame
     import cupy
 
-    mask = None if frame.mask is None else cupy.asarray(frame.mask)
-    return replace(frame, data=cupy.asarray(frame.data), mask=mask)
+    return replace(frame, data=cupy.asarray(frame.data))
 
 
 def _host(array) -> np.ndarray:
     return array.get() if is_cupy(array) else array
+
+
+def _all_to_host(arrays: list) -> list:
+    """The finished (H, W) images and masks of a shard on the host: those on the device stacked
+    there and copied back in one transfer (one host sync per shard, not two per sample)."""
+    on_device = [i for i, array in enumerate(arrays) if is_cupy(array)]
+    if not on_device:
+        return arrays
+    import cupy
+
+    arrays = list(arrays)
+    for i, array in zip(on_device, _host(cupy.stack([arrays[i] for i in on_device]))):
+        arrays[i] = array
+    return arrays
 
 
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
@@ -53,11 +70,13 @@ def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
 
 def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
                 shard_size: int, device: str = "cpu",
-                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input):
+                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input,
+                checksums: bool = True):
     """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
 
-    ``items`` are in index order. ``load_input(item)`` gives the frame the item's chain starts
-    from plus the ops that made it (none for a plain input; the style transfer for NST). Each
+    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's
+    chain starts from plus the ops that made it (none for a plain input; the style transfer for
+    NST). Each
     input is loaded once and the per-input head of every chain runs on it with the variants
     sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the tails run
     in batches across the shard, one call per op per group of same-structured chains
@@ -65,6 +84,8 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
     input, or any error inside an op) is quarantined with its reason; the others are still made.
     ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
+    ``checksums=False`` leaves the rows' ``sha256`` and ``mask_sha256`` None, for the writer
+    to fill in (:func:`write_checksummed_shard`).
     """
     h, w = output_size
     images = np.zeros((len(items), h, w), np.uint8)
@@ -93,6 +114,13 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             outcomes[slot] = one_line(error)
     for slot, result in zip(started, finish_chains(starts, output_size)):
         outcomes[slot] = one_line(result) if isinstance(result, Exception) else result
+    made = [slot for slot in range(len(items)) if not isinstance(outcomes[slot], str)]
+    targets = [(images, slot) for slot in made] + [
+        (masks, slot) for slot in made if outcomes[slot][0].mask is not None]
+    arrays = [outcomes[slot][0].data for slot in made] + [
+        outcomes[slot][0].mask for slot in made if outcomes[slot][0].mask is not None]
+    for (target, slot), array in zip(targets, _all_to_host(arrays)):
+        target[slot] = array
     rows, quarantined = [], []
     for slot, item in enumerate(items):
         ref, variant, outcome = item.ref, item.variant, outcomes[slot]
@@ -102,9 +130,6 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
                                 "shard": item.index // shard_size, "reason": outcome})
             continue
         out, applied = outcome
-        images[slot] = _host(out.data)
-        if out.mask is not None:
-            masks[slot] = _host(out.mask)
         labels[slot] = ref.label
         rows.append({
             "index": item.index, "sample_id": f"{item.input_key}:{variant}",
@@ -114,11 +139,31 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             "ops": json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
                               sort_keys=True),
             "seed": seeds[slot], "shard": item.index // shard_size,
-            "has_mask": out.mask is not None,
-            "sha256": store.image_sha256(images[slot]),
-            "mask_sha256": None if out.mask is None else store.image_sha256(masks[slot]),
+            "has_mask": out.mask is not None, "sha256": None, "mask_sha256": None,
         })
+    if checksums and items:
+        add_checksums(rows, items[0].index, images, masks)
     return images, masks, labels, rows, quarantined
+
+
+def add_checksums(rows: list[dict], start: int, images: np.ndarray, masks: np.ndarray
+                  ) -> list[dict]:
+    """Fill in each row's ``sha256`` (and ``mask_sha256`` where it has a mask) from the shard's
+    arrays, row ``index`` at position ``index - start``; returns ``rows``."""
+    for row in rows:
+        slot = row["index"] - start
+        row["sha256"] = store.image_sha256(images[slot])
+        row["mask_sha256"] = store.image_sha256(masks[slot]) if row["has_mask"] else None
+    return rows
+
+
+def write_checksummed_shard(store_path: str, start: int, images: np.ndarray, labels: np.ndarray,
+                            masks: np.ndarray, rows: list[dict]) -> list[dict]:
+    """A writer thread's whole job for one built shard: the samples' checksums, then
+    :func:`augengine.store.write_shard`. Returns the rows with their checksums, for the journal."""
+    add_checksums(rows, start, images, masks)
+    store.write_shard(store_path, start, images, labels, masks)
+    return rows
 
 
 def _actor_device() -> str:
@@ -138,9 +183,10 @@ def _actor_device() -> str:
 class ShardWorker:
     """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given.
 
-    Each shard is written by the actor's one writer thread while the actor builds the next one
-    (compression and file writes release the GIL): ``process_shard`` returns once the shard is
-    built and handed to the writer, ``wait_written`` once it is on disk. At most one shard waits
+    Each shard is checksummed and written by the actor's one writer thread while the actor
+    builds the next one (hashing, compression and file writes release the GIL):
+    ``process_shard`` returns once the shard is built and handed to the writer,
+    ``wait_written`` once it is on disk, with the rows and their checksums. At most one shard waits
     for the writer while the next is built, so an actor holds at most two shards' buffers. The
     actor must run with ``max_concurrency >= 2`` so that ``wait_written`` can answer while the
     next shard is being built.
@@ -168,8 +214,9 @@ class ShardWorker:
         return self.device
 
     def process_shard(self, shard: int, start: int, items: list):
-        """Build a shard and queue its write; returns ``(shard, rows, quarantined)`` before the
-        write is done (the driver asks :meth:`wait_written` before journaling it)."""
+        """Build a shard and queue its checksums and write; returns ``(shard, quarantined)``
+        before the write is done (the driver asks :meth:`wait_written` for the rows before
+        journaling it)."""
         load_input = _load_input
         if self._inputs is not None:
             if self._loader is None:
@@ -178,22 +225,21 @@ class ShardWorker:
             load_input = self._loader.load
         images, masks, labels, rows, quarantined = build_shard(
             items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
-            load_input)
+            load_input, checksums=False)
         if self._last_write is not None:
             wait([self._last_write])  # the bound; its error is reported by its own wait_written
         self._last_write = self._writes[shard] = self._writer.submit(
-            store.write_shard, self.store_path, start, images, labels, masks)
-        return shard, rows, quarantined
+            write_checksummed_shard, self.store_path, start, images, labels, masks, rows)
+        return shard, quarantined
 
-    def wait_written(self, shard: int) -> bool:
-        """True once ``shard``'s write has returned (a failed write raises here); False when
-        this actor never built it: it was restarted since, losing the queued write, so the
-        driver must build the shard again."""
+    def wait_written(self, shard: int) -> list[dict] | None:
+        """The shard's rows, with their checksums, once its write has returned (a failed write
+        raises here); None when this actor never built it: it was restarted since, losing the
+        queued write, so the driver must build the shard again."""
         write = self._writes.pop(shard, None)
         if write is None:
-            return False
-        write.result()
-        return True
+            return None
+        return write.result()
 
 
 @dataclass
@@ -409,12 +455,12 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
             shard, actor, stage = running.pop(ready)
             result = _shard_result(ready, shard, out.path, len(done))
             if stage == "build":
-                built[shard] = result[1:]
+                built[shard] = result[1]
                 running[actor.wait_written.remote(shard)] = shard, actor, "write"
                 idle.append(actor)
                 continue
-            rows, quarantined = built.pop(shard)
-            if not result:  # its actor was restarted before writing it: build it again
+            quarantined, rows = built.pop(shard), result
+            if rows is None:  # its actor was restarted before writing it: build it again
                 queue.insert(0, shard)
                 continue
             digest = plan.shard_digest(shard)

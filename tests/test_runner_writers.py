@@ -96,10 +96,13 @@ def test_an_actor_killed_with_a_write_queued_loses_it_and_the_rebuild_is_identic
         pid = actor_pid(ray_session, actor)
         ray_session.get(actor.process_shard.remote(shard, indices.start, items))
         os.kill(pid, signal.SIGKILL)
-        assert ray_session.get(actor.wait_written.remote(shard)) is False
+        assert ray_session.get(actor.wait_written.remote(shard)) is None
         assert actor_pid(ray_session, actor) != pid, "the actor was not restarted"
         ray_session.get(actor.process_shard.remote(shard, indices.start, items))
-        assert ray_session.get(actor.wait_written.remote(shard)) is True
+        rows = ray_session.get(actor.wait_written.remote(shard))
+        recorded = {row["index"]: row["sha256"] for row in store.read_journal(out, shard).rows}
+        assert {row["index"]: row["sha256"] for row in rows} == recorded, (
+            f"shard {shard}: the writer's checksums differ from the journaled ones")
     finally:
         ray_session.kill(actor)
     assert store_files(out) == uninterrupted

@@ -77,10 +77,32 @@ def _restore_dtype(result, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return result > 0.5
+    if dtype == np.uint8 and is_cupy(result):
+        return _round_clip_u8_cuda(result)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         result = xp.clip(xp.rint(result), info.min, info.max)
     return result.astype(dtype, copy=False)
+
+
+# Threads per block of round_clip_u8 in cuda/resample.cu (RESAMPLE_THREADS).
+_RESAMPLE_THREADS = 256
+
+
+def _round_clip_u8_cuda(result):
+    """``clip(rint(result), 0, 255).astype(uint8)`` of a float CuPy array in one launch
+    (``round_clip_u8`` of cuda/resample.cu), not three."""
+    import cupy
+
+    from augengine.ops._cuda import get_kernel
+
+    result = cupy.ascontiguousarray(result) if not result.flags.c_contiguous else result
+    out = cupy.empty(result.shape, np.uint8)
+    ctype = "double" if result.dtype == np.float64 else "float"
+    blocks = max(1, min(-(-result.size // _RESAMPLE_THREADS), 1 << 20))
+    get_kernel("resample.cu", f"round_clip_u8<{ctype}>")(
+        (blocks,), (_RESAMPLE_THREADS,), (result, np.int64(result.size), out))
+    return out
 
 
 def _ndimage(xp):
@@ -235,10 +257,14 @@ def roi_box(roi, margin_mm, spacing_mm) -> tuple[slice, slice]:
     if margin < 0:
         raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
     spacing = _pair(spacing_mm, "spacing_mm", positive=True)
-    xp = get_array_module(roi)
     inside = roi.astype(bool)
-    rows = xp.flatnonzero(inside.any(axis=1))
-    cols = xp.flatnonzero(inside.any(axis=0))
+    profiles = [inside.any(axis=1), inside.any(axis=0)]
+    if is_cupy(inside):  # one device-to-host copy of both profiles, not a sync per bound
+        import cupy
+
+        both = cupy.concatenate(profiles).get()
+        profiles = [both[:roi.shape[0]], both[roi.shape[0]:]]
+    rows, cols = (np.flatnonzero(profile) for profile in profiles)
     if rows.size == 0:
         raise InputError("roi_box: ROI is empty (no pixel inside)")
     box = []
@@ -263,16 +289,20 @@ def _triangle(x, xp):
     return xp.maximum(0.0, 1.0 - xp.abs(x))
 
 
-def _resample_matrix(n_in: int, n_out: int, order: int, xp, dtype):
-    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme)."""
+def _resample_matrix(n_in: int, n_out: int, order: int, dtype) -> np.ndarray:
+    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme).
+
+    Computed with NumPy whatever the image's array module: a few small arrays, which on a GPU
+    would cost a dozen element-wise launches per matrix; a CuPy caller copies the result over
+    once (and gets NumPy's exact weights)."""
     scale = n_in / n_out
-    centres = (xp.arange(n_out, dtype=np.float64) + 0.5) * scale
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
     # Downscaling widens the kernel by the scale factor, which low-pass filters (antialiases).
     stretch = max(scale, 1.0)
-    taps = xp.arange(n_in, dtype=np.float64) + 0.5
+    taps = np.arange(n_in, dtype=np.float64) + 0.5
     distance = (taps[None, :] - centres[:, None]) / stretch
     kernel = _keys_cubic if order == 3 else _triangle
-    weights = kernel(distance, xp)
+    weights = kernel(distance, np)
     # Rows are renormalised, so at the borders the missing taps are simply left out.
     weights /= weights.sum(axis=1, keepdims=True)
     return weights.astype(dtype)
@@ -335,12 +365,13 @@ def resize(image, size, order: int = 3):
     xp = get_array_module(image)
     if order == 0:
         # Integer arithmetic: floor((2i + 1) h / 2H) is exact, even for a centre on a border.
-        rows = ((2 * xp.arange(height) + 1) * image.shape[0]) // (2 * height)
-        cols = ((2 * xp.arange(width) + 1) * image.shape[1]) // (2 * width)
-        return image[rows[:, None], cols[None, :]]
+        # Indices and weights are computed on the host (see _resample_matrix).
+        rows = ((2 * np.arange(height) + 1) * image.shape[0]) // (2 * height)
+        cols = ((2 * np.arange(width) + 1) * image.shape[1]) // (2 * width)
+        return image[xp.asarray(rows[:, None]), xp.asarray(cols[None, :])]
     dtype = _work_dtype(image.dtype)
-    weights_rows = _resample_matrix(image.shape[0], height, order, xp, dtype)
-    weights_cols = _resample_matrix(image.shape[1], width, order, xp, dtype)
+    weights_rows = xp.asarray(_resample_matrix(image.shape[0], height, order, dtype))
+    weights_cols = xp.asarray(_resample_matrix(image.shape[1], width, order, dtype))
     result = weights_rows @ image.astype(dtype) @ weights_cols.T
     return _restore_dtype(result, image.dtype)
 
@@ -604,10 +635,13 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     offsets = np.asarray(offsets, dtype=np.float64).reshape(count, 2)
     xp = get_array_module(images)
     work = images.astype(_work_dtype(images.dtype))
+    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
+    if is_cupy(images):
+        return _restore_dtype(_affine_batch_cuda(work, matrices, offsets, order, fill, step),
+                              images.dtype)
     result = xp.empty_like(work)
     rows = xp.arange(height, dtype=np.float64)[None, :, None]
     cols = xp.arange(width, dtype=np.float64)[None, None, :]
-    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
     for start in range(0, count, step):
         stop = min(start + step, count)
         a = xp.asarray(matrices[start:stop])[:, :, :, None, None]
@@ -619,6 +653,30 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
         result[start:stop] = _ndimage(xp).map_coordinates(
             work[start:stop], coordinates, order=order, mode="constant", cval=fill)
     return _restore_dtype(result, images.dtype)
+
+
+def _affine_batch_cuda(work, matrices, offsets, order: int, fill: float, step: int):
+    """:func:`affine_batch`'s resampling on CuPy: per chunk of ``step`` images, the coordinates
+    in one launch (``affine_coordinates`` of cuda/resample.cu) and one ``map_coordinates``."""
+    import cupy
+    import cupyx.scipy.ndimage
+
+    from augengine.ops._cuda import get_kernel
+
+    count, height, width = work.shape
+    kernel = get_kernel("resample.cu", "affine_coordinates")
+    parts = []
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        coordinates = cupy.empty((3, stop - start, height, width), dtype=np.float64)
+        blocks = max(1, min(-(-coordinates.size // 3 // _RESAMPLE_THREADS), 1 << 20))
+        kernel((blocks,), (_RESAMPLE_THREADS,), (
+            cupy.asarray(np.ascontiguousarray(matrices[start:stop])),
+            cupy.asarray(np.ascontiguousarray(offsets[start:stop])), np.int32(stop - start),
+            np.int32(height), np.int32(width), coordinates))
+        parts.append(cupyx.scipy.ndimage.map_coordinates(
+            work[start:stop], coordinates, order=order, mode="constant", cval=fill))
+    return parts[0] if len(parts) == 1 else cupy.concatenate(parts)
 
 
 def _one_call(images, per_image, values, matrices_and_offsets, order, fill):
