@@ -26,6 +26,7 @@ from augengine._xp import is_cupy
 from augengine.checksums import file_sha256
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, InputError, RunError, one_line
+from augengine.manifest import ManifestRow
 from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
                                 start_chain)
 from augengine.plan import Plan, WorkItem, make_plan
@@ -117,18 +118,18 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
         if out.mask is not None:
             masks[slot] = _host(out.mask)
         labels[slot] = ref.label
-        rows.append({
-            "index": item.index, "sample_id": f"{item.input_key}:{variant}",
-            "input_id": ref.sample_id, "source_id": ref.source_id, "source_path": ref.path,
-            "reader": ref.reader, "label": ref.label, "variant": variant,
-            "chain": describe_chain(chains[variant]),
-            "ops": json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
-                              sort_keys=True),
-            "seed": seeds[slot], "shard": item.index // shard_size,
-            "has_mask": out.mask is not None,
-            "sha256": store.image_sha256(images[slot]),
-            "mask_sha256": None if out.mask is None else store.image_sha256(masks[slot]),
-        })
+        rows.append(ManifestRow(
+            index=item.index, sample_id=f"{item.input_key}:{variant}",
+            input_id=ref.sample_id, source_id=ref.source_id, source_path=ref.path,
+            reader=ref.reader, label=ref.label, variant=variant,
+            chain=describe_chain(chains[variant]),
+            ops=json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
+                           sort_keys=True),
+            seed=seeds[slot], shard=item.index // shard_size,
+            has_mask=out.mask is not None,
+            sha256=store.image_sha256(images[slot]),
+            mask_sha256=None if out.mask is None else store.image_sha256(masks[slot]),
+        ).as_dict())
     return images, masks, labels, rows, quarantined
 
 
