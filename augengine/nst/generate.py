@@ -24,11 +24,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from augengine.checks import check_in_range
 from augengine.determinism import Batches
 from augengine.errors import ConfigError, InputError
 from augengine.nst.feedforward import (
     StyleNet,
-    _check_alpha,
     align_statistics,
     blend,
     feature_stats,
@@ -241,7 +241,7 @@ def generate(
     pairs = _check_pairs(pairs, n_images, multi_reference)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    _check_alpha(alpha)
+    check_in_range(alpha, "alpha", 0, 1)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
     if channels_last:
