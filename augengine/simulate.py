@@ -41,7 +41,7 @@ from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
 
 from augengine.errors import ConfigError
-from augengine.sources._sample import LABELS, Sample
+from augengine.sources import LABELS, Sample
 
 #: Peak |RF| of the int16 output: most of the int16 range, with headroom (OASBUD RF is int16).
 INT16_PEAK = 30000
