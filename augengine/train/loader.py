@@ -214,7 +214,7 @@ class StoreSource:
     ((32, 224, 224, 1), (32, 2, 3))
     """
 
-    def __init__(self, store, indices: Sequence[int] | None = None, batch_size: int = 32,
+    def __init__(self, store, indices: Sequence[int] | None = None, *, batch_size: int = 32,
                  rank: int = 0, world_size: int = 1, seed: int = 0, train: bool = True,
                  with_masks: bool = False, output_size: int = 224,
                  geometry: GeometryRange | None = None, buffer_shards: int = 4,
@@ -521,8 +521,9 @@ def make_dali_loader(store, indices: Sequence[int] | None = None, batch_size: in
     ...     for batch in loader:
     ...         loss = criterion(model(batch["images"]), batch["labels"])
     """
-    source = StoreSource(store, indices, batch_size, rank, world_size, seed, train, with_masks,
-                         output_size, geometry, buffer_shards, even_ranks)
+    source = StoreSource(store, indices, batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed, train=train, with_masks=with_masks, output_size=output_size,
+                         geometry=geometry, buffer_shards=buffer_shards, even_ranks=even_ranks)
     pipeline = dali_pipeline(source, device, device_id, channels, mean, std, num_threads,
                              py_num_workers)
     return DaliLoader(pipeline, source)
@@ -621,8 +622,9 @@ def make_torch_loader(store, indices: Sequence[int] | None = None, batch_size: i
     >>> next(iter(loader))["images"].shape                                   # doctest: +SKIP
     torch.Size([64, 3, 224, 224])
     """
-    source = StoreSource(store, indices, batch_size, rank, world_size, seed, train, with_masks,
-                         output_size, geometry, buffer_shards, even_ranks)
+    source = StoreSource(store, indices, batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed, train=train, with_masks=with_masks, output_size=output_size,
+                         geometry=geometry, buffer_shards=buffer_shards, even_ranks=even_ranks)
     mean, std = normalization_stats(channels, mean, std)
     num_workers = check_int(num_workers, "num_workers", 0)
     return TorchLoader(source, torch.device(device), mean, std, num_workers)
