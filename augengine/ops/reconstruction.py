@@ -186,12 +186,7 @@ def log_compress(envelope, dynamic_range_db, reference=None):
     """
     dynamic_range = check_dynamic_range(dynamic_range_db)
     if reference is not None:
-        try:
-            reference = float(reference)
-        except (TypeError, ValueError):
-            raise ConfigError(f"reference must be a number > 0, got {reference!r}") from None
-        if not math.isfinite(reference) or reference <= 0:
-            raise ConfigError(f"reference must be a finite number > 0, got {reference}")
+        reference = check_number(reference, "reference", positive=True)
     env = _as_array(envelope)
     _check_real_array(env, "envelope")
     if is_cupy(env):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
 from augengine.manifest import default_augmentation_ops, originals_only  # noqa: F401
 
@@ -45,13 +46,11 @@ def _check_fractions(fractions) -> tuple[float, float, float]:
     values = tuple(fractions) if isinstance(fractions, Iterable) else (fractions,)
     if len(values) != len(SPLITS):
         raise ConfigError(f"fractions must give (train, val, test), got {len(values)} values")
-    for name, value in zip(SPLITS, values):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                or not np.isfinite(value) or value < 0:
-            raise ConfigError(f"fractions: {name} must be a finite number >= 0, got {value!r}")
+    values = tuple(check_number(value, f"fractions: {name}", nonnegative=True)
+                   for name, value in zip(SPLITS, values))
     if abs(sum(values) - 1.0) > 1e-6:
         raise ConfigError(f"fractions must sum to 1 (train + val + test), got {sum(values):g}")
-    return tuple(float(v) for v in values)
+    return values
 
 
 def _per_source(name: str, ids: list[str], values) -> dict[str, object]:
@@ -120,8 +119,7 @@ def split_by_source(source_ids, fractions=(0.70, 0.15, 0.15), seed: int = 0, gro
     [7, 2, 1]
     """
     shares = _check_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     ids = _source_ids("source_ids", source_ids)
     if not ids:
         raise InputError("source_ids is empty: nothing to split")
