@@ -7,7 +7,7 @@ Layout of ``STORE`` (a directory)::
     images/                    (N, H, W) uint8, one sample per chunk, ``shard_size`` per shard, zstd
     masks/                     (N, H, W) uint8 0/1, present when any source has ROIs/masks
     labels/                    (N,) int8 (-1 where a planned sample was quarantined)
-    manifest.parquet           one row per written sample (``augengine.manifest.MANIFEST_SCHEMA``)
+    manifest.parquet           one row per written sample (``MANIFEST_SCHEMA``)
     quarantine.parquet         one row per planned sample that could not be made, with the reason,
                                and one per source that could not be read at all (index null)
     inputs.parquet             what the plan read: sample ids in plan order, files, sizes, mtimes
