@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import doctest
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+import augengine.manifest
 from augengine.errors import InputError
 from augengine.manifest import MANIFEST_SCHEMA, ManifestRow, originals_only
 from augengine.train import AUGMENTATION_OPS
@@ -18,6 +20,11 @@ def _row(**changes) -> ManifestRow:
                   chain="bmode -> flip", ops='[{"op": "flip"}]', seed=123, shard=0,
                   has_mask=True, sha256="a" * 64, mask_sha256="b" * 64)
     return ManifestRow(**{**fields, **changes})
+
+
+def test_docstring_examples():
+    result = doctest.testmod(augengine.manifest)
+    assert result.attempted > 0 and result.failed == 0, f"{result.failed} examples failed"
 
 
 def test_row_fields_are_the_schema_columns_in_order():
