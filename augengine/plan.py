@@ -125,10 +125,6 @@ class Plan:
         return WorkItem(index, ref, variant, content, tuple(self.refs[s] for s in styles),
                         tuple(styles))
 
-    def style_indices(self, index: int) -> list[int]:
-        """Indices into ``refs`` of the style reference(s) of output ``index`` (NST jobs)."""
-        return [int(i) for i in self.pairs[index // self.variants, 1:]]
-
     def counts_by_label(self) -> dict[str, int]:
         if self.pairs is None:
             labels = (ref.label for ref in self.refs)

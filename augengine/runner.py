@@ -25,6 +25,7 @@ from augengine import raycluster, store
 from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, RunError, one_line
+from augengine.manifest import ManifestRow
 from augengine.pipeline import (Frame, describe_chain, finish_chains, input_frame, realise_chain,
                                 sample_seed, start_chain)
 from augengine.plan import Plan, WorkItem, make_plan
@@ -131,16 +132,16 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             continue
         out, applied = outcome
         labels[slot] = ref.label
-        rows.append({
-            "index": item.index, "sample_id": f"{item.input_key}:{variant}",
-            "input_id": ref.sample_id, "source_id": ref.source_id, "source_path": ref.path,
-            "reader": ref.reader, "label": ref.label, "variant": variant,
-            "chain": describe_chain(chains[variant]),
-            "ops": json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
-                              sort_keys=True),
-            "seed": seeds[slot], "shard": item.index // shard_size,
-            "has_mask": out.mask is not None, "sha256": None, "mask_sha256": None,
-        })
+        rows.append(ManifestRow(
+            index=item.index, sample_id=f"{item.input_key}:{variant}",
+            input_id=ref.sample_id, source_id=ref.source_id, source_path=ref.path,
+            reader=ref.reader, label=ref.label, variant=variant,
+            chain=describe_chain(chains[variant]),
+            ops=json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
+                           sort_keys=True),
+            seed=seeds[slot], shard=item.index // shard_size,
+            has_mask=out.mask is not None, sha256=None, mask_sha256=None,
+        ).as_dict())
     if checksums and items:
         add_checksums(rows, items[0].index, images, masks)
     return images, masks, labels, rows, quarantined

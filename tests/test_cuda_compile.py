@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from augengine.ops import _cuda, _reconstruction_cuda, despeckle, geometry
+from augengine.ops import _cuda, _reconstruction_cuda, _util, despeckle
 from tests.cuda_emulator import cupy_nvrtc_options
 
 ARCHS = ("sm_80", "sm_90")
@@ -220,9 +220,9 @@ def test_launch_geometry_matches_python():
     assert float(srad_cu["SRAD_INTENSITY_FLOOR"]) == despeckle._INTENSITY_FLOOR, (
         "intensity floor differs")
     threads = int(_defines("resample.cu")["RESAMPLE_THREADS"])
-    assert threads == geometry._RESAMPLE_THREADS, (
-        f"resample.cu RESAMPLE_THREADS {threads} != geometry._RESAMPLE_THREADS "
-        f"{geometry._RESAMPLE_THREADS}")
+    assert threads == _util.RESAMPLE_THREADS, (
+        f"resample.cu RESAMPLE_THREADS {threads} != _util.RESAMPLE_THREADS "
+        f"{_util.RESAMPLE_THREADS}")
     bmode_cu = _defines("bmode.cu")
     cuda = tuple(int(bmode_cu[name]) for name in ("TILE", "TILE_ROWS", "ITEMS"))
     rc = _reconstruction_cuda

@@ -195,8 +195,9 @@ class StyleTransferInputs:
             from augengine.nst.generate import decoder_precision, generate
 
             dtype, channels_last = decoder_precision(self.nst.precision, self.torch_device)
-            yield from generate(self.net, self.images, pairs, self.nst.batch_size,
-                                self.torch_device, dtype, channels_last, alpha=self.nst.alpha,
+            yield from generate(self.net, self.images, pairs, batch_size=self.nst.batch_size,
+                                device=self.torch_device, dtype=dtype,
+                                channels_last=channels_last, alpha=self.nst.alpha,
                                 statistics=self.statistics,
                                 multi_reference=self.nst.references == "multi",
                                 fixed_batches=self.nst.deterministic,

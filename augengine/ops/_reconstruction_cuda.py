@@ -19,7 +19,7 @@ import numpy as np
 
 from augengine.errors import InputError
 from augengine.ops._cuda import get_kernel
-from augengine.ops.reconstruction import _frame_label
+from augengine.ops._util import frame_label
 
 # Launch geometry of cuda/bmode.cu: TILE x TILE tiles on (TILE, TILE_ROWS) blocks; ITEMS
 # elements per thread in analytic_magnitude_lines.
@@ -196,7 +196,7 @@ def _where(mask, lead_shape, ndim: int) -> str:
     """' in frame ...' for the first frame flagged in ``mask`` (per-frame, flattened)."""
     first = int(np.argmax(mask))
     index = np.unravel_index(first, lead_shape) if lead_shape else ()
-    return _frame_label(tuple(int(i) for i in index), ndim)
+    return frame_label(tuple(int(i) for i in index), ndim)
 
 
 def _blocks(total: int, per_block: int) -> int:

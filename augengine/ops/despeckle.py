@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from augengine._xp import get_array_module, is_cupy
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
-from augengine.ops.reconstruction import _check_dynamic_range, log_compress
+from augengine.ops.reconstruction import check_dynamic_range, log_compress
 
 #: Largest stable time step of the explicit scheme (derivation in :func:`srad`, Notes).
 MAX_TIME_STEP = 1.0
@@ -164,7 +165,7 @@ def srad(image, iterations, time_step=0.5, q0=None, rho=None, roi=None):
 def _srad(image, iterations, op: str, checked: bool, **srad_options):
     """:func:`srad`; ``checked=False`` skips the range checks of :func:`_prepare` (for input that
     cannot fail them, which saves a device-to-host copy on CuPy)."""
-    iterations = _check_count(iterations, "iterations", minimum=0)
+    iterations = check_int(iterations, "iterations", 0)
     work, peak, shape, schedule, bounds = _setup(image, op, checked, **srad_options)
     work = _diffuse(work, iterations, schedule, bounds)
     work *= peak
@@ -216,8 +217,8 @@ def srad_series(image, scales=8, iterations_per_scale=10, **srad_options):
 
 def _series(image, scales, iterations_per_scale, op: str, checked: bool, **srad_options):
     """:func:`srad_series`; ``checked`` as in :func:`_srad`."""
-    scales = _check_count(scales, "scales", minimum=1)
-    every = _check_count(iterations_per_scale, "iterations_per_scale", minimum=1)
+    scales = check_int(scales, "scales", 1)
+    every = check_int(iterations_per_scale, "iterations_per_scale", 1)
     _check_options(op, srad_options)
     work, peak, shape, schedule, bounds = _setup(image, op, checked, **srad_options)
     xp = get_array_module(work)
@@ -274,7 +275,7 @@ def srad_bmode(image_uint8, iterations, dynamic_range_db, **srad_options):
     >>> bool(smooth.astype(float).std() < image.astype(float).std())
     True
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
     # Grey levels expand to intensities in [10^(-DR/10), 1]: finite, positive, never all zero, so
     # the range checks cannot fail and are skipped (on CuPy they would cost a host sync).
     smooth = _srad(_bmode_intensity(image_uint8, dynamic_range, "srad_bmode"), iterations,
@@ -297,7 +298,7 @@ def srad_series_bmode(image_uint8, dynamic_range_db, scales=8, iterations_per_sc
     >>> srad_series_bmode(image, 50, scales=3, iterations_per_scale=5).shape
     (3, 32, 32)
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
     intensity = _bmode_intensity(image_uint8, dynamic_range, "srad_series_bmode")
     series = _series(intensity, scales, iterations_per_scale, "srad_series_bmode", False,
                      **srad_options)  # unchecked: see srad_bmode
@@ -345,9 +346,9 @@ def srad_series_bmode_pick(images_uint8, dynamic_range_db, picks, scales=8,
     >>> bool((picked[1] == srad_series_bmode(images[0], 50, 3, 5)[2]).all())
     True
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
-    scales = _check_count(scales, "scales", minimum=1)
-    every = _check_count(iterations_per_scale, "iterations_per_scale", minimum=1)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
+    scales = check_int(scales, "scales", 1)
+    every = check_int(iterations_per_scale, "iterations_per_scale", 1)
     _check_options("srad_series_bmode", srad_options)
     grey = images_uint8 if is_cupy(images_uint8) else np.asarray(images_uint8)
     if grey.ndim != 3 or grey.dtype != np.uint8:
@@ -396,24 +397,6 @@ def _compress_intensity(intensity, dynamic_range: float):
 # --- validation -------------------------------------------------------------------------------
 
 
-def _check_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(value, name: str, allow_zero: bool) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    low_ok = number >= 0 if allow_zero else number > 0
-    if not (math.isfinite(number) and low_ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
-
-
 def _check_options(op: str, srad_options: dict) -> None:
     unknown = set(srad_options) - {"time_step", "q0", "rho", "roi"}
     if unknown:
@@ -427,14 +410,14 @@ def _setup(image, op: str, checked: bool = True, time_step=0.5, q0=None, rho=Non
 
 
 def _schedule(time_step, q0, rho) -> _Q0Schedule:
-    dt = _check_positive(time_step, "time_step", allow_zero=False)
+    dt = check_number(time_step, "time_step", positive=True)
     if dt > MAX_TIME_STEP:
         raise ConfigError(
             f"time_step must be in (0, {MAX_TIME_STEP:g}] for the explicit SRAD scheme to stay "
             f"stable, got {time_step!r}"
         )
-    fixed = None if q0 is None else _check_positive(q0, "q0", allow_zero=False) ** 2
-    decay = None if rho is None else _check_positive(rho, "rho", allow_zero=True)
+    fixed = None if q0 is None else check_number(q0, "q0", positive=True) ** 2
+    decay = None if rho is None else check_number(rho, "rho", nonnegative=True)
     return _Q0Schedule(fixed, decay, dt)
 
 

@@ -308,13 +308,13 @@ def test_bmode_errors_match(cp, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_round_clip_u8_is_bitwise_equal(cp, rng, dtype):
     """cuda/resample.cu's round_clip_u8 against NumPy's rint, clip, astype (halves to even)."""
-    from augengine.ops.geometry import _restore_dtype
+    from augengine.ops._util import restore_dtype
 
     values = rng.uniform(-20.0, 280.0, (3, 37, 41)).astype(dtype)
     values[0, 0, :6] = [0.5, 1.5, 2.5, 254.5, -0.5, 255.5]  # ties: 0, 2, 2, 254, 0, 255
-    gpu = _restore_dtype(cp.asarray(values), np.uint8)
+    gpu = restore_dtype(cp.asarray(values), np.uint8)
     assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.uint8 and gpu.shape == values.shape
-    np.testing.assert_array_equal(gpu.get(), _restore_dtype(values, np.uint8),
+    np.testing.assert_array_equal(gpu.get(), restore_dtype(values, np.uint8),
                                   err_msg=f"round_clip_u8<{np.dtype(dtype).name}> 3x37x41")
 
 
