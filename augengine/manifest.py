@@ -1,21 +1,102 @@
-"""Row filters over a store's manifest: the one ``where`` of every reader.
+"""A store's manifest: its schema, one typed row, the row filters every reader shares, and
+which rows are originals.
 
-Here, below :mod:`augengine.store`, :mod:`augengine.train`, :mod:`augengine.preview` and
-:mod:`augengine.ray_data`, so that ``open_store(...).where(...)``, ``StoreDataset(where=...)``,
+Here, below :mod:`augengine.store`, :mod:`augengine.sources`, :mod:`augengine.train`,
+:mod:`augengine.preview` and :mod:`augengine.ray_data`, so that the runner writes rows of one
+shape (:class:`ManifestRow`); ``open_store(...).where(...)``, ``StoreDataset(where=...)``,
 ``ray_data.read_store(where=...)``, ``augengine preview --where`` and ``augengine train
---train-where`` select rows by one rule (docs/python.md, "Selecting rows").
+--train-where`` select rows by one rule (:func:`rows_where`, docs/python.md "Selecting rows");
+and a store read as a source, a split and an evaluation agree on what an original is
+(:func:`originals_only`).
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
+import pyarrow as pa
 
-from augengine.errors import ConfigError, unknown
+from augengine.errors import ConfigError, InputError, unknown
 
 #: What a ``where`` may be: see :func:`rows_where`.
 Where = (Mapping | list | tuple | str | Callable[[dict], bool] | None)
+
+#: One row per written sample. Changing it changes the on-disk format: bump
+#: :data:`augengine.store.SCHEMA_VERSION` with it.
+MANIFEST_SCHEMA = pa.schema([
+    ("index", pa.int64()),
+    ("sample_id", pa.string()),
+    ("input_id", pa.string()),
+    ("source_id", pa.string()),
+    ("source_path", pa.string()),
+    ("reader", pa.string()),
+    ("label", pa.int8()),
+    ("variant", pa.int32()),
+    ("chain", pa.string()),
+    ("ops", pa.string()),
+    ("seed", pa.int64()),
+    ("shard", pa.int32()),
+    ("has_mask", pa.bool_()),
+    ("sha256", pa.string()),
+    ("mask_sha256", pa.string()),
+])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestRow:
+    """One written sample, field for field the columns of :data:`MANIFEST_SCHEMA` (a test keeps
+    the two in step).
+
+    Rows travel from the workers to the driver and into the journal as plain dicts
+    (:meth:`as_dict`), the form ``pyarrow.Table.from_pylist`` and the journal reader use.
+
+    Attributes
+    ----------
+    index : int
+        Row of the store's arrays.
+    sample_id : str
+        ``"<input_id>:<variant>"``: unique in the store.
+    input_id, source_id, source_path, reader : str
+        The input sample, the lesion/source it belongs to (splits are by source), its file and
+        the reader that read it.
+    label : int
+        Class label (:data:`augengine.sources.LABELS`).
+    variant : int
+        Which of the job's chains made the sample.
+    chain : str
+        The chain as written in the job (:func:`augengine.pipeline.describe_chain`).
+    ops : str
+        JSON list of the ops applied, with their concrete parameters: ``[{"op": name, ...}]``.
+    seed : int
+        The sample's seed (:func:`augengine.pipeline.sample_seed`).
+    shard : int
+        ``index // shard_size``.
+    has_mask : bool
+    sha256, mask_sha256 : str, str or None
+        :func:`augengine.store.image_sha256` of the image and of the mask (None without one).
+    """
+
+    index: int
+    sample_id: str
+    input_id: str
+    source_id: str
+    source_path: str
+    reader: str
+    label: int
+    variant: int
+    chain: str
+    ops: str
+    seed: int
+    shard: int
+    has_mask: bool
+    sha256: str
+    mask_sha256: str | None
+
+    def as_dict(self) -> dict:
+        """The row as ``{column: value}`` in schema order."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def conditions_of(where, name: str = "where") -> list[tuple[str, str, object]]:
@@ -123,3 +204,90 @@ def _comparable(value):
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def default_augmentation_ops() -> frozenset[str]:
+    """Ops that make a variant rather than an original: the op registry's augmentations
+    (:attr:`augengine.pipeline.OpSpec.augmentation`), plus style transfer (not a per-sample op).
+
+    Reconstruction (``bmode``), ``roi_crop``, ``scan_convert``, ``resize`` and ``identity`` are
+    not among them.
+    """
+    # Imported here: the store and the store reader use this module, and the op registry (which
+    # pulls in every op) is needed only when the originals are asked for.
+    from augengine.pipeline import OPS
+
+    return frozenset({name for name, spec in OPS.items() if spec.augmentation} | {"nst"})
+
+
+def _is_original(entry, row: int, augmentation_ops: frozenset[str]) -> bool:
+    if entry is None or entry == "":
+        return True
+    if isinstance(entry, str):
+        try:
+            entry = json.loads(entry)
+        except json.JSONDecodeError as error:
+            raise InputError(f"manifest row {row}: ops is not valid JSON ({error.msg})") from None
+    if not isinstance(entry, list) or not all(isinstance(s, dict) and "op" in s for s in entry):
+        raise InputError(f"manifest row {row}: ops must be a JSON list of {{\"op\": name, ...}}, "
+                         f"got {str(entry)[:80]}")
+    return not any(step["op"] in augmentation_ops for step in entry)
+
+
+def originals_only(manifest, augmentation_ops: Iterable[str] | None = None,
+                   ops_column: str = "ops"):
+    """Keep the manifest rows that are originals: their op chain has no augmentation op.
+
+    Reconstruction (``bmode`` at any dynamic range), ``roi_crop``, ``scan_convert``, ``resize``
+    and ``identity`` keep a row an original; any op in ``augmentation_ops`` makes it a variant.
+    Use it to evaluate on un-augmented test images.
+
+    Parameters
+    ----------
+    manifest : pyarrow.Table or dict of columns
+        ``ops_column`` holds, per row, a JSON list ``[{"op": name, ...}, ...]`` (or the parsed
+        list; null/empty means no op). Dict columns may be lists or NumPy arrays, all of one
+        length.
+    augmentation_ops : iterable of str
+        Op names that make a variant; default :func:`default_augmentation_ops`.
+    ops_column : str
+        Name of the op-chain column.
+
+    Returns
+    -------
+    pyarrow.Table or dict
+        Same type as ``manifest``, only the original rows, in their order.
+
+    Examples
+    --------
+    >>> manifest = {"sample_id": ["a", "a-flip"],
+    ...             "ops": ['[{"op": "bmode", "dynamic_range_db": 50}]',
+    ...                     '[{"op": "bmode", "dynamic_range_db": 50}, {"op": "flip"}]']}
+    >>> originals_only(manifest)
+    {'sample_id': ['a'], 'ops': ['[{"op": "bmode", "dynamic_range_db": 50}]']}
+    """
+    augmentation_ops = frozenset(default_augmentation_ops() if augmentation_ops is None
+                                 else augmentation_ops)
+    if hasattr(manifest, "column_names") and hasattr(manifest, "filter"):  # pyarrow.Table
+        columns = manifest.column_names
+    elif isinstance(manifest, Mapping):
+        columns = list(manifest)
+    else:
+        raise InputError(f"manifest must be a pyarrow Table or a dict of columns, "
+                         f"got {type(manifest).__name__}")
+    if ops_column not in columns:
+        raise InputError(f"manifest has no {ops_column!r} column (columns: {', '.join(columns)})")
+    entries = manifest[ops_column]
+    entries = entries.to_pylist() if hasattr(entries, "to_pylist") else list(entries)
+    keep = np.array([_is_original(entry, row, augmentation_ops)
+                     for row, entry in enumerate(entries)], dtype=bool)
+    if not isinstance(manifest, Mapping):
+        return manifest.filter(pa.array(keep))
+    result = {}
+    for name, values in manifest.items():
+        if len(values) != keep.size:
+            raise InputError(f"manifest column {name!r} has {len(values)} rows, "
+                             f"{ops_column!r} has {keep.size}")
+        result[name] = values[keep] if isinstance(values, np.ndarray) else \
+            [value for value, kept in zip(values, keep) if kept]
+    return result

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from numbers import Real
-from typing import Annotated, Any, Callable, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
@@ -22,7 +22,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from augengine import ops
 from augengine._xp import get_array_module, is_cupy
-from augengine.errors import ConfigError, InputError, unknown
+from augengine.errors import ConfigError, InputError, one_line, unknown
+
+if TYPE_CHECKING:
+    from augengine.config import JobConfig
+    from augengine.plan import Plan, WorkItem
+    from augengine.sources import SampleRef
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
 
@@ -56,6 +61,27 @@ class Frame:
     spacing_mm: tuple[float, float] | None
     domain: Literal["rf", "image"]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sample(cls, sample) -> Frame:
+        """The frame a chain starts from for a loaded :class:`~augengine.sources.Sample`: its RF
+        (no spacing: the scan geometry is in ``meta``) when it has one, else its image with the
+        pixel spacing ``meta["spacing_mm"]`` (None when the reader knows none)."""
+        if sample.rf is not None:
+            return cls(sample.rf, sample.roi, None, "rf", dict(sample.meta))
+        spacing = sample.meta.get("spacing_mm")
+        return cls(sample.image, sample.roi, tuple(spacing) if spacing else None, "image",
+                   dict(sample.meta))
+
+
+def input_frame(ref: SampleRef) -> tuple[Frame, list[dict]]:
+    """The frame the chain of a plain input starts from (its sample as read,
+    :meth:`Frame.from_sample`) and the recorded ops that made that input (a store source's
+    ``made_by``; none for a scan or image file). Raises ``InputError`` for a bad sample."""
+    from augengine import sources
+
+    sample = sources.load_sample(ref)
+    return Frame.from_sample(sample), list(sample.meta.get("made_by", []))
 
 
 class _Params(BaseModel):
@@ -183,20 +209,20 @@ class OpSpec:
     augmentation: bool = True
 
 
-def _geometric(fn: Callable[..., np.ndarray], **kwargs_from_params):
-    """Adapter for an op that moves pixels: the mask follows with nearest-neighbour sampling."""
+def _geometric(fn: Callable[..., np.ndarray], mask_interp: Literal["exact", "nearest"],
+               **kwargs_from_params):
+    """Adapter for an op that moves pixels: the mask follows, moved exactly (``"exact"``: the op
+    is a pixel permutation, e.g. a flip) or resampled nearest-neighbour (``"nearest"``: the op
+    interpolates, and takes ``order``)."""
 
     def apply(frame: Frame, params, output_size) -> Frame:
         kwargs = {name: getter(params) for name, getter in kwargs_from_params.items()}
         data = fn(frame.data, **kwargs)
-        mask = None if frame.mask is None else fn(frame.mask, **_nearest(fn, kwargs))
+        mask_kwargs = kwargs if mask_interp == "exact" else dict(kwargs, order=0)
+        mask = None if frame.mask is None else fn(frame.mask, **mask_kwargs)
         return replace(frame, data=data, mask=mask)
 
     return apply
-
-
-def _nearest(fn, kwargs):
-    return kwargs if fn in (ops.rotate90, ops.flip) else dict(kwargs, order=0)
 
 
 def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
@@ -234,23 +260,13 @@ def _apply_srad(frame: Frame, params: SradParams, output_size) -> Frame:
     return replace(frame, data=data)
 
 
-#: The last few whole series, so the ``scales`` variants of one image diffuse it once.
-_SERIES_MEMO: OrderedDict[tuple, object] = OrderedDict()
-
-
 def _apply_srad_series(frame: Frame, params: SradSeriesParams, output_size) -> Frame:
-    dynamic_range = _dynamic_range(frame, params)
-    data = frame.data
-    host = data.get() if hasattr(data, "get") else data
-    key = (hashlib.sha256(host.tobytes()).hexdigest(), host.shape, dynamic_range,
-           params.model_dump_json(exclude={"scale"}))
-    if key not in _SERIES_MEMO:
-        _SERIES_MEMO[key] = ops.srad_series_bmode(
-            data, dynamic_range, params.scales, params.iterations_per_scale,
-            **params.srad_options())
-        while len(_SERIES_MEMO) > 4:
-            _SERIES_MEMO.popitem(last=False)
-    return replace(frame, data=_SERIES_MEMO[key][params.scale])
+    """One snapshot of the series (the batched form diffuses an image once for all of its
+    snapshots that a shard asks for)."""
+    picked = ops.srad_series_bmode_pick(frame.data[None], _dynamic_range(frame, params),
+                                        [(0, params.scale)], params.scales,
+                                        params.iterations_per_scale, **params.srad_options())
+    return replace(frame, data=picked[0])
 
 
 def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
@@ -309,14 +325,15 @@ OPS: dict[str, OpSpec] = {
     "roi_crop": OpSpec(RoiCropParams, _apply_roi_crop, augmentation=False),
     "scan_convert": OpSpec(ScanConvertParams, _apply_scan_convert, augmentation=False),
     "resize": OpSpec(ResizeParams, _apply_resize, augmentation=False),
-    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, k=lambda p: p.k)),
-    "flip": OpSpec(FlipParams, _geometric(ops.flip, axis=lambda p: p.axis)),
-    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, angle_deg=lambda p: p.angle_deg,
+    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, "exact", k=lambda p: p.k)),
+    "flip": OpSpec(FlipParams, _geometric(ops.flip, "exact", axis=lambda p: p.axis)),
+    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, "nearest",
+                                              angle_deg=lambda p: p.angle_deg,
                                               order=lambda p: 1)),
-    "translate": OpSpec(TranslateParams, _geometric(ops.translate,
+    "translate": OpSpec(TranslateParams, _geometric(ops.translate, "nearest",
                                                     shift_px=lambda p: (p.dy_px, p.dx_px),
                                                     order=lambda p: 1)),
-    "scale": OpSpec(ScaleParams, _geometric(ops.scale, factor=lambda p: p.factor,
+    "scale": OpSpec(ScaleParams, _geometric(ops.scale, "nearest", factor=lambda p: p.factor,
                                             order=lambda p: 1)),
     "gaussian_blur": OpSpec(BlurParams, _intensity(ops.gaussian_blur, sigma=lambda p: p.sigma)),
     "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
@@ -475,10 +492,16 @@ class BatchedOp:
     None), the B validated parameter models and the B frames' metadata, and returns the new data
     and masks. ``vector`` names the parameters that may differ inside one batch (per-sample
     vectors); samples that differ in any other parameter run in separate batches.
+    ``moves_pixels`` False: the op never reads or changes the masks (it gets None for them and
+    what it returns for them is ignored), so a tail of such ops never stacks them. With
+    ``twins``, ``apply`` also gets, per row, the first row whose data is the same (the same
+    array, through the same ops with the same parameters), so equal rows are computed once.
     """
 
-    apply: Callable[[Any, Any, list, list[dict]], tuple[Any, Any]]
+    apply: Callable[..., tuple[Any, Any]]
     vector: tuple[str, ...] = ()
+    moves_pixels: bool = True
+    twins: bool = False
 
 
 def _batched_geometric(fn: Callable[..., Any], values: Callable[[Any], Any]):
@@ -533,45 +556,48 @@ def _batched_srad(data, mask, params: list[SradParams], metas):
     return result, mask
 
 
-def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas):
-    """One series per distinct (image, dynamic range) of the batch, the images of one dynamic
-    range diffused together (:func:`_srad_chunks`), each sample taking its own ``scale``
-    snapshot: the variants of one image that differ only in ``scale`` diffuse it once, as the
-    per-sample memo does."""
+def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas, twins: list[int]):
+    """One series per distinct image (:class:`BatchedOp` ``twins``) and dynamic range of the
+    batch, the images of one dynamic range diffused together (:func:`_srad_chunks`), each sample
+    taking its own ``scale`` snapshot: the variants of one image that differ only in ``scale``
+    diffuse it once. On CuPy a batch of one dynamic range is one launch, no host sync
+    (:func:`augengine.ops.srad_series_bmode_pick`)."""
     xp = get_array_module(data)
-    host = data.get() if is_cupy(data) else data
     ranges = [_dynamic_range(Frame(None, None, None, "image", meta), p)
               for meta, p in zip(metas, params)]
-    keys = [(value, hashlib.sha256(image.tobytes()).digest())
-            for value, image in zip(ranges, host)]
-    result = xp.empty_like(data)
     options = params[0]
+    everything = list(range(len(data)))
+    result = None
     for value in sorted(set(ranges)):
-        distinct = list(dict.fromkeys(key for key in keys if key[0] == value))
-        for chunk in _srad_chunks(data, list(range(len(distinct)))):
-            sources = [keys.index(distinct[d]) for d in chunk]
-            series = ops.srad_series_bmode(data[xp.asarray(np.array(sources, np.int64))], value,
-                                           options.scales, options.iterations_per_scale,
-                                           **options.srad_options())
-            for row, d in enumerate(chunk):
-                for b, key in enumerate(keys):
-                    if key == distinct[d]:
-                        result[b] = series[row, params[b].scale]
+        members = [b for b, r in enumerate(ranges) if r == value]
+        for chunk in _srad_chunks(data, list(dict.fromkeys(twins[b] for b in members))):
+            position = {source: i for i, source in enumerate(chunk)}
+            rows = [b for b in members if twins[b] in position]
+            images = data if chunk == everything else data[xp.asarray(np.array(chunk, np.int64))]
+            picked = ops.srad_series_bmode_pick(
+                images, value, [(position[twins[b]], params[b].scale) for b in rows],
+                options.scales, options.iterations_per_scale, **options.srad_options())
+            if rows == everything:
+                return picked, mask
+            if result is None:
+                result = xp.empty_like(data)
+            result[xp.asarray(np.array(rows, np.int64))] = picked
     return result, mask
 
 
 #: The ops a batch runs on stacks (B, H, W) in :func:`finish_chains`, each giving the per-sample
 #: bytes (tests/test_batched_chains.py, tests/ops/test_batch.py). On CuPy: rotate, translate and
 #: scale one ``map_coordinates`` launch per batch (per chunk of ``AFFINE_CHUNK_PIXELS``), masks
-#: nearest; SRAD one launch per iteration for the batch; flip and rotate90 one copy; blur one
-#: filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
+#: nearest; SRAD two launches per iteration for the batch, the SRAD series of small images one
+#: launch for all iterations (``ops.srad_series_bmode_pick``); flip and rotate90 one copy; blur
+#: one filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
 #: On NumPy, where a call costs no launch, the batch forms are chosen for CPU speed: rotate,
 #: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
 #: bmode, roi_crop, scan_convert and resize are not here: their results' shapes differ per
 #: input (and the variants of one input share them through the cache), so they run per input
 #: in :func:`start_chain`, together with every op before the last of them in a chain.
 BATCHED: dict[str, BatchedOp] = {
-    "identity": BatchedOp(lambda data, mask, params, metas: (data, mask)),
+    "identity": BatchedOp(lambda data, mask, params, metas: (data, mask), moves_pixels=False),
     "rotate90": BatchedOp(_batched_exact(ops.rotate90_batch, "k")),
     "flip": BatchedOp(_batched_exact(ops.flip_batch, "axis")),
     "rotate": BatchedOp(_batched_geometric(ops.rotate_batch, lambda p: p.angle_deg),
@@ -584,13 +610,14 @@ BATCHED: dict[str, BatchedOp] = {
     "gaussian_blur": BatchedOp(
         lambda data, mask, params, metas: (
             ops.gaussian_blur_batch(data, [p.sigma for p in params]), mask),
-        vector=("sigma",)),
+        vector=("sigma",), moves_pixels=False),
     "jpeg": BatchedOp(
         lambda data, mask, params, metas: (ops.jpeg_batch(data, [p.quality for p in params]),
                                            mask),
-        vector=("quality",)),
-    "srad": BatchedOp(_batched_srad, vector=("dynamic_range_db",)),
-    "srad_series": BatchedOp(_batched_srad_series, vector=("scale", "dynamic_range_db")),
+        vector=("quality",), moves_pixels=False),
+    "srad": BatchedOp(_batched_srad, vector=("dynamic_range_db",), moves_pixels=False),
+    "srad_series": BatchedOp(_batched_srad_series, vector=("scale", "dynamic_range_db"),
+                             moves_pixels=False, twins=True),
 }
 
 
@@ -631,17 +658,35 @@ def _tail_key(start: ChainStart) -> tuple:
     return tuple(frame.data.shape), str(frame.data.dtype), mask, frame.domain, structure
 
 
+def _stack_on(xp, arrays: list):
+    """``arrays`` stacked in module ``xp``. A GPU run may keep masks on the host until a batched
+    op moves their pixels; then they go over in one copy."""
+    if all(get_array_module(a) is xp for a in arrays):
+        return xp.stack(arrays)
+    return xp.asarray(np.stack([a.get() if is_cupy(a) else a for a in arrays]))
+
+
 def _run_batch(starts: list[ChainStart]) -> list[Frame]:
-    """Every op of the shared tail once on the stacked frames of ``starts``."""
+    """Every op of the shared tail once on the stacked frames of ``starts``. The masks are
+    stacked only for an op that moves pixels; until then each sample keeps its own."""
     frames = [s.frame for s in starts]
     xp = get_array_module(frames[0].data)
     data = xp.stack([f.data for f in frames])
-    mask = None if frames[0].mask is None else xp.stack([f.mask for f in frames])
+    mask = None  # the stacked masks, once an op moved pixels
     metas = [f.meta for f in frames]
+    first: dict[int, int] = {}
+    twins = [first.setdefault(id(f.data), b) for b, f in enumerate(frames)]
     for position, (op, _) in enumerate(starts[0].tail):
         params = [OPS[op].params.model_validate(s.tail[position][1]) for s in starts]
-        data, mask = BATCHED[op].apply(data, mask, params, metas)
-    return [replace(f, data=data[b], mask=None if mask is None else mask[b])
+        batched = BATCHED[op]
+        if batched.moves_pixels and mask is None and frames[0].mask is not None:
+            mask = _stack_on(xp, [f.mask for f in frames])
+        extra = (twins,) if batched.twins else ()
+        data, moved = batched.apply(data, mask if batched.moves_pixels else None, params, metas,
+                                    *extra)
+        mask = moved if batched.moves_pixels else mask
+        twins = [t if params[b] == params[t] else b for b, t in enumerate(twins)]
+    return [replace(f, data=data[b], mask=f.mask if mask is None else mask[b])
             for b, f in enumerate(frames)]
 
 
@@ -675,3 +720,92 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
             except Exception as error:  # noqa: BLE001 - reported per sample
                 results[index] = error
     return results
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def replay(row: Mapping[str, Any], job: JobConfig) -> Frame:
+    """Regenerate a stored sample from its manifest row: the store's promise that any sample can
+    be made again.
+
+    The job is planned again to find the row's input (and, for style transfer, its references)
+    in the sources, which must still be there unchanged; the chain starts from that sample as read
+    (:func:`input_frame`), or from its pair styled again
+    (:class:`augengine.nst.stage.StyleTransferInputs`, which also needs the model files the job
+    names); then the row's recorded concrete ops run one by one (:func:`apply_chain`). On the
+    same kind of machine and software that gives the bytes the shard was built with
+    (docs/store.md, "Regeneration guarantees"). Planning and style transfer stand on this module,
+    so they are imported here, when a row is replayed.
+
+    Parameters
+    ----------
+    row : mapping
+        A manifest row (``augengine.open_store(path).manifest.to_pylist()[i]``); ``index``,
+        ``sample_id`` and ``ops`` (JSON) are read.
+    job : JobConfig
+        The job the store was made with (``parse_job(view.attrs["job"])``).
+
+    Returns
+    -------
+    Frame
+        ``data``: the uint8 image (H, W) = ``job.output.size``; ``mask``: its uint8 mask, or
+        None. Compare ``augengine.store.image_sha256(frame.data)`` with ``row["sha256"]``.
+
+    Raises
+    ------
+    InputError
+        The sources no longer plan this sample at its index, or its input or a model file cannot
+        be read: one line naming the sample and what is missing.
+
+    Examples
+    --------
+    >>> view = augengine.open_store("out/dataset.zarr")                  # doctest: +SKIP
+    >>> row = view.manifest.to_pylist()[7]                               # doctest: +SKIP
+    >>> frame = replay(row, parse_job(view.attrs["job"]))                # doctest: +SKIP
+    >>> augengine.store.image_sha256(frame.data) == row["sha256"]        # doctest: +SKIP
+    True
+    """
+    from augengine.plan import make_plan
+
+    sample_id, index = row["sample_id"], row["index"]
+    try:
+        plan = make_plan(job)
+    except (ConfigError, InputError) as error:
+        raise _unreplayable(sample_id, error) from None
+    unread = "".join(f"; source {path} unreadable ({reason})"
+                     for path, reason in plan.source_errors[:1])
+    if not 0 <= index < plan.n_samples:
+        raise InputError(f"sample {sample_id}: index {index} is beyond the {plan.n_samples} "
+                         f"samples the job plans now{unread}")
+    item = plan.work_item(index)
+    if f"{item.input_key}:{item.variant}" != sample_id:
+        raise InputError(f"sample {sample_id}: the job's sources now give "
+                         f"{item.input_key}:{item.variant} at index {index}; they changed since "
+                         f"the store was made{unread}")
+    try:
+        frame, made_by = _replay_input(plan, item)
+    except (ConfigError, InputError) as error:
+        raise _unreplayable(sample_id, error) from None
+    recorded = [dict(step) for step in json.loads(row["ops"])[len(made_by):]]
+    out, _ = apply_chain(frame, [(step.pop("op"), step) for step in recorded],
+                         tuple(job.output.size))
+    return out
+
+
+def _unreplayable(sample_id: str, error: Exception) -> InputError:
+    return InputError(f"sample {sample_id}: replay needs the inputs and model files the job "
+                      f"read ({one_line(error)})")
+
+
+def _replay_input(plan: Plan, item: WorkItem) -> tuple[Frame, list[dict]]:
+    """The frame ``item``'s chain starts from, and the recorded ops that made it."""
+    nst = plan.config.nst
+    if nst is None:
+        return input_frame(item.ref)
+    from augengine.nst.stage import StyleTransferInputs, check_nst_files
+
+    check_nst_files(nst)
+    inputs = StyleTransferInputs(plan.refs, nst, "cpu", plan.config.seed)
+    inputs.prepare([item])
+    return inputs.load(item)

@@ -127,10 +127,6 @@ class Plan:
         return WorkItem(index, ref, variant, content, tuple(self.refs[s] for s in styles),
                         tuple(styles))
 
-    def style_indices(self, index: int) -> list[int]:
-        """Indices into ``refs`` of the style reference(s) of output ``index`` (NST jobs)."""
-        return [int(i) for i in self.pairs[index // self.variants, 1:]]
-
     def counts_by_label(self) -> dict[str, int]:
         if self.pairs is None:
             labels = (ref.label for ref in self.refs)
@@ -162,8 +158,7 @@ class Plan:
         nst = self.config.nst
         if nst is None:
             return []
-        return [str(Path(p).resolve()) for p in (nst.checkpoint, nst.encoder_weights,
-                                                 nst.classifier) if p is not None]
+        return [str(Path(p).resolve()) for p in nst.model_files()]
 
     def inputs(self) -> list[dict]:
         """What the plan reads, in plan order: one row per input sample (its id and each file

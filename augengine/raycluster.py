@@ -12,6 +12,7 @@ to report the raylet's death to a GCS that is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -24,6 +25,9 @@ from augengine.errors import ConfigError
 
 BIND_ENV = "AUGENGINE_RAY_BIND"
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Where Ray's job supervisor hands a submitted driver its job's runtime env (Ray 2.60:
+# ray/_private/runtime_env/constants.py, read by ray.init).
+_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 _guards: list[subprocess.Popen] = []
 
 
@@ -35,12 +39,16 @@ def connect(address: str | None = None, runtime_env: dict | None = None,
 
     ``embedded_options`` (e.g. ``num_cpus``, ``object_store_memory``, ``_temp_dir``) apply to an
     embedded Ray only; by default it takes every CPU and a 128 MiB object store.
+
+    Under ``ray job submit`` ``runtime_env`` only fills in what the job's own runtime env leaves
+    unset (:func:`merge_runtime_env`).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():
         return False
+    runtime_env = merge_runtime_env(_job_runtime_env(), runtime_env)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
@@ -59,6 +67,57 @@ def connect(address: str | None = None, runtime_env: dict | None = None,
                           f"set {BIND_ENV}=all to let the embedded Ray listen on every interface")
     _start_guard(context.address_info["session_dir"])
     return True
+
+
+def merge_runtime_env(job: dict | None, ours: dict | None) -> dict | None:
+    """``ours`` less every field and environment variable that the job's runtime env sets.
+
+    ``ray.init`` inside a submitted job merges the job's runtime env (``ray job submit
+    --runtime-env ...``) with the one it is given and refuses any field or variable set by both
+    ("Failed to merge the Job's runtime env ..."). The job's settings are the user's, so they
+    win; ours fill in the rest, and Ray's merge then keeps both.
+
+    Parameters
+    ----------
+    job : dict or None
+        The job's runtime env (None outside a submitted job).
+    ours : dict or None
+        What augengine would set.
+
+    Returns
+    -------
+    dict or None
+        None when nothing of ours is left.
+
+    Examples
+    --------
+    >>> job = {"working_dir": ".", "env_vars": {"OMP_NUM_THREADS": "4", "MY_FLAG": "1"}}
+    >>> merge_runtime_env(job, {"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": "/src"}})
+    {'env_vars': {'PYTHONPATH': '/src'}}
+    >>> merge_runtime_env(None, {"env_vars": {"OMP_NUM_THREADS": "1"}})
+    {'env_vars': {'OMP_NUM_THREADS': '1'}}
+    """
+    if not ours or not job:
+        return ours or None
+    merged = {key: value for key, value in ours.items()
+              if key != "env_vars" and key not in job}
+    env_vars = {name: value for name, value in (ours.get("env_vars") or {}).items()
+                if name not in (job.get("env_vars") or {})}
+    if env_vars:
+        merged["env_vars"] = env_vars
+    return merged or None
+
+
+def _job_runtime_env() -> dict | None:
+    """The runtime env of the submitted job this driver runs in, or None."""
+    text = os.environ.get(_JOB_CONFIG_ENV)
+    if not text:
+        return None
+    try:
+        return json.loads(text).get("runtime_env") or None
+    except (ValueError, AttributeError):
+        raise ConfigError(f"${_JOB_CONFIG_ENV} is not the JSON object Ray's job supervisor "
+                          "writes; unset it outside `ray job submit`") from None
 
 
 def _loopback_requested() -> bool:

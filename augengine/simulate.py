@@ -40,8 +40,9 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
 
+from augengine.checks import check_int
 from augengine.errors import ConfigError
-from augengine.sources._sample import LABELS, Sample
+from augengine.sources import LABELS, Sample
 
 #: Peak |RF| of the int16 output: most of the int16 range, with headroom (OASBUD RF is int16).
 INT16_PEAK = 30000
@@ -412,12 +413,10 @@ def simulate_dataset(n_benign: int, n_malignant: int, out_dir, seed: int = 0,
     """
     counts = {"benign": n_benign, "malignant": n_malignant}
     for name, n in counts.items():
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise ConfigError(f"n_{name} must be an integer >= 0, got {n!r}")
+        check_int(n, f"n_{name}", 0)
     if n_benign + n_malignant == 0:
         raise ConfigError("n_benign + n_malignant must be >= 1, got 0 scans")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     start = time.perf_counter()
     out = Path(out_dir)
     npz_dir = out / "npz"

@@ -56,7 +56,7 @@ from zarr.errors import ZarrUserWarning
 
 from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError, one_line
-from augengine.manifest import rows_where
+from augengine.manifest import MANIFEST_SCHEMA, rows_where
 
 #: 2: masks checksummed (``mask_sha256``), inputs recorded (``inputs.parquet``, ``inputs_digest``),
 #: unreadable sources in the quarantine. 3: the Parquet records in ``records/``, the arrays'
@@ -68,24 +68,6 @@ RECORDS = "records"
 LOCK_FILE = ".augengine.lock"
 #: The files a schema-2 store holds beside its arrays, and a schema-3 store in ``records/``.
 _RECORD_ENTRIES = ("manifest.parquet", "quarantine.parquet", "inputs.parquet", "_journal")
-
-MANIFEST_SCHEMA = pa.schema([
-    ("index", pa.int64()),
-    ("sample_id", pa.string()),
-    ("input_id", pa.string()),
-    ("source_id", pa.string()),
-    ("source_path", pa.string()),
-    ("reader", pa.string()),
-    ("label", pa.int8()),
-    ("variant", pa.int32()),
-    ("chain", pa.string()),
-    ("ops", pa.string()),
-    ("seed", pa.int64()),
-    ("shard", pa.int32()),
-    ("has_mask", pa.bool_()),
-    ("sha256", pa.string()),
-    ("mask_sha256", pa.string()),
-])
 
 #: ``index``, ``variant`` and ``shard`` are null for a source that could not be read at all (its
 #: samples were never planned).

@@ -44,7 +44,7 @@ def _compressor():
 def write_floor(path, start: int, images: np.ndarray, labels: np.ndarray,
                 masks: np.ndarray | None) -> None:
     """The floor of ``store.write_shard``: every image and mask compressed alone and the shard's
-    bytes written to one file (checksums are the runner's, in ``build_shard``)."""
+    bytes written to one file (the checksums are the runner's writer's, before it)."""
     _, compress = _compressor()
     parts = [compress(np.ascontiguousarray(a).tobytes()) for a in images]
     if masks is not None:

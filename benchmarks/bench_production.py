@@ -6,8 +6,9 @@ The job is built and run by the runner's own pieces, so the figures follow whate
 ``make_plan`` on a BUSI-layout folder of N synthetic speckle images (half benign, half
 malignant, each with a lesion mask), ``StyleTransferInputs`` (setup: load, encoder statistics;
 ``prepare``: style a shard's pairs), ``build_shard`` (the chain; its device->host copies, the
-runner's ``_host``, timed apart) and ``store.write_shard`` into a temporary store (without zarr:
-the floor of the same work, labelled, see ``_bare.py``). Stages are timed shard by shard after
+runner's ``_host``, timed apart) and the actor's writer (``runner.write_checksummed_shard``:
+checksums, then ``store.write_shard``) into a temporary store (without zarr: the floor of the
+same work, labelled, see ``_bare.py``). Stages are timed shard by shard after
 ``--warmup`` untimed shards (NVRTC compiles, cuDNN heuristics). On ``cuda`` each stage ends
 with a device synchronisation, so queued work is billed to the stage that queued it.
 
@@ -151,6 +152,7 @@ def production(args, work: Path, chain_device: str) -> dict:
     """Style, chain, copy back and write every shard of the NST + ``srad_series`` job."""
     from augengine import runner, store
     from augengine.config import parse_job
+    from augengine.nst.stage import StyleTransferInputs
     from augengine.plan import make_plan
 
     checkpoint = args.checkpoint or random_checkpoint(work / "random.pt", args.arch, args.layer)
@@ -171,8 +173,7 @@ def production(args, work: Path, chain_device: str) -> dict:
                            plan.job_hash(), config.model_dump(mode="json"), plan.inputs())
     seconds = collections.Counter()
     start = time.perf_counter()
-    inputs = runner.StyleTransferInputs(plan.refs, config.nst.model_dump(), chain_device,
-                                        config.seed)
+    inputs = StyleTransferInputs(plan.refs, config.nst, chain_device, config.seed)
     _synchronize(args.device)
     seconds["setup"] = time.perf_counter() - start
     shards = list(range(plan.n_shards))
@@ -188,13 +189,14 @@ def production(args, work: Path, chain_device: str) -> dict:
         lap["style"] = time.perf_counter() - clock
         clock = time.perf_counter()
         built = runner.build_shard(items, plan.chains, config.seed, out.size, out.shard_size,
-                                   chain_device, inputs.load)
+                                   chain_device, inputs.load, checksums=False)
         _synchronize(args.device)
         lap["chain"] = time.perf_counter() - clock - (seconds["device_to_host"] - copies)
         if built[4]:
             raise RuntimeError(f"shard {shard}: samples quarantined: {built[4][:2]}")
         clock = time.perf_counter()
-        store.write_shard(out.path, indices.start, built[0], built[2], built[1])
+        runner.write_checksummed_shard(out.path, indices.start, built[0], built[2], built[1],
+                                       built[3])
         lap["write"] = time.perf_counter() - clock
         return lap
 
@@ -302,7 +304,7 @@ def main(argv=None) -> dict:
     if args.device == "cuda":
         from augengine.determinism import fix_cublas_workspace
 
-        fix_cublas_workspace()  # as ShardWorker does, before CUDA starts in this process
+        fix_cublas_workspace()  # as an actor's StyleTransferStage does, before CUDA starts
         import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:

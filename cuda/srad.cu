@@ -210,3 +210,199 @@ srad_step(const T* __restrict__ src, T* __restrict__ dst, int H, int W,
     }
     if (with_stats) block_sum2(s1, s2, partials + 2 * t.slot);
 }
+
+// --- the whole series of small uint8 B-mode images in one launch ------------------------------
+//
+// srad_series_u8 runs despeckle.srad_series_bmode for a batch of images whose planes fit one
+// block's loop (augengine/ops/despeckle.py, _SERIES_BLOCK_MAX_PIXELS): block n owns image n for
+// the whole series, so the per-iteration q0 estimate, the coefficient pass and the update are
+// separated by __syncthreads instead of by kernel launches: one launch for every iteration, the
+// expansion of the grey levels to intensity and each snapshot's compression back to uint8.
+// Each step is the arithmetic of the NumPy reference, in its order (despeckle._bmode_intensity,
+// _prepare, _step, srad_series' snapshot, and log_compress_u8 of bmode.cu for the compression,
+// which the tiled path uses too). Scratch: work, other and coef, (N, H, W) each.
+//
+// Snapshot k of image n is written to every output row r in the list first[n * scales + k],
+// next[r], next[next[r]], ... (-1 ends it), so the rows a batch asks for are written in place
+// and no other snapshot is stored.
+
+#define SRAD_SERIES_THREADS 512
+#define SRAD_INTENSITY_FLOOR 1e-12  // same as despeckle._INTENSITY_FLOOR
+
+__device__ __forceinline__ float srad_exp(float x) { return expf(x); }
+__device__ __forceinline__ double srad_exp(double x) { return exp(x); }
+
+// Block-wide sums of (s1, s2) over SRAD_SERIES_THREADS threads, returned to every thread.
+__device__ __forceinline__ void series_sum2(double& s1, double& s2)
+{
+    __shared__ double sums[2][SRAD_SERIES_THREADS / 32];
+    const int tid = threadIdx.x;
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        s1 += __shfl_down_sync(0xffffffffu, s1, offset);
+        s2 += __shfl_down_sync(0xffffffffu, s2, offset);
+    }
+    if ((tid & 31) == 0) {
+        sums[0][tid >> 5] = s1;
+        sums[1][tid >> 5] = s2;
+    }
+    __syncthreads();
+    double a = 0.0, b = 0.0;
+    for (int w = 0; w < SRAD_SERIES_THREADS / 32; ++w) {
+        a += sums[0][w];
+        b += sums[1][w];
+    }
+    __syncthreads();  // sums is reused by the next call
+    s1 = a;
+    s2 = b;
+}
+
+// Block-wide maximum of v (values >= 0), returned to every thread.
+template <typename T>
+__device__ __forceinline__ T series_max(T v)
+{
+    __shared__ T peaks[SRAD_SERIES_THREADS / 32];
+    const int tid = threadIdx.x;
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const T other = __shfl_down_sync(0xffffffffu, v, offset);
+        v = other > v ? other : v;
+    }
+    if ((tid & 31) == 0) peaks[tid >> 5] = v;
+    __syncthreads();
+    T peak = peaks[0];
+    for (int w = 1; w < SRAD_SERIES_THREADS / 32; ++w) peak = peaks[w] > peak ? peaks[w] : peak;
+    __syncthreads();
+    return peak;
+}
+
+// q0^2 = var / mean^2 from the region's (sum, sum of squares), as srad_q0sq computes it.
+__device__ __forceinline__ double series_q0sq(double s1, double s2, double count)
+{
+    const double mean = s1 / count;
+    const double var = fmax(s2 / count - mean * mean, 0.0);
+    return var / (mean * mean);
+}
+
+// grey: (N, H, W) uint8 levels compressed with DR dB. expand_scale = DR/255 ln(10)/10 and
+// expand_offset = DR ln(10)/10 in T, as despeckle._bmode_intensity rounds them; fixed_q0sq < 0:
+// estimate q0 over rows [r0, r1) x cols [c0, c1) (count pixels) before the first iteration and,
+// with reestimate, after every one; decay: (iterations,) factors on q0^2; k = time_step / 4;
+// log_scale = 20*255/DR. out: (rows, H, W) uint8.
+template <typename T>
+__global__ void __launch_bounds__(SRAD_SERIES_THREADS)
+srad_series_u8(const unsigned char* __restrict__ grey, int H, int W, T expand_scale,
+               T expand_offset, T* __restrict__ work_all, T* __restrict__ other_all,
+               T* __restrict__ coef_all, double fixed_q0sq, int reestimate,
+               const double* __restrict__ decay, double k, int iterations, int every,
+               int r0, int r1, int c0, int c1, double count, T log_scale,
+               const int* __restrict__ first, const int* __restrict__ next, int scales,
+               unsigned char* __restrict__ out)
+{
+    const int n = blockIdx.x;
+    const long long plane = (long long)H * W;
+    const unsigned char* g = grey + n * plane;
+    T* work = work_all + n * plane;
+    T* other = other_all + n * plane;
+    T* coef = coef_all + n * plane;
+    const int tid = threadIdx.x;
+
+    // Intensity I = exp(g * scale - offset) and its maximum.
+    T local = T(0);
+    for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
+        T v = (T)g[p];
+        v = v * expand_scale;
+        v = v - expand_offset;
+        v = srad_exp(v);
+        work[p] = v;
+        local = v > local ? v : local;
+    }
+    const T peak = series_max(local);
+
+    // Divided by the peak and floored; the region's sums for the first q0 estimate.
+    double s1 = 0.0, s2 = 0.0;
+    for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
+        T v = work[p] / peak;
+        v = v > T(SRAD_INTENSITY_FLOOR) ? v : T(SRAD_INTENSITY_FLOOR);
+        work[p] = v;
+        const int i = (int)(p / W), j = (int)(p - (long long)i * W);
+        if (in_roi(i, j, r0, r1, c0, c1)) {
+            s1 += (double)v;
+            s2 += (double)v * (double)v;
+        }
+    }
+    double q0sq = fixed_q0sq;
+    if (fixed_q0sq < 0.0) {
+        series_sum2(s1, s2);
+        q0sq = series_q0sq(s1, s2, count);
+    } else {
+        __syncthreads();
+    }
+
+    const T kt = (T)k;
+    for (int iteration = 0; iteration < iterations; ++iteration) {
+        const double q = fmax(q0sq * decay[iteration], SRAD_Q0SQ_FLOOR);
+        const T ka = (T)(k * (q * (1.0 + q)));
+        const T b = (T)(q * q);
+        for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
+            const int i = (int)(p / W), j = (int)(p - (long long)i * W);
+            const T j0 = work[p];
+            const T dn = load_clamped(work, H, W, i - 1, j) - j0;
+            const T ds = load_clamped(work, H, W, i + 1, j) - j0;
+            const T dw = load_clamped(work, H, W, i, j - 1) - j0;
+            const T de = load_clamped(work, H, W, i, j + 1) - j0;
+            const T s = ((ds * ds + dn * dn) + de * de) + dw * dw;
+            const T l = ((ds + dn) + de) + dw;
+            const T pn = T(4) * j0 + l;
+            const T q2 = (T(8) * s - l * l) / (pn * pn);
+            const T c_k = ka / (q2 + b);
+            coef[p] = c_k < kt ? c_k : kt;
+        }
+        __syncthreads();
+        const bool with_stats = reestimate && iteration + 1 < iterations;
+        s1 = 0.0;
+        s2 = 0.0;
+        for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
+            const int i = (int)(p / W), j = (int)(p - (long long)i * W);
+            const T j0 = work[p];
+            const T dn = load_clamped(work, H, W, i - 1, j) - j0;
+            const T ds = load_clamped(work, H, W, i + 1, j) - j0;
+            const T dw = load_clamped(work, H, W, i, j - 1) - j0;
+            const T de = load_clamped(work, H, W, i, j + 1) - j0;
+            const T c = coef[p];
+            // Across the border the difference is exactly zero, so the clamped coefficient
+            // only ever multiplies zero (as in srad_step).
+            const T c_s = load_clamped(coef, H, W, i + 1, j);
+            const T c_e = load_clamped(coef, H, W, i, j + 1);
+            const T d = ((c_s * ds + c * dn) + c_e * de) + c * dw;
+            const T value = j0 + d;
+            other[p] = value;
+            if (with_stats && in_roi(i, j, r0, r1, c0, c1)) {
+                s1 += (double)value;
+                s2 += (double)value * (double)value;
+            }
+        }
+        if (with_stats) {
+            series_sum2(s1, s2);  // its barriers also end this pass
+            q0sq = series_q0sq(s1, s2, count);
+        } else {
+            __syncthreads();
+        }
+        T* swap = work;
+        work = other;
+        other = swap;
+        if ((iteration + 1) % every == 0) {
+            const int scale = (iteration + 1) / every - 1;
+            for (int row = first[n * scales + scale]; row >= 0; row = next[row]) {
+                unsigned char* target = out + row * plane;
+                for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
+                    T v = work[p] * peak;
+                    v = sqrt(v);
+                    T level = log10(v);
+                    level = level * log_scale;
+                    level = level + T(255);
+                    level = level < T(0) ? T(0) : (level > T(255) ? T(255) : level);
+                    target[p] = (unsigned char)rint(level);
+                }
+            }
+        }
+    }
+}

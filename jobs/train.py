@@ -6,11 +6,13 @@
     torchrun --standalone --nproc-per-node 2 jobs/train.py segmenter --data ... --out ... \\
         --backend ddp
     ray job submit --working-dir . -- python jobs/train.py quality --data ... --out ... \\
-        --ray --processes 2
+        --backend ray --processes 2
 
 Under a launcher every process is a rank (its environment says so) and trains its share.
-``--ray --processes N`` starts N Horovod ranks as Ray actors (``horovod.ray.RayExecutor``) on the
-cluster of ``$RAY_ADDRESS`` (set by ``ray job submit``), ``--ray-address``, or an embedded Ray.
+``--backend ray --processes N`` runs N workers of Ray Train's ``TorchTrainer``, and the older
+``--ray --processes N`` N Horovod ranks as Ray actors (``horovod.ray.RayExecutor``), on the
+cluster of ``--ray-address``, ``$RAY_ADDRESS`` (set by ``ray job submit``) or an embedded Ray;
+a submitted job's own runtime env (``--runtime-env``) is kept, augengine's fills in the rest.
 ``--processes N`` alone launches ``horovodrun``/torchrun itself, as ``augengine train`` does.
 See :mod:`augengine.train.cli` and docs/training.md.
 """

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from augengine.ops import _cuda, _reconstruction_cuda, despeckle
+from augengine.ops import _cuda, _reconstruction_cuda, _util, despeckle
 from tests.cuda_emulator import cupy_nvrtc_options
 
 ARCHS = ("sm_80", "sm_90")
@@ -214,6 +214,15 @@ def test_launch_geometry_matches_python():
     assert tile == despeckle._TILE, f"srad.cu tile {tile} != despeckle._TILE {despeckle._TILE}"
     assert block == despeckle._BLOCK, f"srad.cu block {block} != despeckle._BLOCK"
     assert float(srad_cu["SRAD_Q0SQ_FLOOR"]) == despeckle._Q0SQ_FLOOR, "q0^2 floor differs"
+    assert int(srad_cu["SRAD_SERIES_THREADS"]) == despeckle._SERIES_THREADS, (
+        f"srad.cu SRAD_SERIES_THREADS {srad_cu['SRAD_SERIES_THREADS']} != "
+        f"despeckle._SERIES_THREADS {despeckle._SERIES_THREADS}")
+    assert float(srad_cu["SRAD_INTENSITY_FLOOR"]) == despeckle._INTENSITY_FLOOR, (
+        "intensity floor differs")
+    threads = int(_defines("resample.cu")["RESAMPLE_THREADS"])
+    assert threads == _util.RESAMPLE_THREADS, (
+        f"resample.cu RESAMPLE_THREADS {threads} != _util.RESAMPLE_THREADS "
+        f"{_util.RESAMPLE_THREADS}")
     bmode_cu = _defines("bmode.cu")
     cuda = tuple(int(bmode_cu[name]) for name in ("TILE", "TILE_ROWS", "ITEMS"))
     rc = _reconstruction_cuda

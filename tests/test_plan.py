@@ -46,7 +46,7 @@ def test_within_class_all_gives_the_papers_325408(paper_store):
     assert plan.counts_by_label() == {"benign": 121_104, "malignant": 204_304}
     assert plan.n_shards == 1272
     ref, variant = plan.item(349)
-    assert ref.sample_id == "img001:0" and plan.style_indices(349) == [1] and variant == 0
+    assert ref.sample_id == "img001:0" and list(plan.work_item(349).style_positions) == [1] and variant == 0
 
 
 def test_post_steps_multiply_the_pairs(paper_store):
@@ -62,7 +62,7 @@ def test_within_class_k(paper_store):
     plan = make_plan(parse_job(nst_job(paper_store, pairing="within_class_k", k=3)))
     assert plan.n_samples == 2400, "k = 3 references: three (content, style) pairs per image"
     assert [int(i) for i in plan.pairs[:3, 0]] == [0, 0, 0]
-    styles = [plan.style_indices(i)[0] for i in range(3)]
+    styles = [plan.work_item(i).style_positions[0] for i in range(3)]
     assert len(set(styles)) == 3 and 0 not in styles and all(s < 348 for s in styles)
 
 

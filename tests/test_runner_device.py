@@ -38,7 +38,8 @@ def test_device_path_makes_the_cpu_samples(phantom_dir, tmp_path):
 
     assert cpu[4] == [] and device[4] == [], f"quarantined: cpu {cpu[4]}, device {device[4]}"
     launched = set(cuda_emulator.LAUNCHES)
-    for kernel in ("hilbert_spectrum<float>", "log_compress_u8<float>", "srad_step<float>"):
+    for kernel in ("hilbert_spectrum<float>", "log_compress_u8<float>", "srad_step<float>",
+                   "srad_series_u8<float>"):
         assert kernel in launched, f"the device path never launched {kernel}; launched {launched}"
     for cpu_row, device_row in zip(cpu[3], device[3], strict=True):
         index, chain = cpu_row["index"], cpu_row["chain"]

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augengine.checks import check_positive_ints
 from augengine.errors import ConfigError
 from augengine.models.heads import BIRADS_CLASSES
 from augengine.models.resnet import resnet50
-from augengine.models.unet import check_image_batch, check_positive_ints
+from augengine.models.unet import check_image_batch
 from augengine.models.weights import load_weights
 
 __all__ = ["ASPP", "DSAUNetPP", "DepthwiseSeparableConv", "ENCODER_CHANNELS", "dsa_unetpp"]

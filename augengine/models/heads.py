@@ -20,9 +20,9 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from augengine.checks import check_positive_ints
 from augengine.errors import ConfigError, InputError
 from augengine.models.resnet import ResNet
-from augengine.models.unet import check_positive_ints
 from augengine.models.weights import ARCHITECTURES, load_weights
 
 __all__ = ["BIRADS_CLASSES", "BIRADS_FEATURES", "QUALITY_SCORES", "classifier",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from augengine.models.unet import check_image_batch, check_positive_ints
+from augengine.checks import check_positive_ints
+from augengine.models.unet import check_image_batch
 
 __all__ = ["SegNet", "conv_bn_relu", "segnet"]
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from augengine._xp import is_cupy
+from augengine.checks import check_choice, check_positive_ints
 from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError
-from augengine.models.unet import check_positive_ints
 
 __all__ = ["EDSR", "NETWORKS", "RDN", "SCALES", "ResBlock", "ResidualDenseBlock", "edsr",
            "edsr_small", "load_superres", "rdn", "rdn_small", "super_resolve",
@@ -35,12 +35,6 @@ SCALES = (2, 3, 4)
 
 def _conv3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-
-
-def _check_scale(scale) -> int:
-    if isinstance(scale, bool) or scale not in SCALES:
-        raise ConfigError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
-    return int(scale)
 
 
 def upsampler(channels: int, scale: int) -> nn.Sequential:
@@ -65,7 +59,7 @@ def upsampler(channels: int, scale: int) -> nn.Sequential:
     >>> upsampler(4, 3)(torch.zeros(1, 4, 5, 6)).shape
     torch.Size([1, 4, 15, 18])
     """
-    factors = (2, 2) if _check_scale(scale) == 4 else (scale,)
+    factors = (2, 2) if int(check_choice(scale, "scale", SCALES)) == 4 else (scale,)
     layers: list[nn.Module] = []
     for r in factors:
         layers += [_conv3(channels, r * r * channels), nn.PixelShuffle(r)]
@@ -105,7 +99,7 @@ class EDSR(nn.Module):
         check_positive_ints(blocks=blocks, filters=filters, channels=channels)
         if not 0 < res_scale <= 1:
             raise ConfigError(f"res_scale must be in (0, 1], got {res_scale!r}")
-        self.scale = _check_scale(scale)
+        self.scale = int(check_choice(scale, "scale", SCALES))
         self.head = _conv3(channels, filters)
         self.body = nn.Sequential(*(ResBlock(filters, res_scale) for _ in range(blocks)),
                                   _conv3(filters, filters))
@@ -203,7 +197,7 @@ class RDN(nn.Module):
         super().__init__()
         check_positive_ints(blocks=blocks, layers=layers, fusion=fusion, growth=growth,
                             channels=channels)
-        self.scale = _check_scale(scale)
+        self.scale = int(check_choice(scale, "scale", SCALES))
         self.shallow = nn.ModuleList([_conv3(channels, fusion), _conv3(fusion, fusion)])
         self.blocks = nn.ModuleList(ResidualDenseBlock(fusion, growth, layers)
                                     for _ in range(blocks))

@@ -10,25 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from augengine.errors import ConfigError, InputError
+from augengine.checks import check_positive_ints
+from augengine.errors import InputError
 
-__all__ = ["UNet", "check_image_batch", "check_positive_ints", "double_conv", "unet"]
-
-
-def check_positive_ints(**values: int) -> None:
-    """Raise :class:`ConfigError` naming the first argument that is not an integer >= 1.
-
-    Example
-    -------
-    >>> check_positive_ints(depth=4, base_channels=64)
-    >>> check_positive_ints(depth=0)
-    Traceback (most recent call last):
-    ...
-    augengine.errors.ConfigError: depth must be an integer >= 1, got 0
-    """
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+__all__ = ["UNet", "check_image_batch", "double_conv", "unet"]
 
 
 def check_image_batch(x, *, channels: tuple[int, ...], multiple: int, model: str) -> None:

@@ -47,12 +47,8 @@ from augengine.nst.feedforward import Decoder, StyleNet, adain, align_statistics
 from augengine.nst.generate import generate
 from augengine.nst.iterative import StylizeResult, stylize
 from augengine.nst.quality import QualityScores, assess_quality, ssim, style_distance
-from augengine.nst.training import (
-    TrainResult,
-    load_checkpoint,
-    load_style_net,
-    train_feedforward,
-)
+from augengine.nst.inference import load_checkpoint, load_style_net
+from augengine.nst.training import TrainResult, train_feedforward
 
 __all__ += [
     "Decoder",

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augengine.checks import check_in_range, describe
 from augengine.errors import ConfigError, InputError
 from augengine.models import feature_extractor, imagenet_normalize
 
@@ -47,12 +48,6 @@ __all__ = [
 _PROBE = 64
 
 
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
 def check_images(name: str, images) -> None:
     """Raise InputError unless ``images`` is a non-empty floating ``(N, 1, H, W)`` tensor."""
     if (
@@ -64,13 +59,13 @@ def check_images(name: str, images) -> None:
     ):
         raise InputError(
             f"{name}: expected grey images, a floating (N, 1, H, W) tensor in [0, 1], "
-            f"got {_describe(images)}"
+            f"got {describe(images)}"
         )
 
 
 def _check_features(name: str, features) -> None:
     if not isinstance(features, torch.Tensor) or features.ndim != 4 or features.numel() == 0:
-        raise InputError(f"{name}: expected (N, C, H, W) feature maps, got {_describe(features)}")
+        raise InputError(f"{name}: expected (N, C, H, W) feature maps, got {describe(features)}")
 
 
 def feature_stats(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +171,7 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     _check_features("style", style)
     if style.shape[0] not in (1, content.shape[0]) or style.shape[1] != content.shape[1]:
         raise InputError(
-            f"style: {_describe(style)} does not pair with content {_describe(content)} "
+            f"style: {describe(style)} does not pair with content {describe(content)} "
             f"(need batch {content.shape[0]} or 1 and {content.shape[1]} channels)"
         )
     return align_statistics(content, *feature_stats(content, eps), *feature_stats(style, eps))
@@ -340,7 +335,7 @@ class StyleNet(nn.Module):
         if features.shape[1] != self.channels or min(features.shape[-2:]) < 2:
             raise InputError(
                 f"features: expected ({self.channels} channels, at least 2 x 2 positions) for "
-                f"the decoder, got {_describe(features)}"
+                f"the decoder, got {describe(features)}"
             )
         images = self.decoder(features)
         if size is not None and tuple(images.shape[-2:]) != tuple(size):
@@ -363,14 +358,9 @@ class StyleNet(nn.Module):
         return self.decode(blend(target, content_features, alpha), size=content.shape[-2:])
 
 
-def _check_alpha(alpha) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha must be a number in [0, 1], got {alpha!r}")
-
-
 def blend(aligned: torch.Tensor, content_features: torch.Tensor, alpha: float) -> torch.Tensor:
     """``alpha * aligned + (1 - alpha) * content_features``, alpha in [0, 1] (1: full style)."""
-    _check_alpha(alpha)
+    check_in_range(alpha, "alpha", 0, 1)
     if alpha == 1.0:
         return aligned
     return alpha * aligned + (1.0 - alpha) * content_features.to(aligned.dtype)

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from augengine.checks import check_in_range, check_int
 from augengine.determinism import Batches
-from augengine.errors import ConfigError, InputError
+from augengine.errors import InputError
 from augengine.nst.feedforward import (
     StyleNet,
-    _check_alpha,
     align_statistics,
     blend,
     feature_stats,
@@ -141,6 +141,7 @@ def generate(
     net: StyleNet,
     images,
     pairs,
+    *,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
@@ -148,7 +149,6 @@ def generate(
     alpha: float = 1.0,
     max_feature_bytes: float | None = None,
     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
-    *,
     multi_reference: bool = False,
     fixed_batches: bool = False,
     to_host: bool = True,
@@ -239,9 +239,8 @@ def generate(
     """
     n_images, height, width = _check_images(images)
     pairs = _check_pairs(pairs, n_images, multi_reference)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    _check_alpha(alpha)
+    check_int(batch_size, "batch_size", 1)
+    check_in_range(alpha, "alpha", 0, 1)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device).eval()
     if channels_last:
@@ -250,8 +249,9 @@ def generate(
     if statistics is not None and len(statistics[0]) != n_images:
         raise InputError(f"statistics cover {len(statistics[0])} images, images has {n_images}")
     batches = Batches(batch_size, fixed_batches)
-    return _run(net, images, pairs, (height, width), batches, device, dtype, channels_last,
-                alpha, budget, statistics, to_host)
+    return _run(net, images, pairs, (height, width), batches, device=device, dtype=dtype,
+                channels_last=channels_last, alpha=alpha, budget=budget, statistics=statistics,
+                to_host=to_host)
 
 
 def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
@@ -265,8 +265,8 @@ def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
     net.to(device).eval()
     everything = np.arange(n_images)
     mean, std, _ = _encode(net, images, everything, np.full(n_images, -1),
-                           Batches(batch_size, fixed_batches), device, dtype, channels_last,
-                           budget=0.0)
+                           Batches(batch_size, fixed_batches), device=device, dtype=dtype,
+                           channels_last=channels_last, budget=0.0)
     return mean, std
 
 
@@ -325,8 +325,8 @@ def _reference_statistics(net, images, references: np.ndarray, batches, device, 
     distinct, inverse = np.unique(references, return_inverse=True)
     bank_slot = np.full(int(distinct.max()) + 1, -1, dtype=np.int64)
     bank_slot[distinct] = np.arange(distinct.size)
-    _, _, bank = _encode(net, images, distinct, bank_slot, batches, device, None,
-                         channels_last, budget)
+    _, _, bank = _encode(net, images, distinct, bank_slot, batches, device=device, dtype=None,
+                         channels_last=channels_last, budget=budget)
     stacks = bank[torch.from_numpy(inverse.reshape(-1)).to(bank.device)].to(device)
     return multi_reference_statistics(stacks.unflatten(0, references.shape), net.eps)
 
@@ -337,7 +337,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _encode(net, images, indices, content_slot, batches, device, dtype, channels_last, budget):
+def _encode(net, images, indices, content_slot, batches, *, device, dtype, channels_last, budget):
     """Encode ``images[indices]`` once each: their channel statistics (rows follow ``indices``)
     and a bank of the features of those with ``content_slot >= 0`` (rows = that slot)."""
     float_dtype = next(net.parameters()).dtype
@@ -364,7 +364,7 @@ def _encode(net, images, indices, content_slot, batches, device, dtype, channels
     return torch.cat(means), torch.cat(stds), bank
 
 
-def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha, budget,
+def _run(net, images, pairs, size, batches, *, device, dtype, channels_last, alpha, budget,
          statistics, to_host):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     contents = np.unique(pairs[:, 0])
@@ -376,8 +376,8 @@ def _run(net, images, pairs, size, batches, device, dtype, channels_last, alpha,
     slot = np.full(n_slots, -1, dtype=np.int64)
     content_slot = np.full_like(slot, -1)
     content_slot[contents] = np.arange(contents.size)
-    mean, std, bank = _encode(net, images, used, content_slot, batches, device, None,
-                              channels_last, budget)
+    mean, std, bank = _encode(net, images, used, content_slot, batches, device=device,
+                              dtype=None, channels_last=channels_last, budget=budget)
     if statistics is None:
         slot[used] = np.arange(used.size)
     else:

@@ -21,32 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from augengine.errors import ConfigError, InputError
-
-
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-def _check_tensor(name: str, value, ndims: tuple[int, ...], layout: str) -> None:
-    """Raise InputError unless ``value`` is a non-empty floating tensor with one of ``ndims``."""
-    if (
-        not isinstance(value, torch.Tensor)
-        or value.ndim not in ndims
-        or not value.is_floating_point()
-        or value.numel() == 0
-    ):
-        raise InputError(
-            f"{name}: expected a non-empty floating {layout} tensor, got {_describe(value)}"
-        )
-
-
-def _check_bins(bins) -> int:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ConfigError(f"bins must be an integer >= 1, got {bins!r}")
-    return bins
+from augengine.checks import check_int, check_tensor
+from augengine.errors import InputError
 
 
 def max_reference_features(reference_features: torch.Tensor) -> torch.Tensor:
@@ -75,8 +51,8 @@ def max_reference_features(reference_features: torch.Tensor) -> torch.Tensor:
     >>> max_reference_features(refs)
     tensor([[[2., 5.]]])
     """
-    _check_tensor(
-        "reference_features", reference_features, (4, 5), "(K, C, H, W) or (N, K, C, H, W)"
+    check_tensor(
+        reference_features, "reference_features", (4, 5), "(K, C, H, W) or (N, K, C, H, W)"
     )
     return reference_features.amax(dim=-4)
 
@@ -135,9 +111,9 @@ def histogram_specification(
     >>> histogram_specification(v, ref, bins=2).flatten()
     tensor([0.7500, 1.2500, 1.7500, 2.7500])
     """
-    _check_tensor("values", values, (4,), "(N, C, H, W)")
-    _check_tensor("reference_values", reference_values, (5,), "(N, K, C, H, W)")
-    bins = _check_bins(bins)
+    check_tensor(values, "values", (4,), "(N, C, H, W)")
+    check_tensor(reference_values, "reference_values", (5,), "(N, K, C, H, W)")
+    bins = check_int(bins, "bins", 1)
     n, c = values.shape[:2]
     if reference_values.shape[0] not in (1, n) or reference_values.shape[2] != c:
         batch = "1" if n == 1 else f"{n} or 1"
@@ -214,8 +190,8 @@ def multi_reference_target(reference_features: torch.Tensor, bins: int = 256) ->
     >>> multi_reference_target(refs).shape
     torch.Size([2, 8, 5, 5])
     """
-    _check_tensor("reference_features", reference_features, (5,), "(N, K, C, H, W)")
-    bins = _check_bins(bins)
+    check_tensor(reference_features, "reference_features", (5,), "(N, K, C, H, W)")
+    bins = check_int(bins, "bins", 1)
     if reference_features.shape[1] == 1:
         return reference_features[:, 0].detach()
     return histogram_specification(

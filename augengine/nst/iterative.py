@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from augengine.checks import check_choice, check_int
 from augengine.errors import ConfigError, InputError
 from augengine.models import feature_extractor, imagenet_normalize
 from augengine.nst.feedforward import check_images
@@ -162,10 +163,8 @@ def stylize(
     if network.training:
         raise ConfigError("network is in training mode; call network.eval() first (BatchNorm "
                           "would mix the pairs of a batch and change its running statistics)")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError(f"iterations must be an integer >= 1, got {iterations!r}")
-    if optimizer not in DEFAULT_LR:
-        raise ConfigError(f"optimizer must be one of {', '.join(DEFAULT_LR)}, got {optimizer!r}")
+    check_int(iterations, "iterations", 1)
+    check_choice(optimizer, "optimizer", tuple(DEFAULT_LR))
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     if not lr > 0:
         raise ConfigError(f"lr must be > 0, got {lr}")

@@ -22,16 +22,15 @@ values (``reduction="none"``). Targets with batch 1 are shared by all N pairs.
 from __future__ import annotations
 
 import logging
-
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from augengine.checks import check_choice, check_int, check_number, check_tensor, describe
 from augengine.errors import ConfigError, InputError
-from augengine.nst.histogram import _check_bins, _check_tensor, _describe, multi_reference_target
+from augengine.nst.histogram import multi_reference_target
 
 #: Stage outputs of ResNet-50 by their torchvision module names, from fine to coarse; at a 224 x 224
 #: input they are 64 x 112^2 ("relu", after conv1), 256 x 56^2, 512 x 28^2, 1024 x 14^2, 2048 x 7^2.
@@ -43,30 +42,14 @@ _FEATURES = "(N, C, H, W)"
 log = logging.getLogger(__name__)
 
 
-def _check_reduction(reduction) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ConfigError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
-
-
-def _check_weight(name: str, value) -> float:
-    """A finite, non-negative float loss weight, or ConfigError naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
-
-
 def _check_target(name: str, target: torch.Tensor, features: torch.Tensor) -> None:
     """``target`` must pair with ``features``: batch N or 1, same channels and dtype."""
-    _check_tensor(name, target, (4,), _FEATURES)
+    check_tensor(target, name, (4,), _FEATURES)
     n, c = features.shape[:2]
     if target.shape[0] not in (1, n) or target.shape[1] != c or target.dtype != features.dtype:
         batch = "1" if n == 1 else f"{n} or 1"
         raise InputError(
-            f"{name}: {_describe(target)} does not pair with features, a {_describe(features)} "
+            f"{name}: {describe(target)} does not pair with features, a {describe(features)} "
             f"(need batch {batch}, {c} channels, dtype {features.dtype})"
         )
 
@@ -100,7 +83,7 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     tensor([[[ 5., 11.],
              [11., 25.]]])
     """
-    _check_tensor("features", features, (4,), _FEATURES)
+    check_tensor(features, "features", (4,), _FEATURES)
     flat = features.flatten(2)
     return flat @ flat.transpose(1, 2)
 
@@ -155,8 +138,8 @@ def gram_loss(
     >>> gram_loss(torch.ones(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
     tensor(0.2500)
     """
-    _check_reduction(reduction)
-    _check_tensor("features", features, (4,), _FEATURES)
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    check_tensor(features, "features", (4,), _FEATURES)
     _check_target("target_features", target_features, features)
     channels = features.shape[1]
     positions = features.shape[2] * features.shape[3]
@@ -215,8 +198,8 @@ def mmd_poly_loss(
     >>> mmd_poly_loss(torch.ones(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), c=2.0)
     tensor(1.2500)
     """
-    c = _check_weight("c", c)
-    _check_reduction(reduction)
+    c = check_number(c, "c", nonnegative=True)
+    check_choice(reduction, "reduction", _REDUCTIONS)
     per_sample = gram_loss(features, target_features, reduction="none")
     if c:
         mean_gap = features.mean(dim=(2, 3)) - target_features.mean(dim=(2, 3))
@@ -258,9 +241,9 @@ def relevance_weights(relevance: torch.Tensor, size: tuple[int, int]) -> torch.T
     tensor([[[4., 0.],
              [0., 0.]]])
     """
-    _check_tensor("relevance", relevance, (3, 4), "(N, H, W) or (N, 1, H, W)")
+    check_tensor(relevance, "relevance", (3, 4), "(N, H, W) or (N, 1, H, W)")
     if relevance.ndim == 4 and relevance.shape[1] != 1:
-        raise InputError(f"relevance: expected one channel, got a {_describe(relevance)}")
+        raise InputError(f"relevance: expected one channel, got a {describe(relevance)}")
     maps = relevance.detach().reshape(relevance.shape[0], 1, *relevance.shape[-2:])
     pooled = F.adaptive_avg_pool2d(maps.clamp_min(0), size)[:, 0]
     mean = pooled.mean(dim=(1, 2), keepdim=True)
@@ -322,12 +305,12 @@ def content_loss(
     >>> content_loss(f, torch.zeros_like(f), relevance=r)        # 4 * 1 / 2
     tensor(2.)
     """
-    _check_reduction(reduction)
-    _check_tensor("features", features, (4,), _FEATURES)
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    check_tensor(features, "features", (4,), _FEATURES)
     _check_target("content_features", content_features, features)
     if content_features.shape[2:] != features.shape[2:]:
         raise InputError(
-            f"content_features: {_describe(content_features)} does not match the spatial size "
+            f"content_features: {describe(content_features)} does not match the spatial size "
             f"{tuple(features.shape[2:])} of features"
         )
     squared = (features - content_features).square().sum(dim=1)
@@ -392,7 +375,7 @@ def proposed_style_loss(
     >>> proposed_style_loss(gen, refs).shape
     torch.Size([])
     """
-    _check_tensor("features", features, (4,), _FEATURES)
+    check_tensor(features, "features", (4,), _FEATURES)
     target = multi_reference_target(reference_features, bins=bins)
     return mmd_poly_loss(features, target, c=c, reduction=reduction)
 
@@ -433,8 +416,8 @@ def total_loss(
     ...            alpha=1.0, beta=10.0, layer_weights={"layer1": 0.5})   # 2 + 10 * (1 + 1.5)
     tensor(27.)
     """
-    alpha = _check_weight("alpha", alpha)
-    beta = _check_weight("beta", beta)
+    alpha = check_number(alpha, "alpha", nonnegative=True)
+    beta = check_number(beta, "beta", nonnegative=True)
     if not content_terms and not style_terms:
         raise ConfigError("total_loss needs at least one content or style term, got none")
     weights = _check_layer_weights(layer_weights, tuple(style_terms))
@@ -458,7 +441,8 @@ def _check_layer_weights(layer_weights, style_layers: Sequence[str]) -> dict[str
                 f"{', '.join(style_layers)})"
             )
     return {
-        layer: _check_weight(f"layer_weights[{layer!r}]", w) for layer, w in layer_weights.items()
+        layer: check_number(w, f"layer_weights[{layer!r}]", nonnegative=True)
+        for layer, w in layer_weights.items()
     }
 
 
@@ -544,10 +528,10 @@ class StyleTransferLoss:
     bins: int = 256
 
     def __post_init__(self):
-        _check_weight("alpha", self.alpha)
-        _check_weight("beta", self.beta)
-        _check_weight("c", self.c)
-        _check_bins(self.bins)
+        check_number(self.alpha, "alpha", nonnegative=True)
+        check_number(self.beta, "beta", nonnegative=True)
+        check_number(self.c, "c", nonnegative=True)
+        check_int(self.bins, "bins", 1)
         object.__setattr__(
             self, "content_layers", _check_layers("content_layers", self.content_layers)
         )
@@ -564,7 +548,7 @@ class StyleTransferLoss:
         targets = {}
         for layer in self.style_layers:
             value = _layer("style", style, layer)
-            _check_tensor(f"style[{layer!r}]", value, (4, 5), "(N, C, H, W) or (N, K, C, H, W)")
+            check_tensor(value, f"style[{layer!r}]", (4, 5), "(N, C, H, W) or (N, K, C, H, W)")
             targets[layer] = (
                 value.detach() if value.ndim == 4 else multi_reference_target(value, self.bins)
             )
@@ -617,7 +601,7 @@ class StyleTransferLoss:
             Content-image relevance at input resolution; ``None`` is the "without XAI" loss.
         reduction : {"mean", "none"}, optional
         """
-        _check_reduction(reduction)
+        check_choice(reduction, "reduction", _REDUCTIONS)
         content_terms, style_terms = self.terms(generated, content, style, relevance)
         total = total_loss(content_terms, style_terms, self.alpha, self.beta, self.layer_weights)
         return _reduce(total, reduction)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augengine.checks import check_choice, check_int
 from augengine.errors import ConfigError, did_you_mean
 
 RULES = ("within_class_all", "within_class_k", "explicit")
@@ -45,11 +46,6 @@ def _classes(labels):
 def _label(value):
     """A numpy scalar as its Python value, for readable dict keys and messages."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _check_rule(rule) -> None:
-    if rule not in RULES:
-        raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
 
 
 def _check_k(rule: str, k, classes, counts) -> int | None:
@@ -96,7 +92,7 @@ def count_pairs(labels, rule: str = "within_class_all", k: int | None = None) ->
     >>> count_pairs([0] * 348 + [1] * 452)
     {0: 121104, 1: 204304}
     """
-    _check_rule(rule)
+    check_choice(rule, "rule", RULES)
     if rule == "explicit":
         raise ConfigError(
             "count_pairs needs rule 'within_class_all' or 'within_class_k'; an explicit "
@@ -174,7 +170,7 @@ def plan_pairs(
     >>> plan_pairs([0, 0, 0, 1, 1, 1], rule="within_class_k", k=2, seed=7).shape
     (6, 3)
     """
-    _check_rule(rule)
+    check_choice(rule, "rule", RULES)
     classes, class_of, counts = _classes(labels)
     k = _check_k(rule, k, classes, counts)
     if rule != "explicit" and pairs is not None:
@@ -212,8 +208,7 @@ def _all_within_class(class_of, counts, members, first_member) -> np.ndarray:
 
 
 def _k_within_class(class_of, counts, members, first_member, k, seed) -> np.ndarray:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     n = class_of.size
     # Position of every image within its class's member list.
     rank = np.empty(n, dtype=np.int64)

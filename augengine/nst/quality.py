@@ -9,13 +9,13 @@ distance to the style image falls from "content vs style" to "result vs style").
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from augengine.checks import check_number
 from augengine.errors import ConfigError, InputError
 from augengine.models import imagenet_normalize
 from augengine.nst.feedforward import check_images
@@ -110,9 +110,8 @@ def ssim(
     odd = isinstance(window_size, int) and not isinstance(window_size, bool) and window_size % 2
     if not odd or window_size < 1:
         raise ConfigError(f"window_size must be an odd integer >= 1, got {window_size!r}")
-    for name, value in (("sigma", sigma), ("data_range", data_range)):
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    sigma = check_number(sigma, "sigma", positive=True)
+    data_range = check_number(data_range, "data_range", positive=True)
     if min(x.shape[-2:]) < window_size:
         raise InputError(f"ssim: images of {tuple(x.shape[-2:])} pixels are smaller than the "
                          f"{window_size}-pixel window")

@@ -44,12 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augengine.checksums import file_sha256
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
 from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
-from augengine.models.weights import read_checkpoint, state_sha256
-from augengine.nst.feedforward import StyleNet, adain
+from augengine.models.weights import state_sha256
+from augengine.nst.feedforward import adain
+from augengine.nst.inference import (build_style_net, load_checkpoint, recorded_metadata, seeded,
+                                     weights_sha256)
 from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
 from augengine.store import open_store
@@ -57,8 +58,6 @@ from augengine.store import open_store
 __all__ = [
     "CHECKPOINT",
     "TrainResult",
-    "load_checkpoint",
-    "load_style_net",
     "train_feedforward",
 ]
 
@@ -98,103 +97,6 @@ class TrainResult:
     start_epoch: int
     epochs_run: int
     rank: int = 0
-
-
-def _file_sha256(path) -> str | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    return file_sha256(path)
-
-
-def _seeded(seed: int, build):
-    """``build()`` with the global CPU RNG seeded (random initialisation is reproducible, and the
-    same on every rank), leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def _recorded(weights) -> dict:
-    """The metadata :func:`augengine.models.fit_classifier` saves beside the state dict (``arch``,
-    ``num_classes``), or ``{}`` for other or unreadable files (``load_weights`` reports those)."""
-    try:
-        saved = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _build_encoder(config: dict, encoder_weights):
-    if encoder_weights is not None:
-        recorded = _recorded(encoder_weights).get("arch", config["arch"])
-        if recorded != config["arch"]:
-            raise ConfigError(f"{encoder_weights}: holds a {recorded} (recorded in the file), "
-                              f"arch is {config['arch']!r}; train with arch={recorded!r}")
-    model = _seeded(config["seed"], lambda: ARCHITECTURES[config["arch"]]())
-    if encoder_weights is None:
-        warnings.warn(
-            "no encoder_weights given: the style encoder is randomly initialised (no weights are "
-            "downloaded); pass a local ImageNet checkpoint for the paper's features",
-            stacklevel=3,
-        )
-    else:
-        load_weights(model, encoder_weights, skip_head=True)
-    return model
-
-
-def _build_net(config: dict, encoder_weights) -> StyleNet:
-    encoder = _build_encoder(config, encoder_weights)
-    return _seeded(config["seed"] + 1, lambda: StyleNet(encoder, layer=config["layer"]))
-
-
-def load_checkpoint(path) -> dict:
-    """Read a training checkpoint and check its decoder against the recorded sha256.
-
-    Raises
-    ------
-    InputError
-        Missing, unreadable or corrupted file (one line naming it).
-    """
-    path = Path(path)
-    checkpoint = read_checkpoint(path)
-    keys = ("decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256")
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
-        raise InputError(f"{path}: not an NST training checkpoint (needs keys {', '.join(keys)})")
-    if state_sha256(checkpoint["decoder"]) != checkpoint["sha256"]:
-        raise InputError(f"{path}: decoder weights do not match their recorded sha256 (corrupted)")
-    return checkpoint
-
-
-def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> StyleNet:
-    """The trained :class:`StyleNet` of a checkpoint, for :func:`augengine.nst.generate.generate`.
-
-    Parameters
-    ----------
-    checkpoint_path : str or Path
-        ``out_dir/checkpoint.pt`` of :func:`train_feedforward`.
-    encoder_weights : str or Path, optional
-        The same local encoder checkpoint the decoder was trained with (checked by sha256);
-        None when it was trained on the seeded random encoder.
-    device : str or torch.device, optional
-
-    Raises
-    ------
-    ConfigError
-        ``encoder_weights`` is not the file the decoder was trained with.
-    """
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint["config"]
-    if _file_sha256(encoder_weights) != config["encoder_sha256"]:
-        raise ConfigError(
-            f"{checkpoint_path}: the decoder was trained with encoder weights of sha256 "
-            f"{str(config['encoder_sha256'])[:12]}, not {encoder_weights}"
-        )
-    net = _build_net(config, encoder_weights)
-    net.decoder.load_state_dict(checkpoint["decoder"])
-    return net.to(device).eval()
 
 
 # ------------------------------------------------------------------------------ data and LRP
@@ -238,12 +140,12 @@ def _build_classifier(config: dict, classifier_weights, num_labels: int):
             stacklevel=3,
         )
     else:
-        saved = _recorded(classifier_weights)
+        saved = recorded_metadata(classifier_weights)
         arch = saved.get("arch", arch)
         num_classes = saved.get("num_classes", num_classes)
     if arch not in ARCHITECTURES:
         raise InputError(f"{classifier_weights}: unknown classifier architecture {arch!r}")
-    model = _seeded(config["seed"] + 2, lambda: ARCHITECTURES[arch](num_classes=num_classes))
+    model = seeded(config["seed"] + 2, lambda: ARCHITECTURES[arch](num_classes=num_classes))
     if classifier_weights is not None:
         load_weights(model, classifier_weights)
     if num_labels > num_classes:
@@ -459,8 +361,8 @@ def train_feedforward(
         "lrp": bool(lrp), "pairing": pairing, "seed": seed, "image_size": image_size,
         "alpha": alpha, "beta": beta, "content_layers": list(content_layers),
         "style_layers": list(style_layers), "c": c,
-        "encoder_sha256": _file_sha256(encoder_weights),
-        "classifier_sha256": _file_sha256(classifier_weights) if lrp else None,
+        "encoder_sha256": weights_sha256(encoder_weights),
+        "classifier_sha256": weights_sha256(classifier_weights) if lrp else None,
     }
     _check_config(config)
     loss_fn = StyleTransferLoss(alpha=alpha, beta=beta, content_layers=tuple(content_layers),
@@ -487,7 +389,7 @@ def train_feedforward(
     relevance = (_relevance(out_dir, classifier_weights, pixels, labels, store_id, config,
                             device, hvd).to(device) if lrp else None)
 
-    net = _build_net(config, encoder_weights).to(device)
+    net = build_style_net(config, encoder_weights).to(device)
     loss_net = feature_extractor(net.encoder,
                                  tuple(dict.fromkeys((*content_layers, *style_layers))))
     optimizer = torch.optim.Adam(net.decoder.parameters(), lr=lr * size)

@@ -20,7 +20,8 @@ from augengine.ops.geometry import (
     translate_batch,
 )
 from augengine.ops.quality import gaussian_blur, gaussian_blur_batch, jpeg, jpeg_batch
-from augengine.ops.despeckle import srad, srad_bmode, srad_series, srad_series_bmode
+from augengine.ops.despeckle import (srad, srad_bmode, srad_series, srad_series_bmode,
+                                     srad_series_bmode_pick)
 
 __all__ = [
     "affine_batch",
@@ -46,6 +47,7 @@ __all__ = [
     "srad_bmode",
     "srad_series",
     "srad_series_bmode",
+    "srad_series_bmode_pick",
     "translate",
     "translate_batch",
 ]

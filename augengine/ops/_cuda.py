@@ -24,6 +24,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "srad_step<float>",
         "srad_step<double>",
         "srad_q0sq",
+        "srad_series_u8<float>",
     ),
     "bmode.cu": (
         "rf_to_lines<short, float>",
@@ -38,6 +39,11 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "log_compress_u8<float>",
         "log_compress_u8<double>",
     ),
+    "resample.cu": (
+        "round_clip_u8<float>",
+        "round_clip_u8<double>",
+        "affine_coordinates",
+    ),
 }
 
 #: NVRTC options per source. ``--fmad=false`` keeps every product and sum separately rounded, as
@@ -45,6 +51,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
 OPTIONS: dict[str, tuple[str, ...]] = {
     "srad.cu": ("--std=c++17", "--fmad=false"),
     "bmode.cu": ("--std=c++17", "--fmad=false"),
+    "resample.cu": ("--std=c++17", "--fmad=false"),
 }
 
 

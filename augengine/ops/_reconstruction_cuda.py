@@ -19,7 +19,7 @@ import numpy as np
 
 from augengine.errors import InputError
 from augengine.ops._cuda import get_kernel
-from augengine.ops.reconstruction import _frame_label
+from augengine.ops._util import frame_label
 
 # Launch geometry of cuda/bmode.cu: TILE x TILE tiles on (TILE, TILE_ROWS) blocks; ITEMS
 # elements per thread in analytic_magnitude_lines.
@@ -76,7 +76,8 @@ def envelope_cuda(rf, axis: int):
     return env
 
 
-def log_compress_cuda(env, dynamic_range_db: float, reference: float | None):
+def log_compress_cuda(env, dynamic_range_db: float, reference: float | None,
+                      checked: bool = True):
     """Grey levels ``rint(clip(255 + (20*255/DR) log10(A / A_max), 0, 255))`` as uint8, on the GPU.
 
     Parameters
@@ -87,6 +88,9 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None):
         ``DR`` in dB, validated (> 0).
     reference : float or None
         ``A_max``; None: each frame's maximum.
+    checked : bool, optional
+        False skips the range checks (and their device-to-host copy) for an envelope known to
+        be finite and positive, such as SRAD's output; only with a ``reference``.
 
     Returns
     -------
@@ -111,6 +115,9 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None):
     dtype = env.dtype if env.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     env = cupy.ascontiguousarray(env, dtype=dtype)
     frames, frame_size = _frames(env.shape)
+    if not checked and reference is not None:
+        log_max = cupy.full(frames, math.log10(reference), dtype=dtype)
+        return _grey_levels(env, frame_size, log_max, dynamic_range_db)
     per_frame = env.reshape(frames, frame_size)
     frame_max = per_frame.max(axis=1)
     low, high = cupy.stack([per_frame.min(axis=1), frame_max]).get()
@@ -189,7 +196,7 @@ def _where(mask, lead_shape, ndim: int) -> str:
     """' in frame ...' for the first frame flagged in ``mask`` (per-frame, flattened)."""
     first = int(np.argmax(mask))
     index = np.unravel_index(first, lead_shape) if lead_shape else ()
-    return _frame_label(tuple(int(i) for i in index), ndim)
+    return frame_label(tuple(int(i) for i in index), ndim)
 
 
 def _blocks(total: int, per_block: int) -> int:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from augengine._xp import get_array_module, is_cupy
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
-from augengine.ops.reconstruction import _check_dynamic_range, log_compress
+from augengine.ops.reconstruction import check_dynamic_range, log_compress
 
 #: Largest stable time step of the explicit scheme (derivation in :func:`srad`, Notes).
 MAX_TIME_STEP = 1.0
@@ -34,6 +35,14 @@ _INTENSITY_FLOOR = 1e-12
 # that the two agree.
 _TILE = (32, 32)  # (x, y) output pixels per block
 _BLOCK = (32, 8)  # (x, y) threads per block
+# Threads per block of srad_series_u8 (SRAD_SERIES_THREADS).
+_SERIES_THREADS = 512
+
+#: Largest plane [pixels] that :func:`srad_series_bmode_pick` hands to the one-launch series
+#: kernel on CuPy. That kernel gives each image one block for the whole series, so a batch of
+#: large images would leave most of a GPU's SMs idle; from 512 x 512 on (512 pixels per thread)
+#: the tiled kernels, two launches per iteration over every SM, take over. Not tuned on a GPU.
+SERIES_BLOCK_MAX_PIXELS = 512 * 512
 
 
 @dataclass(frozen=True)
@@ -150,8 +159,14 @@ def srad(image, iterations, time_step=0.5, q0=None, rho=None, roi=None):
     >>> bool(smooth.std() / smooth.mean() < 0.5 * speckle.std() / speckle.mean())
     True
     """
-    iterations = _check_count(iterations, "iterations", minimum=0)
-    work, peak, shape, schedule, bounds = _setup(image, "srad", time_step, q0, rho, roi)
+    return _srad(image, iterations, "srad", True, time_step=time_step, q0=q0, rho=rho, roi=roi)
+
+
+def _srad(image, iterations, op: str, checked: bool, **srad_options):
+    """:func:`srad`; ``checked=False`` skips the range checks of :func:`_prepare` (for input that
+    cannot fail them, which saves a device-to-host copy on CuPy)."""
+    iterations = check_int(iterations, "iterations", 0)
+    work, peak, shape, schedule, bounds = _setup(image, op, checked, **srad_options)
     work = _diffuse(work, iterations, schedule, bounds)
     work *= peak
     return work.reshape(shape)
@@ -197,12 +212,15 @@ def srad_series(image, scales=8, iterations_per_scale=10, **srad_options):
     >>> series.shape
     (2, 3, 32, 32)
     """
-    scales = _check_count(scales, "scales", minimum=1)
-    every = _check_count(iterations_per_scale, "iterations_per_scale", minimum=1)
-    unknown = set(srad_options) - {"time_step", "q0", "rho", "roi"}
-    if unknown:
-        raise ConfigError(f"srad_series: unknown SRAD option(s) {sorted(unknown)}")
-    work, peak, shape, schedule, bounds = _setup(image, "srad_series", **srad_options)
+    return _series(image, scales, iterations_per_scale, "srad_series", True, **srad_options)
+
+
+def _series(image, scales, iterations_per_scale, op: str, checked: bool, **srad_options):
+    """:func:`srad_series`; ``checked`` as in :func:`_srad`."""
+    scales = check_int(scales, "scales", 1)
+    every = check_int(iterations_per_scale, "iterations_per_scale", 1)
+    _check_options(op, srad_options)
+    work, peak, shape, schedule, bounds = _setup(image, op, checked, **srad_options)
     xp = get_array_module(work)
     series = xp.empty((work.shape[0], scales) + work.shape[1:], dtype=work.dtype)
 
@@ -257,9 +275,11 @@ def srad_bmode(image_uint8, iterations, dynamic_range_db, **srad_options):
     >>> bool(smooth.astype(float).std() < image.astype(float).std())
     True
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
-    smooth = srad(_bmode_intensity(image_uint8, dynamic_range, "srad_bmode"), iterations,
-                  **srad_options)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
+    # Grey levels expand to intensities in [10^(-DR/10), 1]: finite, positive, never all zero, so
+    # the range checks cannot fail and are skipped (on CuPy they would cost a host sync).
+    smooth = _srad(_bmode_intensity(image_uint8, dynamic_range, "srad_bmode"), iterations,
+                   "srad_bmode", False, **srad_options)
     return _compress_intensity(smooth, dynamic_range)
 
 
@@ -278,10 +298,74 @@ def srad_series_bmode(image_uint8, dynamic_range_db, scales=8, iterations_per_sc
     >>> srad_series_bmode(image, 50, scales=3, iterations_per_scale=5).shape
     (3, 32, 32)
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
     intensity = _bmode_intensity(image_uint8, dynamic_range, "srad_series_bmode")
-    series = srad_series(intensity, scales, iterations_per_scale, **srad_options)
+    series = _series(intensity, scales, iterations_per_scale, "srad_series_bmode", False,
+                     **srad_options)  # unchecked: see srad_bmode
     return _compress_intensity(series, dynamic_range)
+
+
+def srad_series_bmode_pick(images_uint8, dynamic_range_db, picks, scales=8,
+                           iterations_per_scale=10, **srad_options):
+    """Chosen snapshots of :func:`srad_series_bmode`: ``(N, H, W)`` uint8 images and ``R`` picks
+    ``(image, scale)`` -> ``(R, H, W)`` uint8, row ``r`` the snapshot ``picks[r][1]`` of image
+    ``picks[r][0]``, the same bytes as ``srad_series_bmode(images_uint8, ...)[image, scale]``.
+
+    A batch asks for one or a few snapshots per image; each image is diffused once however many
+    of its snapshots are picked. On CuPy, images of at most :data:`SERIES_BLOCK_MAX_PIXELS`
+    pixels run in one launch for the whole batch and series (``srad_series_u8`` of
+    cuda/srad.cu: one block per image, the iterations separated by barriers), writing only the
+    picked snapshots, with no host sync; larger ones take the tiled kernels (two launches per
+    iteration) and one gather.
+
+    Parameters
+    ----------
+    images_uint8 : ndarray of uint8 (N, H, W)
+        As for :func:`srad_series_bmode`.
+    dynamic_range_db : float
+        ``DR`` in dB (> 0), shared by the batch.
+    picks : sequence of (int, int)
+        ``(image index in [0, N), scale in [0, scales))`` per output row (host integers).
+    scales, iterations_per_scale, **srad_options
+        As for :func:`srad_series_bmode`.
+
+    Returns
+    -------
+    ndarray of uint8 (R, H, W), the array module of ``images_uint8``
+
+    Raises
+    ------
+    InputError, ConfigError
+        As :func:`srad_series_bmode`; ConfigError for a pick outside the batch or the series.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> images = log_compress(np.sqrt(rng.exponential(1.0, (2, 32, 32))), 50)
+    >>> picked = srad_series_bmode_pick(images, 50, [(1, 0), (0, 2)], 3, 5)
+    >>> bool((picked[1] == srad_series_bmode(images[0], 50, 3, 5)[2]).all())
+    True
+    """
+    dynamic_range = check_dynamic_range(dynamic_range_db)
+    scales = check_int(scales, "scales", 1)
+    every = check_int(iterations_per_scale, "iterations_per_scale", 1)
+    _check_options("srad_series_bmode", srad_options)
+    grey = images_uint8 if is_cupy(images_uint8) else np.asarray(images_uint8)
+    if grey.ndim != 3 or grey.dtype != np.uint8:
+        raise InputError(f"srad_series_bmode: images must be uint8 (N, H, W), got {grey.dtype} "
+                         f"{tuple(grey.shape)}")
+    rows = np.array([(int(image), int(scale)) for image, scale in picks], np.int64).reshape(-1, 2)
+    outside = (rows[:, 0] < 0) | (rows[:, 0] >= grey.shape[0]) | (rows[:, 1] < 0) | (
+        rows[:, 1] >= scales)
+    if outside.any():
+        bad = tuple(int(v) for v in rows[np.argmax(outside)])
+        raise ConfigError(f"srad_series_bmode: pick {bad} is outside "
+                          f"{grey.shape[0]} images x {scales} scales")
+    if is_cupy(grey) and math.prod(grey.shape[1:]) <= SERIES_BLOCK_MAX_PIXELS:
+        return _series_picked_cuda(grey, dynamic_range, rows, scales, every, **srad_options)
+    xp = get_array_module(grey)
+    series = srad_series_bmode(grey, dynamic_range, scales, every, **srad_options)
+    return series[xp.asarray(rows[:, 0]), xp.asarray(rows[:, 1])]
 
 
 def _bmode_intensity(image_uint8, dynamic_range: float, op: str):
@@ -300,45 +384,40 @@ def _bmode_intensity(image_uint8, dynamic_range: float, op: str):
 def _compress_intensity(intensity, dynamic_range: float):
     """Intensity (max 1 by the maximum principle) back to uint8 with the same dB mapping."""
     xp = get_array_module(intensity)
-    return log_compress(xp.sqrt(intensity, out=intensity), dynamic_range, reference=1.0)
+    amplitude = xp.sqrt(intensity, out=intensity)
+    if is_cupy(amplitude):
+        from augengine.ops._reconstruction_cuda import log_compress_cuda
+
+        # SRAD's maximum principle keeps the intensity in (0, 1]: the range checks of
+        # log_compress cannot fail, and on CuPy they would cost a host sync.
+        return log_compress_cuda(amplitude, dynamic_range, 1.0, checked=False)
+    return log_compress(amplitude, dynamic_range, reference=1.0)
 
 
 # --- validation -------------------------------------------------------------------------------
 
 
-def _check_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _check_options(op: str, srad_options: dict) -> None:
+    unknown = set(srad_options) - {"time_step", "q0", "rho", "roi"}
+    if unknown:
+        raise ConfigError(f"{op}: unknown SRAD option(s) {sorted(unknown)}")
 
 
-def _check_positive(value, name: str, allow_zero: bool) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    low_ok = number >= 0 if allow_zero else number > 0
-    if not (math.isfinite(number) and low_ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
-
-
-def _setup(image, op: str, time_step=0.5, q0=None, rho=None, roi=None):
+def _setup(image, op: str, checked: bool = True, time_step=0.5, q0=None, rho=None, roi=None):
     """Validated working batch, per-image maxima, input shape, q0 schedule and ROI bounds."""
-    work, peak, shape = _prepare(image, op)
+    work, peak, shape = _prepare(image, op, checked)
     return work, peak, shape, _schedule(time_step, q0, rho), _roi_bounds(roi, work.shape[1:])
 
 
 def _schedule(time_step, q0, rho) -> _Q0Schedule:
-    dt = _check_positive(time_step, "time_step", allow_zero=False)
+    dt = check_number(time_step, "time_step", positive=True)
     if dt > MAX_TIME_STEP:
         raise ConfigError(
             f"time_step must be in (0, {MAX_TIME_STEP:g}] for the explicit SRAD scheme to stay "
             f"stable, got {time_step!r}"
         )
-    fixed = None if q0 is None else _check_positive(q0, "q0", allow_zero=False) ** 2
-    decay = None if rho is None else _check_positive(rho, "rho", allow_zero=True)
+    fixed = None if q0 is None else check_number(q0, "q0", positive=True) ** 2
+    decay = None if rho is None else check_number(rho, "rho", nonnegative=True)
     return _Q0Schedule(fixed, decay, dt)
 
 
@@ -363,9 +442,10 @@ def _roi_bounds(roi, plane_shape) -> tuple[int, int, int, int]:
     return tuple(bounds)
 
 
-def _prepare(image, op: str):
+def _prepare(image, op: str, checked: bool = True):
     """Validated working copy (N, H, W) divided by each image's max and floored, the max (N,1,1)
-    and the input shape. One device-to-host transfer (per-image min and max) for CuPy input."""
+    and the input shape. With ``checked``, one device-to-host transfer (per-image min and max)
+    for CuPy input."""
     x = image if is_cupy(image) else np.asarray(image)
     if x.ndim not in (2, 3) or x.size == 0:
         raise InputError(
@@ -377,11 +457,21 @@ def _prepare(image, op: str):
     dtype = np.float64 if x.dtype == np.float64 else np.float32
     work = x.reshape((-1,) + x.shape[-2:]).astype(dtype, copy=True)
     peak = work.max(axis=(1, 2), keepdims=True)
+    if checked:
+        _check_range(work, peak, x.ndim, op)
+    work /= peak
+    xp.maximum(work, dtype(_INTENSITY_FLOOR), out=work)
+    return work, peak, x.shape
+
+
+def _check_range(work, peak, ndim: int, op: str) -> None:
+    """InputError for an image of the batch with NaN/Inf, negative values or only zeros."""
+    xp = get_array_module(work)
     low = work.min(axis=(1, 2))
     summary = xp.stack([low, peak[:, 0, 0]])
     low_host, peak_host = summary.get() if is_cupy(summary) else summary
     for index, (lo, hi) in enumerate(zip(low_host, peak_host)):
-        where = f"image {index} of the batch" if x.ndim == 3 else "image"
+        where = f"image {index} of the batch" if ndim == 3 else "image"
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise InputError(f"{op}: {where} contains NaN or Inf")
         if lo < 0:
@@ -391,9 +481,6 @@ def _prepare(image, op: str):
             )
         if hi == 0:
             raise InputError(f"{op}: {where} is all zeros; SRAD needs positive intensities")
-    work /= peak
-    xp.maximum(work, dtype(_INTENSITY_FLOOR), out=work)
-    return work, peak, x.shape
 
 
 # --- NumPy reference --------------------------------------------------------------------------
@@ -555,3 +642,42 @@ def _diffuse_cuda(work, iterations, schedule, bounds, snapshot, every):
         if snapshot is not None and (iteration + 1) % every == 0:
             snapshot((iteration + 1) // every - 1, work)
     return work
+
+
+def _series_picked_cuda(grey, dynamic_range: float, rows: np.ndarray, scales: int, every: int,
+                        **srad_options):
+    """:func:`srad_series_bmode_pick` on the GPU in one launch of ``srad_series_u8``."""
+    import cupy
+
+    from augengine.ops._cuda import get_kernel
+
+    n, height, width = grey.shape
+    schedule = _schedule(srad_options.get("time_step", 0.5), srad_options.get("q0"),
+                         srad_options.get("rho"))
+    bounds = _roi_bounds(srad_options.get("roi"), (height, width))
+    iterations = scales * every
+    # The rows that want snapshot k of image m, as linked lists: first[m * scales + k] heads
+    # one, next[row] continues it (-1 ends both).
+    first = np.full(n * scales, -1, np.int32)
+    follow = np.full(max(len(rows), 1), -1, np.int32)
+    for row in range(len(rows) - 1, -1, -1):
+        slot = rows[row, 0] * scales + rows[row, 1]
+        follow[row], first[slot] = first[slot], row
+    decay = cupy.asarray(np.array([schedule.decay(i) for i in range(iterations)], np.float64))
+    links = cupy.asarray(np.concatenate([first, follow]))
+    work = cupy.empty((n, height, width), np.float32)
+    other, coef = cupy.empty_like(work), cupy.empty_like(work)
+    out = cupy.empty((len(rows), height, width), np.uint8)
+    r0, r1, c0, c1 = bounds
+    ln10 = math.log(10.0)
+    fixed = -1.0 if schedule.fixed_q0sq is None else schedule.fixed_q0sq
+    kernel = get_kernel("srad.cu", "srad_series_u8<float>")
+    kernel((n,), (_SERIES_THREADS,), (
+        grey, np.int32(height), np.int32(width),
+        np.float32(dynamic_range / 255.0 * ln10 / 10.0), np.float32(dynamic_range * ln10 / 10.0),
+        work, other, coef, np.float64(fixed), np.int32(schedule.reestimate), decay,
+        np.float64(schedule.time_step / 4.0), np.int32(iterations), np.int32(every),
+        *(np.int32(v) for v in bounds), np.float64((r1 - r0) * (c1 - c0)),
+        np.float32(20.0 * 255.0 / dynamic_range), links[:first.size], links[first.size:],
+        np.int32(scales), out))
+    return out

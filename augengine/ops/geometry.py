@@ -16,7 +16,9 @@ import math
 import numpy as np
 
 from augengine._xp import get_array_module, is_cupy
+from augengine.checks import check_image, check_number, check_per_image, check_stack
 from augengine.errors import ConfigError, InputError
+from augengine.ops._util import RESAMPLE_THREADS, ndimage, restore_dtype, work_dtype
 
 #: Interpolation orders the ops accept: 0 nearest, 1 linear, 3 cubic.
 ORDERS = (0, 1, 3)
@@ -25,79 +27,28 @@ ORDERS = (0, 1, 3)
 _KEYS_A = -0.5
 
 
-def _image(image, op: str, what: str = "image", layout: str = "(H, W)"):
-    """Validate a non-empty bool/integer/float array of ``layout``'s rank (an image or mask
-    ``(H, W)``, or a stack ``(B, H, W)``) and return it as an array of its own module."""
-    image = image if is_cupy(image) else np.asarray(image)
-    if image.ndim != layout.count(",") + 1:
-        raise InputError(f"{op}: expected {'a 2-D' if what == 'image' else 'a'} {what} "
-                         f"{layout}, got shape {tuple(image.shape)}")
-    if image.size == 0:
-        raise InputError(f"{op}: {what} is empty, shape {tuple(image.shape)}")
-    if np.dtype(image.dtype).kind not in "biuf":
-        raise InputError(f"{op}: {what} must be bool, integer or float, got dtype {image.dtype}")
-    return image
-
-
 def _order(order) -> int:
     if isinstance(order, bool) or order not in ORDERS:
         raise ConfigError(f"order must be 0 (nearest), 1 (linear) or 3 (cubic), got {order!r}")
     return int(order)
 
 
-def _finite(value, name: str, positive: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or (positive and number <= 0):
-        need = "a finite number > 0" if positive else "a finite number"
-        raise ConfigError(f"{name} must be {need}, got {value}")
-    return number
-
-
 def _pair(value, name: str, positive: bool = False) -> tuple[float, float]:
     """A scalar or a (rows, cols) pair of finite numbers."""
     if np.ndim(value) == 0:
-        number = _finite(value, name, positive)
+        number = check_number(value, name, positive=positive)
         return number, number
     if np.ndim(value) != 1 or len(value) != 2:
         raise ConfigError(f"{name} must be a number or a (rows, cols) pair, got {value!r}")
-    return _finite(value[0], name, positive), _finite(value[1], name, positive)
-
-
-def _work_dtype(dtype):
-    """Float type the interpolation runs in: float64 stays float64, everything else float32."""
-    return np.float64 if dtype == np.float64 else np.float32
-
-
-def _restore_dtype(result, dtype):
-    """Cast an interpolated float result back to the input dtype (round/clip integers)."""
-    xp = get_array_module(result)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "b":
-        return result > 0.5
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        result = xp.clip(xp.rint(result), info.min, info.max)
-    return result.astype(dtype, copy=False)
-
-
-def _ndimage(xp):
-    if xp is np:
-        import scipy.ndimage
-
-        return scipy.ndimage
-    import cupyx.scipy.ndimage
-
-    return cupyx.scipy.ndimage
+    return (check_number(value[0], name, positive=positive),
+            check_number(value[1], name, positive=positive))
 
 
 def _warp(image, matrix, offset, order: int, fill: float):
     """``out[o] = image[matrix @ o + offset]`` in pixel-centre coordinates, ``fill`` outside."""
     xp = get_array_module(image)
-    work = image.astype(_work_dtype(image.dtype))
-    result = _ndimage(xp).affine_transform(
+    work = image.astype(work_dtype(image.dtype))
+    result = ndimage(xp).affine_transform(
         work,
         xp.asarray(matrix, dtype=np.float64),
         offset=tuple(float(o) for o in offset),
@@ -105,7 +56,7 @@ def _warp(image, matrix, offset, order: int, fill: float):
         mode="constant",
         cval=fill,
     )
-    return _restore_dtype(result, image.dtype)
+    return restore_dtype(result, image.dtype)
 
 
 def _centre(shape) -> np.ndarray:
@@ -135,9 +86,9 @@ def rf_spacing_mm(fs_hz, c_m_s, pitch_m) -> tuple[float, float]:
     >>> rf_spacing_mm(40e6, 1540.0, 0.3e-3)
     (0.01925, 0.3)
     """
-    fs = _finite(fs_hz, "fs_hz", positive=True)
-    c = _finite(c_m_s, "c_m_s", positive=True)
-    pitch = _finite(pitch_m, "pitch_m", positive=True)
+    fs = check_number(fs_hz, "fs_hz", positive=True)
+    c = check_number(c_m_s, "c_m_s", positive=True)
+    pitch = check_number(pitch_m, "pitch_m", positive=True)
     return c / (2.0 * fs) * 1e3, pitch * 1e3
 
 
@@ -178,7 +129,7 @@ def scan_convert(image, spacing_mm, pixel_size_mm=None, order: int = 3):
     >>> scan_convert(image, (0.02, 0.2), pixel_size_mm=0.1).shape
     (400, 200)
     """
-    image = _image(image, "scan_convert")
+    image = check_image(image, "scan_convert")
     return resize(image, scan_convert_shape(image.shape, spacing_mm, pixel_size_mm), order=order)
 
 
@@ -193,7 +144,7 @@ def scan_convert_shape(shape, spacing_mm, pixel_size_mm=None) -> tuple[int, int]
     if pixel_size_mm is None:
         pixel = math.sqrt(axial * lateral)
     else:
-        pixel = _finite(pixel_size_mm, "pixel_size_mm", positive=True)
+        pixel = check_number(pixel_size_mm, "pixel_size_mm", positive=True)
     height, width = shape
     return max(1, round(height * axial / pixel)), max(1, round(width * lateral / pixel))
 
@@ -230,15 +181,19 @@ def roi_box(roi, margin_mm, spacing_mm) -> tuple[slice, slice]:
     >>> roi_box(roi, 1.0, (0.1, 0.5))       # 10 rows and 2 columns of margin
     (slice(30, 70, None), slice(18, 32, None))
     """
-    roi = _image(roi, "roi_box")
-    margin = _finite(margin_mm, "margin_mm")
+    roi = check_image(roi, "roi_box")
+    margin = check_number(margin_mm, "margin_mm")
     if margin < 0:
         raise ConfigError(f"margin_mm must be >= 0, got {margin_mm}")
     spacing = _pair(spacing_mm, "spacing_mm", positive=True)
-    xp = get_array_module(roi)
     inside = roi.astype(bool)
-    rows = xp.flatnonzero(inside.any(axis=1))
-    cols = xp.flatnonzero(inside.any(axis=0))
+    profiles = [inside.any(axis=1), inside.any(axis=0)]
+    if is_cupy(inside):  # one device-to-host copy of both profiles, not a sync per bound
+        import cupy
+
+        both = cupy.concatenate(profiles).get()
+        profiles = [both[:roi.shape[0]], both[roi.shape[0]:]]
+    rows, cols = (np.flatnonzero(profile) for profile in profiles)
     if rows.size == 0:
         raise InputError("roi_box: ROI is empty (no pixel inside)")
     box = []
@@ -263,16 +218,20 @@ def _triangle(x, xp):
     return xp.maximum(0.0, 1.0 - xp.abs(x))
 
 
-def _resample_matrix(n_in: int, n_out: int, order: int, xp, dtype):
-    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme)."""
+def _resample_matrix(n_in: int, n_out: int, order: int, dtype) -> np.ndarray:
+    """Weights ``W (n_out, n_in)``, ``out = W @ in`` along one axis (PIL's convolution scheme).
+
+    Computed with NumPy whatever the image's array module: a few small arrays, which on a GPU
+    would cost a dozen element-wise launches per matrix; a CuPy caller copies the result over
+    once (and gets NumPy's exact weights)."""
     scale = n_in / n_out
-    centres = (xp.arange(n_out, dtype=np.float64) + 0.5) * scale
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
     # Downscaling widens the kernel by the scale factor, which low-pass filters (antialiases).
     stretch = max(scale, 1.0)
-    taps = xp.arange(n_in, dtype=np.float64) + 0.5
+    taps = np.arange(n_in, dtype=np.float64) + 0.5
     distance = (taps[None, :] - centres[:, None]) / stretch
     kernel = _keys_cubic if order == 3 else _triangle
-    weights = kernel(distance, xp)
+    weights = kernel(distance, np)
     # Rows are renormalised, so at the borders the missing taps are simply left out.
     weights /= weights.sum(axis=1, keepdims=True)
     return weights.astype(dtype)
@@ -324,7 +283,7 @@ def resize(image, size, order: int = 3):
     >>> out.shape, out.dtype, int(out.min()), int(out.max())
     ((224, 224), dtype('uint8'), 7, 7)
     """
-    image = _image(image, "resize")
+    image = check_image(image, "resize")
     order = _order(order)
     if np.ndim(size) != 1 or len(size) != 2:
         raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {size!r}")
@@ -335,14 +294,15 @@ def resize(image, size, order: int = 3):
     xp = get_array_module(image)
     if order == 0:
         # Integer arithmetic: floor((2i + 1) h / 2H) is exact, even for a centre on a border.
-        rows = ((2 * xp.arange(height) + 1) * image.shape[0]) // (2 * height)
-        cols = ((2 * xp.arange(width) + 1) * image.shape[1]) // (2 * width)
-        return image[rows[:, None], cols[None, :]]
-    dtype = _work_dtype(image.dtype)
-    weights_rows = _resample_matrix(image.shape[0], height, order, xp, dtype)
-    weights_cols = _resample_matrix(image.shape[1], width, order, xp, dtype)
+        # Indices and weights are computed on the host (see _resample_matrix).
+        rows = ((2 * np.arange(height) + 1) * image.shape[0]) // (2 * height)
+        cols = ((2 * np.arange(width) + 1) * image.shape[1]) // (2 * width)
+        return image[xp.asarray(rows[:, None]), xp.asarray(cols[None, :])]
+    dtype = work_dtype(image.dtype)
+    weights_rows = xp.asarray(_resample_matrix(image.shape[0], height, order, dtype))
+    weights_cols = xp.asarray(_resample_matrix(image.shape[1], width, order, dtype))
     result = weights_rows @ image.astype(dtype) @ weights_cols.T
-    return _restore_dtype(result, image.dtype)
+    return restore_dtype(result, image.dtype)
 
 
 def rotate90(image, k: int = 1):
@@ -365,7 +325,7 @@ def rotate90(image, k: int = 1):
     array([[2, 4],
            [1, 3]])
     """
-    image = _image(image, "rotate90")
+    image = check_image(image, "rotate90")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ConfigError(f"k must be an integer number of quarter turns, got {k!r}")
     xp = get_array_module(image)
@@ -394,7 +354,7 @@ def flip(image, axis):
     array([[2, 1],
            [4, 3]])
     """
-    image = _image(image, "flip")
+    image = check_image(image, "flip")
     key = axis.lower() if isinstance(axis, str) else axis
     if isinstance(key, bool) or key not in _FLIP_AXES:
         raise ConfigError(f"axis must be 0, 1, 'vertical' or 'horizontal', got {axis!r}")
@@ -441,16 +401,16 @@ def rotate(image, angle_deg, order: int = 1, fill=0):
            [1, 4, 7],
            [0, 3, 6]])
     """
-    image = _image(image, "rotate")
+    image = check_image(image, "rotate")
     order = _order(order)
     matrix, offset = _rotation(angle_deg, image.shape)
-    fill = _finite(fill, "fill")
+    fill = check_number(fill, "fill")
     return _warp(image, matrix, offset, order, fill)
 
 
 def _rotation(angle_deg, shape) -> tuple[np.ndarray, np.ndarray]:
     """The (matrix, offset) of :func:`rotate` about the centre of an image of ``shape``."""
-    cos, sin = _cos_sin_deg(_finite(angle_deg, "angle_deg"))
+    cos, sin = _cos_sin_deg(check_number(angle_deg, "angle_deg"))
     matrix = np.array([[cos, sin], [-sin, cos]])
     centre = _centre(shape)
     return matrix, centre - matrix @ centre
@@ -480,10 +440,10 @@ def translate(image, shift_px, order: int = 1, fill=0):
     >>> translate(np.array([[1, 2, 3]]), (0, 1))
     array([[0, 1, 2]])
     """
-    image = _image(image, "translate")
+    image = check_image(image, "translate")
     order = _order(order)
     offset = _translation(shift_px)
-    fill = _finite(fill, "fill")
+    fill = check_number(fill, "fill")
     return _warp(image, np.ones(2), offset, order, fill)
 
 
@@ -491,7 +451,7 @@ def _translation(shift_px) -> np.ndarray:
     """The offset of :func:`translate` (its matrix is the identity)."""
     if np.ndim(shift_px) != 1 or len(shift_px) != 2:
         raise ConfigError(f"shift_px must be a pair (dy, dx) in pixels, got {shift_px!r}")
-    return -np.array([_finite(s, "shift_px") for s in shift_px])
+    return -np.array([check_number(s, "shift_px") for s in shift_px])
 
 
 def scale(image, factor, order: int = 1, fill=0):
@@ -517,10 +477,10 @@ def scale(image, factor, order: int = 1, fill=0):
     >>> scale(np.arange(1, 6)[None, :], 0.5, order=0)
     array([[0, 1, 3, 5, 0]])
     """
-    image = _image(image, "scale")
+    image = check_image(image, "scale")
     order = _order(order)
     diagonal, offset = _zoom(factor, image.shape)
-    fill = _finite(fill, "fill")
+    fill = check_number(fill, "fill")
     return _warp(image, diagonal, offset, order, fill)
 
 
@@ -539,17 +499,6 @@ def _zoom(factor, shape) -> tuple[np.ndarray, np.ndarray]:
 #: Pixels per map_coordinates call of :func:`affine_batch`: its float64 coordinates take
 #: 24 bytes per pixel, so a chunk needs about 100 MiB (80 images of 224 x 224).
 AFFINE_CHUNK_PIXELS = 1 << 22
-
-
-def _stack(images, op: str):
-    """Validate a stack (B, H, W) and return it as an array of its own module."""
-    return _image(images, op, "stack", "(B, H, W)")
-
-
-def _per_image(values, count: int, name: str, op: str) -> list:
-    if len(values) != count:
-        raise ConfigError(f"{op}: {count} images but {len(values)} values of {name}")
-    return list(values)
 
 
 def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
@@ -594,20 +543,23 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     >>> shift[1].tolist()        # image 1 shifted left by one column, filled with 0
     [[5.0, 0.0], [7.0, 0.0]]
     """
-    images = _stack(images, "affine_batch")
+    images = check_stack(images, "affine_batch")
     order = _order(order)
     if order > 1:
         raise ConfigError(f"affine_batch: order must be 0 or 1, got {order}")
-    fill = _finite(fill, "fill")
+    fill = check_number(fill, "fill")
     count, height, width = images.shape
     matrices = np.asarray(matrices, dtype=np.float64).reshape(count, 2, 2)
     offsets = np.asarray(offsets, dtype=np.float64).reshape(count, 2)
     xp = get_array_module(images)
-    work = images.astype(_work_dtype(images.dtype))
+    work = images.astype(work_dtype(images.dtype))
+    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
+    if is_cupy(images):
+        return restore_dtype(_affine_batch_cuda(work, matrices, offsets, order, fill, step),
+                              images.dtype)
     result = xp.empty_like(work)
     rows = xp.arange(height, dtype=np.float64)[None, :, None]
     cols = xp.arange(width, dtype=np.float64)[None, None, :]
-    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
     for start in range(0, count, step):
         stop = min(start + step, count)
         a = xp.asarray(matrices[start:stop])[:, :, :, None, None]
@@ -616,9 +568,33 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
         coordinates[0] = xp.arange(stop - start, dtype=np.float64)[:, None, None]
         coordinates[1] = t[:, 0] + a[:, 0, 0] * rows + a[:, 0, 1] * cols
         coordinates[2] = t[:, 1] + a[:, 1, 0] * rows + a[:, 1, 1] * cols
-        result[start:stop] = _ndimage(xp).map_coordinates(
+        result[start:stop] = ndimage(xp).map_coordinates(
             work[start:stop], coordinates, order=order, mode="constant", cval=fill)
-    return _restore_dtype(result, images.dtype)
+    return restore_dtype(result, images.dtype)
+
+
+def _affine_batch_cuda(work, matrices, offsets, order: int, fill: float, step: int):
+    """:func:`affine_batch`'s resampling on CuPy: per chunk of ``step`` images, the coordinates
+    in one launch (``affine_coordinates`` of cuda/resample.cu) and one ``map_coordinates``."""
+    import cupy
+    import cupyx.scipy.ndimage
+
+    from augengine.ops._cuda import get_kernel
+
+    count, height, width = work.shape
+    kernel = get_kernel("resample.cu", "affine_coordinates")
+    parts = []
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        coordinates = cupy.empty((3, stop - start, height, width), dtype=np.float64)
+        blocks = max(1, min(-(-coordinates.size // 3 // RESAMPLE_THREADS), 1 << 20))
+        kernel((blocks,), (RESAMPLE_THREADS,), (
+            cupy.asarray(np.ascontiguousarray(matrices[start:stop])),
+            cupy.asarray(np.ascontiguousarray(offsets[start:stop])), np.int32(stop - start),
+            np.int32(height), np.int32(width), coordinates))
+        parts.append(cupyx.scipy.ndimage.map_coordinates(
+            work[start:stop], coordinates, order=order, mode="constant", cval=fill))
+    return parts[0] if len(parts) == 1 else cupy.concatenate(parts)
 
 
 def _one_call(images, per_image, values, matrices_and_offsets, order, fill):
@@ -641,8 +617,8 @@ def rotate_batch(images, angles_deg, order: int = 1, fill=0):
     >>> bool((rotate_batch(stack, [0, 90], order=0)[1] == rotate(stack[1], 90, order=0)).all())
     True
     """
-    images = _stack(images, "rotate_batch")
-    angles = _per_image(angles_deg, images.shape[0], "angles_deg", "rotate_batch")
+    images = check_stack(images, "rotate_batch")
+    angles = check_per_image(angles_deg, images.shape[0], "angles_deg", "rotate_batch")
 
     def maps():
         matrices, offsets = zip(*(_rotation(angle, images.shape[1:]) for angle in angles))
@@ -658,8 +634,8 @@ def translate_batch(images, shifts_px, order: int = 1, fill=0):
     >>> translate_batch(np.array([[[1, 2, 3]], [[1, 2, 3]]]), [(0, 1), (0, -1)]).tolist()
     [[[0, 1, 2]], [[2, 3, 0]]]
     """
-    images = _stack(images, "translate_batch")
-    shifts = _per_image(shifts_px, images.shape[0], "shifts_px", "translate_batch")
+    images = check_stack(images, "translate_batch")
+    shifts = check_per_image(shifts_px, images.shape[0], "shifts_px", "translate_batch")
 
     def maps():
         return [np.eye(2)] * len(shifts), [_translation(shift) for shift in shifts]
@@ -674,8 +650,8 @@ def scale_batch(images, factors, order: int = 1, fill=0):
     >>> bool((scale_batch(np.ones((2, 5, 5)), [1.0, 0.5], order=0)[1, 0] == 0).all())
     True
     """
-    images = _stack(images, "scale_batch")
-    factors = _per_image(factors, images.shape[0], "factors", "scale_batch")
+    images = check_stack(images, "scale_batch")
+    factors = check_per_image(factors, images.shape[0], "factors", "scale_batch")
 
     def maps():
         zooms = [_zoom(factor, images.shape[1:]) for factor in factors]
@@ -691,7 +667,7 @@ def rotate90_batch(images, k: int = 1):
     >>> rotate90_batch(np.array([[[1, 2], [3, 4]]]), 1).tolist()
     [[[2, 4], [1, 3]]]
     """
-    images = _stack(images, "rotate90_batch")
+    images = check_stack(images, "rotate90_batch")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ConfigError(f"k must be an integer number of quarter turns, got {k!r}")
     xp = get_array_module(images)
@@ -704,7 +680,7 @@ def flip_batch(images, axis):
     >>> flip_batch(np.array([[[1, 2], [3, 4]]]), "horizontal").tolist()
     [[[2, 1], [4, 3]]]
     """
-    images = _stack(images, "flip_batch")
+    images = check_stack(images, "flip_batch")
     key = axis.lower() if isinstance(axis, str) else axis
     if isinstance(key, bool) or key not in _FLIP_AXES:
         raise ConfigError(f"axis must be 0, 1, 'vertical' or 'horizontal', got {axis!r}")

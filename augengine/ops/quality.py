@@ -11,8 +11,8 @@ import numpy as np
 
 from augengine._xp import get_array_module, is_cupy
 from augengine.errors import ConfigError, InputError
-from augengine.ops.geometry import (_finite, _image, _ndimage, _per_image, _restore_dtype,
-                                    _stack, _work_dtype)
+from augengine.checks import check_image, check_number, check_per_image, check_stack
+from augengine.ops._util import ndimage, restore_dtype, work_dtype
 
 
 def gaussian_blur(image, sigma):
@@ -45,14 +45,14 @@ def gaussian_blur(image, sigma):
     >>> gaussian_blur(image, 1.0)[4, 2:7]       # 255 * g(0) * [g(2), g(1), g(0), g(1), g(2)]
     array([ 5, 25, 41, 25,  5], dtype=uint8)
     """
-    image = _image(image, "gaussian_blur")
-    sigma = _finite(sigma, "sigma")
+    image = check_image(image, "gaussian_blur")
+    sigma = check_number(sigma, "sigma")
     if sigma < 0:
         raise ConfigError(f"sigma must be >= 0 pixels, got {sigma}")
     xp = get_array_module(image)
-    work = image.astype(_work_dtype(image.dtype))
-    blurred = _ndimage(xp).gaussian_filter(work, sigma, mode="reflect", truncate=4.0)
-    return _restore_dtype(blurred, image.dtype)
+    work = image.astype(work_dtype(image.dtype))
+    blurred = ndimage(xp).gaussian_filter(work, sigma, mode="reflect", truncate=4.0)
+    return restore_dtype(blurred, image.dtype)
 
 
 def jpeg(image, quality):
@@ -88,7 +88,7 @@ def jpeg(image, quality):
     """
     from PIL import Image
 
-    image = _image(image, "jpeg")
+    image = check_image(image, "jpeg")
     if image.dtype != np.uint8:
         raise InputError(f"jpeg: image must be uint8 grey levels, got dtype {image.dtype}")
     is_integer = isinstance(quality, (int, np.integer)) and not isinstance(quality, bool)
@@ -130,20 +130,20 @@ def gaussian_blur_batch(images, sigmas):
     >>> gaussian_blur_batch(stack, [0.0, 1.0])[:, 4, 4].tolist()
     [255, 41]
     """
-    images = _stack(images, "gaussian_blur_batch")
-    sigmas = [_finite(s, "sigma") for s in _per_image(sigmas, images.shape[0], "sigmas",
+    images = check_stack(images, "gaussian_blur_batch")
+    sigmas = [check_number(s, "sigma") for s in check_per_image(sigmas, images.shape[0], "sigmas",
                                                       "gaussian_blur_batch")]
     if min(sigmas) < 0:
         raise ConfigError(f"sigma must be >= 0 pixels, got {min(sigmas)}")
     xp = get_array_module(images)
-    work = images.astype(_work_dtype(images.dtype))
+    work = images.astype(work_dtype(images.dtype))
     blurred = xp.empty_like(work)
     for sigma in sorted(set(sigmas)):
         chosen = [b for b, s in enumerate(sigmas) if s == sigma]
         picked = xp.asarray(np.array(chosen, dtype=np.int64))
-        blurred[picked] = _ndimage(xp).gaussian_filter(work[picked], (0.0, sigma, sigma),
+        blurred[picked] = ndimage(xp).gaussian_filter(work[picked], (0.0, sigma, sigma),
                                                        mode="reflect", truncate=4.0)
-    return _restore_dtype(blurred, images.dtype)
+    return restore_dtype(blurred, images.dtype)
 
 
 def jpeg_batch(images, qualities):
@@ -156,8 +156,8 @@ def jpeg_batch(images, qualities):
     >>> out.shape, int(out.min()), int(out.max())
     ((2, 16, 16), 128, 128)
     """
-    images = _stack(images, "jpeg_batch")
-    qualities = _per_image(qualities, images.shape[0], "qualities", "jpeg_batch")
+    images = check_stack(images, "jpeg_batch")
+    qualities = check_per_image(qualities, images.shape[0], "qualities", "jpeg_batch")
     host = images.get() if is_cupy(images) else images
     result = np.stack([jpeg(image, quality) for image, quality in zip(host, qualities)])
     return get_array_module(images).asarray(result)

@@ -19,7 +19,9 @@ import numpy as np
 import scipy.fft
 
 from augengine._xp import is_cupy
+from augengine.checks import check_number
 from augengine.errors import ConfigError, InputError
+from augengine.ops._util import frame_label
 
 # scipy.fft parallelises over the independent lines of a frame; -1 means all cores.
 _FFT_WORKERS = -1
@@ -36,18 +38,9 @@ def _time_axis(ndim: int, axis) -> int:
     return ndim - frame_ndim + int(axis) % frame_ndim
 
 
-def _check_dynamic_range(dynamic_range_db) -> float:
-    try:
-        value = float(dynamic_range_db)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"dynamic_range_db must be a number > 0 (dB), got {dynamic_range_db!r}"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(
-            f"dynamic_range_db must be a finite number > 0 (dB), got {dynamic_range_db}"
-        )
-    return value
+def check_dynamic_range(dynamic_range_db) -> float:
+    """The dynamic range ``DR`` in dB as a float: a finite number > 0, else ``ConfigError``."""
+    return check_number(dynamic_range_db, "dynamic_range_db", positive=True, unit="dB")
 
 
 def _as_array(array):
@@ -61,14 +54,6 @@ def _check_real_array(array, what: str) -> None:
     kind = np.dtype(array.dtype).kind
     if kind not in "iuf":
         raise InputError(f"{what} must be real integers or floats, got dtype {array.dtype}")
-
-
-def _frame_label(index: tuple, ndim: int) -> str:
-    """' in frame 3' / ' in frame (1, 2)' for stacked frames; '' for a single frame."""
-    lead = index[: max(ndim - 2, 0)]
-    if not lead:
-        return ""
-    return f" in frame {lead[0]}" if len(lead) == 1 else f" in frame {tuple(int(i) for i in lead)}"
 
 
 def envelope(rf, axis: int = 0):
@@ -199,14 +184,9 @@ def log_compress(envelope, dynamic_range_db, reference=None):
     >>> log_compress(a, 40)                      # 0, -20, -40 and -inf dB
     array([[255, 128,   0,   0]], dtype=uint8)
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
     if reference is not None:
-        try:
-            reference = float(reference)
-        except (TypeError, ValueError):
-            raise ConfigError(f"reference must be a number > 0, got {reference!r}") from None
-        if not math.isfinite(reference) or reference <= 0:
-            raise ConfigError(f"reference must be a finite number > 0, got {reference}")
+        reference = check_number(reference, "reference", positive=True)
     env = _as_array(envelope)
     _check_real_array(env, "envelope")
     if is_cupy(env):
@@ -220,17 +200,17 @@ def log_compress(envelope, dynamic_range_db, reference=None):
     a_min = env.min(axis=frame_axes, keepdims=True)
     bad = ~np.isfinite(a_max) | ~np.isfinite(a_min)
     if bad.any():
-        where = _frame_label(tuple(np.argwhere(bad)[0]), env.ndim)
+        where = frame_label(tuple(np.argwhere(bad)[0]), env.ndim)
         raise InputError(f"envelope contains NaN or Inf{where}")
     if (a_min < 0).any():
         index = tuple(np.argwhere(a_min < 0)[0])
         raise InputError(
-            f"envelope has negative values (min {a_min[index]:g}{_frame_label(index, env.ndim)});"
+            f"envelope has negative values (min {a_min[index]:g}{frame_label(index, env.ndim)});"
             " pass the magnitude of the analytic signal"
         )
     if reference is None:
         if (a_max == 0).any():
-            where = _frame_label(tuple(np.argwhere(a_max == 0)[0]), env.ndim)
+            where = frame_label(tuple(np.argwhere(a_max == 0)[0]), env.ndim)
             raise InputError(f"envelope is all zeros (Amax = 0){where}")
         log_max = np.log(a_max.astype(dtype))
     else:
@@ -278,7 +258,7 @@ def bmode(rf, dynamic_range_db, axis: int = 0):
     >>> image.shape, image.dtype, int(image.max())
     ((2048, 128), dtype('uint8'), 255)
     """
-    dynamic_range = _check_dynamic_range(dynamic_range_db)
+    dynamic_range = check_dynamic_range(dynamic_range_db)
     rf = _as_array(rf)
     _check_real_array(rf, "RF")
     time_axis = _time_axis(rf.ndim, axis)

@@ -14,8 +14,6 @@ Sequence of Ultrasound Regions whose physical units are cm in both directions
 from __future__ import annotations
 
 import json
-import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from augengine.errors import InputError
+from augengine.sources._cache import cached_per_file
 from augengine.sources._image import to_gray_uint8
 from augengine.sources._sample import LABELS, Sample, SampleRef
 from augengine.sources.validate import parse_label, validate_sample, where
@@ -137,19 +136,10 @@ def _frame_count(file: Path) -> int | None:
         return None
 
 
-def _read_pixels(path, at: str) -> tuple[np.ndarray, dict]:
+@cached_per_file
+def _read_pixels(path: str) -> tuple[np.ndarray, dict]:
     """All frames' raw pixels and how to map them, for the last DICOM file read."""
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        raise InputError(f"{at}: cannot open ({error.strerror})") from None
-    return _read_pixels_cached(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=1)
-def _read_pixels_cached(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, dict]:
-    # mtime and size are in the key so that a rewritten file is read again; messages name the
-    # file only, because every frame of it shares this cache entry.
+    # Messages name the file only, because every frame of it shares this cache entry.
     at = path
     try:
         ds = pydicom.dcmread(path)

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
 from augengine.errors import ConfigError, InputError
+from augengine.sources._cache import cached_per_file
 from augengine.sources._sample import Sample, SampleRef
 from augengine.sources.validate import (UNKNOWN_LABEL, as_roi, check_rf, parse_label,
                                         validate_sample, where)
@@ -148,18 +147,9 @@ def load_oasbud(ref: SampleRef) -> Sample:
     return validate_sample(sample)
 
 
-def _read_mat(path) -> tuple[np.ndarray, dict]:
+@cached_per_file
+def _read_mat(path: str) -> tuple[np.ndarray, dict]:
     """The ``data`` struct array and top-level acquisition values, cached for the last file."""
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        raise InputError(f"{path}: cannot open ({error.strerror})") from None
-    return _read_mat_cached(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=1)
-def _read_mat_cached(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, dict]:
-    # mtime and size are in the key so that a rewritten file is read again.
     try:
         contents = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     except NotImplementedError:

@@ -15,6 +15,7 @@ from pathlib import Path
 import zarr
 
 from augengine.errors import InputError
+from augengine.manifest import originals_only as keep_originals
 from augengine.sources._sample import Sample, SampleRef
 
 
@@ -22,10 +23,9 @@ def discover_store(path, originals_only: bool = False) -> list[SampleRef]:
     """One ref per manifest row of the store at ``path`` (in index order).
 
     ``originals_only=True`` keeps only rows whose chain has no augmentation op
-    (:func:`augengine.train.splits.originals_only`): the natural input of a style-transfer job.
+    (:func:`augengine.manifest.originals_only`): the natural input of a style-transfer job.
     """
     from augengine.store import open_store
-    from augengine.train.splits import originals_only as keep_originals
 
     root = Path(path).resolve()
     manifest = open_store(root).manifest

@@ -6,7 +6,9 @@ line.
 
 ``--processes N`` (N > 1) starts N ranks on this machine: ``horovodrun --gloo`` for
 ``--backend horovod``, torchrun for ``--backend ddp``; each rank re-runs this command as
-``python -m augengine.train.cli <task> ...`` and trains its share. A command started by a
+``python -m augengine.train.cli <task> ...`` and trains its share. ``--backend ray`` runs N
+workers of Ray Train's ``TorchTrainer`` on the Ray cluster of ``$RAY_ADDRESS`` (or an embedded
+Ray) instead (:mod:`augengine.train.ray_backend`). A command started by a
 launcher (``horovodrun -np 8 ... python jobs/train.py classifier ...``) is a rank already and
 trains directly. Recipe defaults come from the seeds (:mod:`augengine.train.tasks`).
 
@@ -16,6 +18,7 @@ command without the ``train`` word (``python -m augengine.train.cli``, ``jobs/tr
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from augengine.errors import AugengineError, ConfigError
 
 __all__ = ["add_train_parser", "build_parser", "config_argv", "config_from_args", "main",
-           "ray_rank", "run_train"]
+           "ray_rank", "ray_train_worker", "run_train"]
 
 _TASK_HELP = {
     "classifier": "benign/malignant lesion classifier (seed 002: ResNet-50, SGD, early stopping)",
@@ -61,9 +64,13 @@ _OPTIONS = (
     _Option("--out", "value", {"required": True, "help": "run directory (created)"}),
     _Option("--epochs", "value", {"type": int, "help": "most epochs (recipe default)"}),
     _Option("--processes", "value", {"type": int, "default": 1,
-                                     "help": "ranks on this machine (default 1: one process)"}),
-    _Option("--backend", "value", {"choices": ("horovod", "ddp"), "default": "horovod",
-                                   "help": "horovod (horovodrun --gloo) or ddp (torchrun)"}),
+                                     "help": "ranks on this machine, or Ray Train workers with "
+                                             "--backend ray (default 1: one process)"}),
+    _Option("--backend", "value", {"choices": ("horovod", "ddp", "ray"),
+                                   "help": "horovod (horovodrun --gloo), ddp (torchrun) or ray "
+                                           "(Ray Train's TorchTrainer, $RAY_ADDRESS or an "
+                                           "embedded Ray); default horovod when installed, "
+                                           "else ddp"}),
     _Option("--arch", "value", {"choices": ("resnet50", "resnet18"),
                                 "help": "backbone (classifier resnet50, quality resnet18)"},
             ("classifier", "quality")),
@@ -114,7 +121,8 @@ _OPTIONS = (
                                      "help": "split fractions of the sources"}),
     _Option("--splits", "value", {"help": "use this splits.json instead of splitting"}),
     _Option("--seed", "value", {"type": int, "default": 0}),
-    _Option("--loader", "value", {"choices": ("dali", "torch"), "default": "dali"}),
+    _Option("--loader", "value", {"choices": ("dali", "torch"),
+                                  "help": "default dali when installed, else torch"}),
     _Option("--loader-workers", "value", {"type": int, "default": 0,
                                           "help": "reader processes per rank"}),
     _Option("--loader-threads", "value", {"type": int, "help": "DALI threads per rank"}),
@@ -131,7 +139,8 @@ _OPTIONS = (
     _Option("--device", "value", {"help": "cpu or cuda (default cuda when available)"}),
 )
 _RAY_OPTIONS = (
-    _Option("--ray", "switch", {"help": "run the ranks as Ray actors (horovod.ray.RayExecutor)"}),
+    _Option("--ray", "switch", {"help": "run Horovod ranks as Ray actors "
+                                        "(horovod.ray.RayExecutor); --backend ray is Ray Train"}),
     _Option("--ray-address", "value", {"help": "Ray cluster (default $RAY_ADDRESS or embedded)"}),
 )
 
@@ -174,7 +183,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     ('quality', None, 1)
     """
     parser = subparsers.add_parser("train", help="train a classifier, segmenter or quality "
-                                                 "regressor on a store (Horovod / DDP)")
+                                                 "regressor on a store (Horovod / DDP / Ray Train)")
     _add_tasks(parser)
     return parser
 
@@ -261,23 +270,66 @@ def ray_rank(config, backend: str = "horovod"):
     return train(config, backend=backend)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing
+        return False
+
+
+def _choose_defaults(args: argparse.Namespace, ray: bool) -> None:
+    """Fill in ``--loader`` and ``--backend`` when left out: DALI and Horovod where installed,
+    else the PyTorch loader and torch DDP (``make demo`` installs neither), said in one line."""
+    fallbacks = []
+    if args.loader is None:
+        args.loader = "dali" if _installed("nvidia.dali") else "torch"
+        if args.loader == "torch":
+            fallbacks.append(("NVIDIA DALI", "--loader torch", "the train extra"))
+    if args.backend is None:
+        args.backend = "horovod" if ray or _installed("horovod.torch") else "ddp"
+        if args.backend == "ddp" and args.processes > 1:
+            fallbacks.append(("Horovod", "--backend ddp", ".ci/build-horovod.sh"))
+    if fallbacks:
+        names, flags, installs = (" and ".join(parts) for parts in zip(*fallbacks))
+        verb = "are" if len(fallbacks) > 1 else "is"
+        print(f"{names} {verb} not installed: using {flags} (install with {installs}, "
+              f"docs/install.md)", file=sys.stderr, flush=True)
+
+
+def ray_train_worker(loop_config: dict) -> str:
+    """One worker of Ray Train's ``TorchTrainer`` (``train_loop_per_worker`` of
+    :func:`augengine.train.ray_backend.fit_on_ray`): train as a ``"ray"`` rank; the summary line
+    it returns reaches the driver from rank 0."""
+    from augengine.train.loop import train
+
+    _show_progress()
+    # Ray Train's worker logging would print each progress line a second time.
+    logging.getLogger("augengine").propagate = False
+    return _summary(train(loop_config["config"], backend="ray"))
+
+
 def run_train(args: argparse.Namespace) -> int:
     """The handler of every ``train`` command: launch the ranks, or be one and train."""
     from augengine.train.distributed import launch, launched_backend, run_on_ray
     from augengine.train.loop import train
 
     _show_progress()
+    _choose_defaults(args, ray=getattr(args, "ray", False))
     config = config_from_args(args)
     if args.processes < 1:
         raise ConfigError(f"--processes must be >= 1, got {args.processes}")
+    if args.backend == "ray":
+        from augengine.train.ray_backend import fit_on_ray
+
+        print(fit_on_ray(ray_train_worker, config, args.processes,
+                         address=getattr(args, "ray_address", None)), flush=True)
+        return 0
     if getattr(args, "ray", False):
         if args.backend != "horovod":
             raise ConfigError("--ray runs Horovod ranks (horovod.ray.RayExecutor); use "
-                              "--backend horovod")
-        import torch
-
+                              "--backend horovod, or --backend ray for Ray Train")
         results = run_on_ray(ray_rank, {"config": config}, args.processes,
-                             use_gpu=torch.cuda.is_available(), address=args.ray_address)
+                             address=args.ray_address, device=config.device)
         print(_summary(results[0]))
         return 0
     if args.processes > 1 and launched_backend() is None:

@@ -1,7 +1,8 @@
-"""One interface over the ways a training job runs: a single process, Horovod, or torch DDP.
+"""One interface over the ways a training job runs: a single process, Horovod, torch DDP, or the
+workers of Ray Train.
 
 The training loop (:mod:`augengine.train.loop`) talks only to a :class:`Distributed` object, so the
-three cases share one code path:
+four cases share one code path:
 
 * :class:`Distributed` itself is the single process: rank 0 of 1, every collective a no-op.
 * :class:`HorovodDistributed` follows seed 002's recipe: ``hvd.init()``,
@@ -10,6 +11,9 @@ three cases share one code path:
 * :class:`TorchDistributed` does the same with ``torch.distributed``: the model wrapped in
   ``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), parameters broadcast at wrapping, the
   optimizer state broadcast as an object.
+* :class:`RayTrainDistributed` is :class:`TorchDistributed` inside a worker of Ray Train's
+  ``TorchTrainer`` (:mod:`augengine.train.ray_backend`): Ray Train has made the process group
+  and picked the worker's device; rank and sizes come from ``ray.train.get_context()``.
 
 BatchNorm running statistics are the one state that gradient averaging does not keep equal: each
 rank updates them from its own batches. :meth:`Distributed.average_buffers` averages every
@@ -23,7 +27,9 @@ Launching. ``processes > 1`` re-runs the training command under a launcher on th
 --standalone --nproc-per-node N`` (torchrun) for DDP (:func:`launch_command`). A process knows it
 is a launched rank from its environment (:func:`launched_backend`), so it trains instead of
 launching again. :func:`run_on_ray` runs the ranks as Ray actors through
-``horovod.ray.RayExecutor`` instead, so a job can be submitted with ``ray job submit``.
+``horovod.ray.RayExecutor`` instead, so a job can be submitted with ``ray job submit``; Ray
+Train starts its own workers (:func:`augengine.train.ray_backend.fit_on_ray`), which are no
+launched ranks: ``init_distributed("ray")`` asks Ray Train, not the environment.
 """
 from __future__ import annotations
 
@@ -40,12 +46,15 @@ import torch
 from augengine import raycluster
 from augengine.errors import ConfigError
 
-__all__ = ["BACKENDS", "Distributed", "HorovodDistributed", "TorchDistributed",
-           "ddp_buffer_options", "init_distributed", "launch", "launch_command",
-           "launched_backend", "run_on_ray"]
+__all__ = ["BACKENDS", "RAY_BACKEND", "Distributed", "HorovodDistributed", "RayTrainDistributed",
+           "TorchDistributed", "ddp_buffer_options", "init_distributed", "launch",
+           "launch_command", "launched_backend", "ray_runtime_env", "ray_use_gpu", "run_on_ray",
+           "worker_cpus"]
 
-#: Multi-process backends, as named by ``--backend``.
+#: Multi-process backends with a launcher on this machine, as named by ``--backend``.
 BACKENDS = ("horovod", "ddp")
+#: The ``--backend`` whose workers Ray Train starts (no launcher: :mod:`.ray_backend`).
+RAY_BACKEND = "ray"
 
 # The folder holding the ``augengine`` package: launched ranks and Ray actors import the same copy.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -57,7 +66,7 @@ class Distributed:
     Attributes
     ----------
     name : str
-        ``"single"``, ``"horovod"`` or ``"ddp"``.
+        ``"single"``, ``"horovod"``, ``"ddp"`` or ``"ray"``.
     rank, size : int
         This process's rank and the number of ranks (0 and 1 here).
     local_rank, local_size : int
@@ -268,6 +277,58 @@ class TorchDistributed(Distributed):
         self.dist.destroy_process_group()
 
 
+class RayTrainDistributed(TorchDistributed):
+    """A worker of Ray Train's ``TorchTrainer`` (:func:`augengine.train.ray_backend.fit_on_ray`).
+
+    Ray Train has initialised ``torch.distributed`` before the training function runs (gloo, or
+    NCCL when the workers have GPUs) and owns it: it destroys the group at shutdown, so
+    :meth:`close` leaves it alone. Ranks and sizes come from ``ray.train.get_context()``. On
+    CUDA the device is ``ray.train.torch.get_device()``: Ray Train shows the workers of a node
+    all of their GPUs (``CUDA_VISIBLE_DEVICES``), and a worker's own GPU's index among them need
+    not be its local rank, so :attr:`local_rank` holds that index (the loop computes on
+    ``cuda:<local_rank>``).
+
+    Parameters
+    ----------
+    device_type : {"cpu", "cuda"}
+
+    Raises
+    ------
+    ConfigError
+        Not called inside a Ray Train worker.
+    """
+
+    name = RAY_BACKEND
+
+    def __init__(self, device_type: str):
+        import torch.distributed as dist
+
+        try:
+            import ray.train
+            import ray.train.torch
+        except ImportError as error:
+            raise ConfigError(f"backend 'ray' needs ray.train, which cannot be imported ({error})"
+                              "; install ray[train]") from None
+        try:
+            context = ray.train.get_context()
+        except RuntimeError:  # Ray's own message is a paragraph
+            raise ConfigError("backend 'ray' runs only in the workers of Ray Train's "
+                              "TorchTrainer; start it with: augengine train ... --backend ray"
+                              ) from None
+        self.rank, self.size = context.get_world_rank(), context.get_world_size()
+        local_rank, self.local_size = context.get_local_rank(), context.get_local_world_size()
+        self.device = ray.train.torch.get_device() if device_type == "cuda" \
+            else torch.device("cpu")
+        if not dist.is_initialized():
+            raise ConfigError("this Ray Train worker has no torch.distributed process group; "
+                              "backend 'ray' needs ray.train.torch.TorchTrainer")
+        self.dist = dist
+        self.local_rank = self.device.index if self.device.type == "cuda" else local_rank
+
+    def close(self):
+        """Leave the process group to Ray Train, which made it and tears it down."""
+
+
 def launched_backend(environ: Mapping[str, str] | None = None) -> str | None:
     """The launcher this process was started by, from its environment, or None.
 
@@ -296,19 +357,25 @@ def init_distributed(backend: str | None, device_type: str = "cpu") -> Distribut
 
     Parameters
     ----------
-    backend : {"horovod", "ddp"} or None
+    backend : {"horovod", "ddp", "ray"} or None
         None (or a process no launcher started) is the single process; a launched rank must be
-        told the backend of its launcher.
+        told the backend of its launcher; ``"ray"`` is a Ray Train worker
+        (:class:`RayTrainDistributed`), whatever its environment says: Ray Train sets torchrun's
+        ``RANK``/``WORLD_SIZE`` in its workers too.
     device_type : {"cpu", "cuda"}
         Where the rank computes (DDP picks NCCL for CUDA, gloo for CPU).
 
     Raises
     ------
     ConfigError
-        An unknown backend, a process launched by the other launcher, or Horovod missing.
+        An unknown backend, a process launched by the other launcher, Horovod missing, or
+        ``"ray"`` outside a Ray Train worker.
     """
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend is not None and backend not in (*BACKENDS, RAY_BACKEND):
+        raise ConfigError(f"backend must be one of {', '.join((*BACKENDS, RAY_BACKEND))}, "
+                          f"got {backend!r}")
+    if backend == RAY_BACKEND:
+        return RayTrainDistributed(device_type)
     launched = launched_backend()
     if launched is None or backend is None:
         return Distributed()
@@ -381,8 +448,81 @@ def launch(backend: str, processes: int, command: Sequence[str]) -> int:
     return subprocess.call(launch_command(backend, processes, command), env=_rank_environment())
 
 
-def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: bool = False,
-               address: str | None = None) -> list:
+def ray_runtime_env() -> dict:
+    """The runtime env of augengine's Ray workers: the running ``augengine`` first on
+    ``PYTHONPATH`` and one OpenMP thread (as :func:`launch` gives its ranks).
+
+    :func:`augengine.raycluster.connect` merges it under a submitted job's own runtime env, whose
+    settings win.
+    """
+    return {"env_vars": {"PYTHONPATH": _rank_environment()["PYTHONPATH"],
+                         "OMP_NUM_THREADS": "1"}}
+
+
+def worker_cpus(cpus: float, workers: int) -> float:
+    """CPUs each of ``workers`` Ray actors reserves on a cluster of ``cpus``: at most 1, and
+    whole-CPU actors filling a small node starve Ray's own tasks, so one share is left free.
+
+    Examples
+    --------
+    >>> worker_cpus(2.0, 2), worker_cpus(64.0, 8)
+    (0.67, 1.0)
+    """
+    return min(1.0, round(cpus / (workers + 1), 2))
+
+
+def ray_use_gpu(workers: int, resources: Mapping[str, float], device: str | None = None) -> bool:
+    """Whether each of ``workers`` Ray workers (Ray Train's, or Horovod's actors) takes one GPU,
+    decided from the cluster's resources: under ``ray job submit`` the driver runs on the head,
+    which often has no GPU while the workers' nodes do.
+
+    Parameters
+    ----------
+    workers : int
+        Workers, >= 1 (``--processes``).
+    resources : mapping
+        ``ray.cluster_resources()``: ``{"CPU": 16.0, "GPU": 2.0, ...}`` over every node.
+    device : {"cpu", "cuda"} or None
+        ``--device``: ``cpu`` never takes GPUs, ``cuda`` requires them, None takes them when the
+        cluster has any.
+
+    Returns
+    -------
+    bool
+        True: one GPU per worker (NCCL); False: CPU workers (gloo).
+
+    Raises
+    ------
+    ConfigError
+        GPUs wanted and the cluster has fewer than ``workers`` of them (or none with ``cuda``).
+
+    Examples
+    --------
+    >>> ray_use_gpu(2, {"CPU": 8.0}), ray_use_gpu(2, {"CPU": 8.0, "GPU": 2.0})
+    (False, True)
+    >>> ray_use_gpu(4, {"CPU": 8.0, "GPU": 2.0}, device="cpu")
+    False
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--processes (Ray workers) must be an integer >= 1, got {workers!r}")
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device on Ray must be cpu or cuda (Ray picks each worker's GPU), "
+                          f"got {device!r}")
+    gpus = float(resources.get("GPU", 0.0))
+    if device == "cpu" or (device is None and gpus == 0):
+        return False
+    if gpus == 0:
+        raise ConfigError("--device cuda, but the Ray cluster has no GPU; leave --device out or "
+                          "use --device cpu")
+    if gpus < workers:
+        raise ConfigError(f"--processes {workers} asks for {workers} Ray workers with one GPU "
+                          f"each, but the Ray cluster has {gpus:g} GPU(s); use --processes "
+                          f"{int(gpus)} or fewer, or --device cpu")
+    return True
+
+
+def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: bool | None = None,
+               address: str | None = None, device: str | None = None) -> list:
     """Run ``function(**kwargs)`` on ``processes`` Horovod ranks as Ray actors.
 
     Uses ``horovod.ray.RayExecutor``: the actors get Horovod's rendezvous environment, so
@@ -398,10 +538,13 @@ def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: boo
         Its keyword arguments (picklable).
     processes : int
         Ranks (actors), >= 1.
-    use_gpu : bool
-        One GPU per actor.
+    use_gpu : bool, optional
+        One GPU per actor; None decides from the cluster's GPUs and ``device``
+        (:func:`ray_use_gpu`).
     address : str, optional
         Ray cluster address.
+    device : {"cpu", "cuda"}, optional
+        ``--device``, for :func:`ray_use_gpu`.
 
     Returns
     -------
@@ -416,14 +559,13 @@ def run_on_ray(function: Callable, kwargs: Mapping, processes: int, use_gpu: boo
                           ) from None
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigError(f"processes must be an integer >= 1, got {processes!r}")
-    runtime_env = {"env_vars": {"PYTHONPATH": _rank_environment()["PYTHONPATH"],
-                                "OMP_NUM_THREADS": "1"}}
-    started = raycluster.connect(address, runtime_env=runtime_env,
+    started = raycluster.connect(address, runtime_env=ray_runtime_env(),
                                  object_store_memory=100 * 1024**2)
     try:
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        # Whole-CPU actors filling a small node starve Ray's own tasks: leave one share free.
-        per_worker = min(1.0, round(cpus / (processes + 1), 2))
+        resources = ray.cluster_resources()
+        if use_gpu is None:
+            use_gpu = ray_use_gpu(processes, resources, device)
+        per_worker = worker_cpus(resources.get("CPU", 1.0), processes)
         executor = RayExecutor(RayExecutor.create_settings(timeout_s=120), num_workers=processes,
                                cpus_per_worker=per_worker, use_gpu=use_gpu)
         executor.start()

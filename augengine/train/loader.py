@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import zarr
 
+from augengine.checks import check_int
 from augengine.errors import ConfigError, InputError
 from augengine.store import StoreView, open_store
 from augengine.train.augment import (
@@ -169,14 +170,6 @@ def rank_epoch_order(shard_groups: Sequence[np.ndarray], seed: int, epoch: int, 
     return served
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
-            or (high is not None and value >= high):
-        bound = f">= {low}" + (f" and < {high}" if high is not None else "")
-        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
 class StoreSource:
     """Batches of raw samples from a store, by ``(epoch, iteration)`` alone (DALI's contract).
 
@@ -221,19 +214,19 @@ class StoreSource:
     ((32, 224, 224, 1), (32, 2, 3))
     """
 
-    def __init__(self, store, indices: Sequence[int] | None = None, batch_size: int = 32,
+    def __init__(self, store, indices: Sequence[int] | None = None, *, batch_size: int = 32,
                  rank: int = 0, world_size: int = 1, seed: int = 0, train: bool = True,
                  with_masks: bool = False, output_size: int = 224,
                  geometry: GeometryRange | None = None, buffer_shards: int = 4,
                  even_ranks: bool | None = None):
         view = _as_view(store)
         self.path = str(view.path)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0, self.world_size)
-        self.seed = _check_int("seed", seed, 0)
-        self.output_size = _check_int("output_size", output_size, 1)
-        self.buffer_shards = _check_int("buffer_shards", buffer_shards, 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.world_size = check_int(world_size, "world_size", 1)
+        self.rank = check_int(rank, "rank", 0, self.world_size)
+        self.seed = check_int(seed, "seed", 0)
+        self.output_size = check_int(output_size, "output_size", 1)
+        self.buffer_shards = check_int(buffer_shards, "buffer_shards", 1)
         self.train = bool(train)
         self.even_ranks = self.train if even_ranks is None else bool(even_ranks)
         self.geometry = geometry or GeometryRange()
@@ -432,8 +425,8 @@ def dali_pipeline(source: StoreSource, device: str = "cpu", device_id: int | Non
             device_id = torch.cuda.current_device() if torch.cuda.is_available() else 0
     else:
         device_id = None
-    num_threads = _check_int("num_threads", num_threads, 1)
-    parallel = _check_int("py_num_workers", py_num_workers, 0) > 0
+    num_threads = check_int(num_threads, "num_threads", 1)
+    parallel = check_int(py_num_workers, "py_num_workers", 0) > 0
     size = (source.output_size, source.output_size)
     kinds = {"images": (types.UINT8, "HWC"), "masks": (types.UINT8, "HWC"),
              "labels": (types.INT64, ""), "indices": (types.INT64, ""),
@@ -528,8 +521,9 @@ def make_dali_loader(store, indices: Sequence[int] | None = None, batch_size: in
     ...     for batch in loader:
     ...         loss = criterion(model(batch["images"]), batch["labels"])
     """
-    source = StoreSource(store, indices, batch_size, rank, world_size, seed, train, with_masks,
-                         output_size, geometry, buffer_shards, even_ranks)
+    source = StoreSource(store, indices, batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed, train=train, with_masks=with_masks, output_size=output_size,
+                         geometry=geometry, buffer_shards=buffer_shards, even_ranks=even_ranks)
     pipeline = dali_pipeline(source, device, device_id, channels, mean, std, num_threads,
                              py_num_workers)
     return DaliLoader(pipeline, source)
@@ -628,8 +622,9 @@ def make_torch_loader(store, indices: Sequence[int] | None = None, batch_size: i
     >>> next(iter(loader))["images"].shape                                   # doctest: +SKIP
     torch.Size([64, 3, 224, 224])
     """
-    source = StoreSource(store, indices, batch_size, rank, world_size, seed, train, with_masks,
-                         output_size, geometry, buffer_shards, even_ranks)
+    source = StoreSource(store, indices, batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed, train=train, with_masks=with_masks, output_size=output_size,
+                         geometry=geometry, buffer_shards=buffer_shards, even_ranks=even_ranks)
     mean, std = normalization_stats(channels, mean, std)
-    num_workers = _check_int("num_workers", num_workers, 0)
+    num_workers = check_int(num_workers, "num_workers", 0)
     return TorchLoader(source, torch.device(device), mean, std, num_workers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
 
 
@@ -90,9 +91,7 @@ def confusion_matrix(y_true, y_pred, num_classes: int = 2) -> np.ndarray:
     >>> confusion_matrix([0, 0, 1, 1, 1], [0, 1, 1, 1, 0]).tolist()
     [[1, 1], [1, 2]]
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    check_int(num_classes, "num_classes", 1)
     truth = _class_labels("y_true", y_true, num_classes)
     predicted = _class_labels("y_pred", y_pred, num_classes)
     _same_length("y_true", truth, "y_pred", predicted)
@@ -277,9 +276,7 @@ def classification_metrics(y_true, y_score, threshold: float = 0.5) -> dict:
     >>> m["accuracy"], m["precision"], m["recall"], m["specificity"], round(m["f1"], 4), m["auc"]
     (0.75, 1.0, 0.5, 1.0, 0.6667, 0.75)
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) \
-            or not np.isfinite(threshold):
-        raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
+    threshold = check_number(threshold, "threshold")
     scores = _scores("y_score", y_score)
     matrix = confusion_matrix(y_true, (scores >= threshold).astype(np.int64))
     (tn, fp), (fn, tp) = matrix.tolist()

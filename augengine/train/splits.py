@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from augengine.pipeline import OPS
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
+from augengine.manifest import default_augmentation_ops, originals_only  # noqa: F401
 
 #: Split names, in the order of ``fractions``.
 SPLITS = ("train", "val", "test")
 
-#: Ops that make a variant rather than reconstruct/crop/resize an original.
-#: Ops that make a variant rather than an original: the registry's augmentations, plus style
-#: transfer (not a per-sample op).
-AUGMENTATION_OPS = frozenset({name for name, spec in OPS.items() if spec.augmentation} | {"nst"})
+#: Re-exported from :mod:`augengine.manifest`, their home: what an original is is manifest
+#: knowledge, shared with the store reader below this package.
+AUGMENTATION_OPS = default_augmentation_ops()
 
 
 def _column(name: str, values) -> list:
@@ -46,13 +46,11 @@ def _check_fractions(fractions) -> tuple[float, float, float]:
     values = tuple(fractions) if isinstance(fractions, Iterable) else (fractions,)
     if len(values) != len(SPLITS):
         raise ConfigError(f"fractions must give (train, val, test), got {len(values)} values")
-    for name, value in zip(SPLITS, values):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                or not np.isfinite(value) or value < 0:
-            raise ConfigError(f"fractions: {name} must be a finite number >= 0, got {value!r}")
+    values = tuple(check_number(value, f"fractions: {name}", nonnegative=True)
+                   for name, value in zip(SPLITS, values))
     if abs(sum(values) - 1.0) > 1e-6:
         raise ConfigError(f"fractions must sum to 1 (train + val + test), got {sum(values):g}")
-    return tuple(float(v) for v in values)
+    return values
 
 
 def _per_source(name: str, ids: list[str], values) -> dict[str, object]:
@@ -121,8 +119,7 @@ def split_by_source(source_ids, fractions=(0.70, 0.15, 0.15), seed: int = 0, gro
     [7, 2, 1]
     """
     shares = _check_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     ids = _source_ids("source_ids", source_ids)
     if not ids:
         raise InputError("source_ids is empty: nothing to split")
@@ -287,76 +284,3 @@ def load_splits(path) -> dict[str, list[str]]:
         raise InputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
     _check_splits(document, str(path))
     return {name: list(document[name]) for name in SPLITS}
-
-
-def _is_original(entry, row: int, augmentation_ops: frozenset[str]) -> bool:
-    if entry is None or entry == "":
-        return True
-    if isinstance(entry, str):
-        try:
-            entry = json.loads(entry)
-        except json.JSONDecodeError as error:
-            raise InputError(f"manifest row {row}: ops is not valid JSON ({error.msg})") from None
-    if not isinstance(entry, list) or not all(isinstance(s, dict) and "op" in s for s in entry):
-        raise InputError(f"manifest row {row}: ops must be a JSON list of {{\"op\": name, ...}}, "
-                         f"got {str(entry)[:80]}")
-    return not any(step["op"] in augmentation_ops for step in entry)
-
-
-def originals_only(manifest, augmentation_ops: Iterable[str] = AUGMENTATION_OPS,
-                   ops_column: str = "ops"):
-    """Keep the manifest rows that are originals: their op chain has no augmentation op.
-
-    Reconstruction (``bmode`` at any dynamic range), ``roi_crop``, ``scan_convert``, ``resize``
-    and ``identity`` keep a row an original; any op in ``augmentation_ops`` makes it a variant.
-    Use it to evaluate on un-augmented test images.
-
-    Parameters
-    ----------
-    manifest : pyarrow.Table or dict of columns
-        ``ops_column`` holds, per row, a JSON list ``[{"op": name, ...}, ...]`` (or the parsed
-        list; null/empty means no op). Dict columns may be lists or NumPy arrays, all of one
-        length.
-    augmentation_ops : iterable of str
-        Op names that make a variant; default :data:`AUGMENTATION_OPS`.
-    ops_column : str
-        Name of the op-chain column.
-
-    Returns
-    -------
-    pyarrow.Table or dict
-        Same type as ``manifest``, only the original rows, in their order.
-
-    Examples
-    --------
-    >>> manifest = {"sample_id": ["a", "a-flip"],
-    ...             "ops": ['[{"op": "bmode", "dynamic_range_db": 50}]',
-    ...                     '[{"op": "bmode", "dynamic_range_db": 50}, {"op": "flip"}]']}
-    >>> originals_only(manifest)
-    {'sample_id': ['a'], 'ops': ['[{"op": "bmode", "dynamic_range_db": 50}]']}
-    """
-    augmentation_ops = frozenset(augmentation_ops)
-    if hasattr(manifest, "column_names") and hasattr(manifest, "filter"):  # pyarrow.Table
-        columns = manifest.column_names
-    elif isinstance(manifest, Mapping):
-        columns = list(manifest)
-    else:
-        raise InputError(f"manifest must be a pyarrow Table or a dict of columns, "
-                         f"got {type(manifest).__name__}")
-    if ops_column not in columns:
-        raise InputError(f"manifest has no {ops_column!r} column (columns: {', '.join(columns)})")
-    entries = _column(ops_column, manifest[ops_column])
-    keep = np.array([_is_original(entry, row, augmentation_ops)
-                     for row, entry in enumerate(entries)], dtype=bool)
-    if not isinstance(manifest, Mapping):
-        import pyarrow as pa
-
-        return manifest.filter(pa.array(keep))
-    result = {}
-    for name, values in manifest.items():
-        if len(values) != keep.size:
-            raise InputError(f"manifest column {name!r} has {len(values)} rows, "
-                             f"{ops_column!r} has {keep.size}")
-        result[name] = values[keep] if isinstance(values, np.ndarray) else \
-            [value for value, kept in zip(values, keep) if kept]
-    return result

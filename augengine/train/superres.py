@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from augengine import ops
+from augengine.checks import check_number
 from augengine.errors import ConfigError
 
 __all__ = ["Degradation", "bicubic_upscale", "draw_degradation", "low_resolution"]
@@ -62,9 +63,8 @@ def draw_degradation(seed: int, index: int, max_blur_sigma: float = 0.0,
     >>> draw_degradation(0, 7).blur_sigma, draw_degradation(0, 7).noise_std
     (0.0, 0.0)
     """
-    for name, value in (("max_blur_sigma", max_blur_sigma), ("max_noise_std", max_noise_std)):
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-            raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    max_blur_sigma = check_number(max_blur_sigma, "max_blur_sigma", nonnegative=True)
+    max_noise_std = check_number(max_noise_std, "max_noise_std", nonnegative=True)
     rng = np.random.default_rng((int(seed), int(index), _STREAM))
     sigma, noise, noise_seed = rng.random(), rng.random(), rng.integers(2**63)
     return Degradation(float(sigma * max_blur_sigma), float(noise * max_noise_std),

@@ -292,9 +292,11 @@ class Task:
     def source(self, store, indices, config, *, train: bool, rank: int = 0, world_size: int = 1,
                first_epoch: int = 0, variant=None) -> StoreSource:
         """The loader source of ``indices`` (see :class:`TrainingSource`)."""
-        return TrainingSource(store, indices, config.batch_size, rank, world_size, config.seed,
-                              train, self.with_masks, config.image_size,
-                              config.geometry if train else None, first_epoch=first_epoch)
+        return TrainingSource(store, indices, batch_size=config.batch_size, rank=rank,
+                              world_size=world_size, seed=config.seed, train=train,
+                              with_masks=self.with_masks, output_size=config.image_size,
+                              geometry=config.geometry if train else None,
+                              first_epoch=first_epoch)
 
     def train_step(self, model, batch, device) -> tuple[torch.Tensor, dict[str, float]]:
         """``(mean loss to backpropagate, {"loss": sum, name: sum for name in monitor})``."""
@@ -480,9 +482,11 @@ class QualityTask(Task):
 
     def source(self, store, indices, config, *, train, rank=0, world_size=1, first_epoch=0,
                variant=None):
-        return PseudoLabelSource(store, indices, config.batch_size, rank, world_size,
-                                 config.seed, train, False, config.image_size,
-                                 config.geometry if train else None, first_epoch=first_epoch,
+        return PseudoLabelSource(store, indices, batch_size=config.batch_size, rank=rank,
+                                 world_size=world_size, seed=config.seed, train=train,
+                                 with_masks=False, output_size=config.image_size,
+                                 geometry=config.geometry if train else None,
+                                 first_epoch=first_epoch,
                                  kind=variant, jpeg_quality=config.jpeg_quality,
                                  blur_sigma=config.blur_sigma)
 

@@ -143,6 +143,7 @@ SIGNATURES: dict[str, str] = {
     "cupy.ascontiguousarray": "(a, dtype=None)",
     "cupy.clip": "(a, a_min, a_max, out=None)",
     "cupy.copyto": "(dst, src, casting='same_kind', where=None)",
+    "cupy.concatenate": "(tup, axis=0, out=None, *, dtype=None, casting='same_kind')",
     "cupy.empty": "(shape, dtype=float, order='C')",
     "cupy.empty_like": "(prototype, dtype=None, order='K', subok=None, shape=None)",
     "cupy.flatnonzero": "(a)",
@@ -190,7 +191,7 @@ API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.from_dlpack", "cupy.n
                         "cupy.cuda.runtime.getDeviceProperties", "cupy.random.default_rng")
 
 #: Attributes of ``cupy.ndarray`` the project reads (checked to exist on CuPy's).
-ATTRIBUTES: tuple[str, ...] = ("T", "dtype", "nbytes", "ndim", "shape", "size")
+ATTRIBUTES: tuple[str, ...] = ("T", "dtype", "flags", "nbytes", "ndim", "shape", "size")
 
 
 def _stub(path: str, parameters: str):

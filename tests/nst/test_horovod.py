@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from augengine.nst.training import load_style_net, train_feedforward
+from augengine.nst.inference import load_style_net
+from augengine.nst.training import train_feedforward
 from tests.nst.test_training import TINY, make_texture_store, texture_images
 from tests.conftest import require_horovod
 

@@ -15,12 +15,8 @@ from augengine.models import resnet18
 from augengine.nst import generate, plan_pairs
 from augengine.nst import training
 from augengine.nst.quality import ssim
-from augengine.nst.training import (
-    CHECKPOINT,
-    load_checkpoint,
-    load_style_net,
-    train_feedforward,
-)
+from augengine.nst.inference import load_checkpoint, load_style_net
+from augengine.nst.training import CHECKPOINT, train_feedforward
 from augengine.models.weights import state_sha256
 
 #: Small settings shared by every run: ResNet-18 to layer2 on 32 x 32 images, 8 pairs per epoch

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from augengine.errors import InputError
-from augengine.ops.despeckle import srad, srad_bmode, srad_series
+from augengine.ops.despeckle import (srad, srad_bmode, srad_series, srad_series_bmode,
+                                     srad_series_bmode_pick)
 from augengine.ops.reconstruction import bmode, envelope, log_compress
 from tests.conftest import CUDA, requires_gpu
-from tests.cuda_emulator import emulated_cupy
+from tests.cuda_emulator import counting, emulated_cupy
 
 
 @pytest.fixture(params=[pytest.param("cuda", marks=requires_gpu), "emulated"])
@@ -159,6 +160,46 @@ def test_srad_bmode_matches(cp, rng):
     assert_grey_close(gpu.get(), cpu, "srad_bmode 2x96x64, 25 iterations, 50 dB")
 
 
+SERIES_PICKS = [(0, 2), (2, 0), (1, 1), (0, 2), (2, 2)]  # image 0's last scale twice
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"q0": 0.8}, {"rho": 0.2}, {"roi": (slice(5, 30), slice(3, 20))},
+     {"q0": 0.7, "rho": 0.1, "time_step": 1.0}],
+    ids=["estimated", "q0-fixed", "rho", "roi", "q0-rho-dt1"],
+)
+def test_srad_series_pick_matches(cp, rng, options):
+    """The one-launch series kernel (srad_series_u8) against the NumPy series, picked rows."""
+    grey = log_compress(np.sqrt(rng.exponential(1.0, (3, 40, 37))), 50)
+    cpu = srad_series_bmode(grey, 50, 3, 4, **options)
+    gpu = srad_series_bmode_pick(cp.asarray(grey), 50, SERIES_PICKS, 3, 4, **options)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.uint8 and gpu.shape == (5, 40, 37)
+    expected = np.stack([cpu[image, scale] for image, scale in SERIES_PICKS])
+    assert_grey_close(gpu.get(), expected, f"srad_series_u8 3x40x37, 3 scales of 4, {options}")
+
+
+def test_srad_series_pick_is_one_launch_without_sync(rng):
+    """The whole series of a batch is one kernel launch and never waits for the device."""
+    grey = log_compress(np.sqrt(rng.exponential(1.0, (4, 24, 24))), 60)
+    with emulated_cupy() as cp:
+        images = cp.asarray(grey)
+        with counting() as counts:
+            srad_series_bmode_pick(images, 60, [(b, b % 2) for b in range(4)], 2, 3)
+    assert dict(counts.launches) == {"srad_series_u8<float>": 1}, counts.launches
+    assert counts.n_syncs == 0, f"expected no host sync, got {dict(counts.syncs)}"
+
+
+def test_srad_bmode_makes_no_range_check_sync(rng):
+    """uint8 input cannot fail SRAD's range checks: the tiled path copies nothing back."""
+    grey = log_compress(np.sqrt(rng.exponential(1.0, (2, 24, 24))), 50)
+    with emulated_cupy() as cp:
+        images = cp.asarray(grey)
+        with counting() as counts:
+            srad_bmode(images, 3, 50)
+    assert counts.n_syncs == 0, f"expected no host sync, got {dict(counts.syncs)}"
+
+
 # --- envelope, log compression, B-mode --------------------------------------------------------
 
 
@@ -259,3 +300,34 @@ def test_bmode_errors_match(cp, rng):
     bad[0, 3, 3] = np.inf
     with pytest.raises(InputError, match="RF contains NaN or Inf samples"):
         bmode(cp.asarray(bad), 50)
+
+
+# --- resampling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_clip_u8_is_bitwise_equal(cp, rng, dtype):
+    """cuda/resample.cu's round_clip_u8 against NumPy's rint, clip, astype (halves to even)."""
+    from augengine.ops._util import restore_dtype
+
+    values = rng.uniform(-20.0, 280.0, (3, 37, 41)).astype(dtype)
+    values[0, 0, :6] = [0.5, 1.5, 2.5, 254.5, -0.5, 255.5]  # ties: 0, 2, 2, 254, 0, 255
+    gpu = restore_dtype(cp.asarray(values), np.uint8)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.uint8 and gpu.shape == values.shape
+    np.testing.assert_array_equal(gpu.get(), restore_dtype(values, np.uint8),
+                                  err_msg=f"round_clip_u8<{np.dtype(dtype).name}> 3x37x41")
+
+
+def test_resize_to_uint8_is_one_restore_launch(rng):
+    """A bicubic uint8 resize on the device: the input's cast, two matrix products and one
+    fused round-and-clip, with weights computed on the host."""
+    from augengine.ops.geometry import resize
+
+    image = rng.integers(0, 256, (30, 41), dtype=np.uint8)
+    with emulated_cupy() as cp:
+        device = cp.asarray(image)
+        with counting() as counts:
+            out = resize(device, (24, 24)).get()
+    np.testing.assert_array_equal(out, resize(image, (24, 24)), err_msg="resize 30x41 -> 24x24")
+    assert dict(counts.launches) == {"cupy.astype": 1, "cupy.matmul": 2,
+                                     "round_clip_u8<float>": 1}, counts.launches

@@ -395,3 +395,17 @@ def test_bmode_rejects_non_uint8():
         srad_bmode(np.ones((8, 8), np.float32), 3, 50)
     with pytest.raises(ConfigError, match="dynamic_range_db"):
         srad_bmode(np.ones((8, 8), np.uint8), 3, -3)
+
+
+def test_series_pick_is_the_series_indexed(rng):
+    from augengine.ops.despeckle import srad_series_bmode, srad_series_bmode_pick
+    from augengine.ops.reconstruction import log_compress
+
+    grey = log_compress(np.sqrt(rng.exponential(1.0, (2, 20, 24))), 50)
+    series = srad_series_bmode(grey, 50, 3, 2)
+    picked = srad_series_bmode_pick(grey, 50, [(1, 2), (0, 0), (1, 2)], 3, 2)
+    for row, (image, scale) in enumerate([(1, 2), (0, 0), (1, 2)]):
+        np.testing.assert_array_equal(picked[row], series[image, scale],
+                                      err_msg=f"row {row}: image {image}, scale {scale}")
+    with pytest.raises(ConfigError, match=r"pick \(2, 0\) is outside 2 images x 3 scales"):
+        srad_series_bmode_pick(grey, 50, [(2, 0)], 3, 2)

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 
 from augengine.sources import discover, load_sample, read_dicom
-from augengine.sources.dicom import _read_pixels_cached
+from augengine.sources.dicom import _read_pixels
 from tests.sources.helpers import one_line_error as _error
 
 
@@ -83,10 +83,10 @@ def test_multi_frame_gives_one_sample_per_frame(tmp_path):
 
 def test_frames_share_one_file_read(tmp_path):
     path = write_dicom(tmp_path / "cine.dcm", np.stack([GREY] * 4), frames=4)
-    _read_pixels_cached.cache_clear()
+    _read_pixels.cache_clear()
     for ref in discover("dicom", str(path), label=0):
         load_sample(ref)
-    info = _read_pixels_cached.cache_info()
+    info = _read_pixels.cache_info()
     assert info.misses == 1 and info.hits == 3, f"4 frames read the file {info.misses} times"
 
 

@@ -8,7 +8,7 @@ import scipy.io
 from augengine.errors import ConfigError, InputError
 from augengine.simulate import simulate_dataset
 from augengine.sources import UNKNOWN_LABEL, discover, load_sample, read_oasbud
-from augengine.sources.oasbud import _read_mat_cached
+from augengine.sources.oasbud import _read_mat
 from tests.sources.helpers import one_line_error as _error
 
 SHAPE = (32, 8)
@@ -184,10 +184,10 @@ def test_unreadable_class_is_listed_with_unknown_label(tmp_path):
 
 def test_second_scan_of_a_file_is_served_from_cache(phantoms):
     path = str(phantoms / "phantoms.mat")
-    _read_mat_cached.cache_clear()
+    _read_mat.cache_clear()
     refs = discover("oasbud", path)
     for ref in refs:
         load_sample(ref)
-    info = _read_mat_cached.cache_info()
+    info = _read_mat.cache_info()
     assert info.misses == 1 and info.hits == len(refs), \
         f"{path}: read {info.misses} times for {len(refs)} scans, expected once"

@@ -86,7 +86,7 @@ def test_a_process_no_launcher_started_is_the_single_process(monkeypatch):
 
 
 def test_init_distributed_refuses_the_wrong_backend(monkeypatch):
-    with pytest.raises(ConfigError, match="backend must be one of horovod, ddp, got 'gloo'"):
+    with pytest.raises(ConfigError, match="backend must be one of horovod, ddp, ray, got 'gloo'"):
         init_distributed("gloo", "cpu")
     monkeypatch.setenv("HOROVOD_RANK", "0")
     with pytest.raises(ConfigError, match="started by the horovod launcher; use --backend "

@@ -13,7 +13,6 @@ from augengine.train.splits import (
     SPLITS,
     assign_split,
     load_splits,
-    originals_only,
     save_splits,
     split_by_source,
     summarize_splits,
@@ -185,39 +184,6 @@ def test_load_bad_file_names_it(tmp_path, text, words):
     with pytest.raises(InputError) as info:
         load_splits(path)
     assert str(path) in str(info.value) and words in str(info.value), str(info.value)
-
-
-OPS = [
-    '[{"op": "bmode", "dynamic_range_db": 40}, {"op": "roi_crop", "margin_mm": 5}]',
-    '[{"op": "bmode", "dynamic_range_db": 40}, {"op": "flip", "axis": "horizontal"}]',
-    '[{"op": "resize", "size": [224, 224]}]',
-    '[{"op": "srad", "iterations": 10}]',
-    None,
-    '[{"op": "nst", "style": "b12"}, {"op": "resize", "size": [224, 224]}]',
-]
-
-
-def test_originals_only_dict_and_table():
-    manifest = {"sample_id": [f"s{i}" for i in range(6)], "ops": OPS,
-                "label": np.array([0, 1, 0, 1, 0, 1])}
-    originals = originals_only(manifest)
-    assert originals["sample_id"] == ["s0", "s2", "s4"], originals["sample_id"]
-    assert originals["label"].tolist() == [0, 0, 0]
-    table = originals_only(pa.table(manifest))
-    assert table.column("sample_id").to_pylist() == ["s0", "s2", "s4"]
-    custom = originals_only(manifest, augmentation_ops={"flip"})
-    assert custom["sample_id"] == ["s0", "s2", "s3", "s4", "s5"], "only flip counts as variant"
-
-
-def test_originals_only_errors():
-    with pytest.raises(InputError, match="manifest row 1: ops is not valid JSON"):
-        originals_only({"ops": ["[]", "[{oops"]})
-    with pytest.raises(InputError, match="no 'ops' column"):
-        originals_only({"sample_id": ["a"]})
-    with pytest.raises(InputError, match="manifest row 0: ops must be a JSON list"):
-        originals_only({"ops": ['{"op": "flip"}']})
-    with pytest.raises(InputError, match="column 'label' has 1 rows"):
-        originals_only({"ops": ["[]", "[]"], "label": [0]})
 
 
 def test_fraction_rounding_never_exceeds_ceiling():
