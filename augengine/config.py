@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -518,3 +519,17 @@ def read_job_file(path) -> Any:
 def load_job(path: str | Path) -> JobConfig:
     """Read and validate a YAML job file."""
     return parse_job(read_job_file(path), origin=str(path))
+
+
+def as_job(job_or_path) -> JobConfig:
+    """A validated job from a job (returned as it is), a mapping with a job file's keys, or the
+    path of a YAML job file: what ``augengine.plan`` and ``augengine.run`` accept. ``ConfigError``
+    (one line) if it is not a valid job."""
+    if isinstance(job_or_path, JobConfig):
+        return job_or_path
+    if isinstance(job_or_path, Mapping):
+        return parse_job(dict(job_or_path), origin="job")
+    if isinstance(job_or_path, (str, Path)):
+        return load_job(job_or_path)
+    raise ConfigError(f"a job is an augengine.Job, a mapping or a YAML file path, got "
+                      f"{type(job_or_path).__name__}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from augengine import sources
-from augengine.config import JobConfig, NstConfig
+from augengine.config import JobConfig, NstConfig, as_job
 from augengine.errors import ConfigError, InputError
 from augengine.pipeline import describe_chain
 from augengine.sources import LABEL_NAMES, SampleRef
@@ -306,15 +306,31 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def plan_job(job_or_path) -> Plan:
+    """The exact plan of a job before anything runs (``augengine plan``, ``augengine.plan``).
+
+    Parameters
+    ----------
+    job_or_path : augengine.Job, mapping or path
+        A job, a mapping with a job file's keys, or a YAML job file
+        (:func:`augengine.config.as_job`).
+
+    Returns
+    -------
+    Plan
+        ``n_samples``, ``n_shards``, ``chains``, ``counts_by_label()``, ...;
+        :func:`format_plan` gives the text the command prints.
+    """
+    return make_plan(as_job(job_or_path))
+
+
 class _CallableModule(types.ModuleType):
-    """``augengine.plan(job)``: the package's public ``plan`` (:func:`augengine.api.plan`) and
-    this module share the name, so the module answers the call (importing it sets the package
-    attribute ``augengine.plan`` to the module, whatever ``augengine/__init__`` defines)."""
+    """``augengine.plan(job)`` is :func:`plan_job`: the package's public ``plan`` and this module
+    share the name, and importing the module sets the package attribute ``augengine.plan`` to
+    it, so the module answers the call."""
 
-    def __call__(self, job_or_path):
-        from augengine.api import plan
-
-        return plan(job_or_path)
+    def __call__(self, job_or_path) -> Plan:
+        return plan_job(job_or_path)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -154,11 +154,14 @@ def _open_store(store_path: Path):
 
     if not store_path.is_dir():
         raise InputError(f"{store_path}: store not found")
-    from augengine.store import manifest_file
-
-    manifest_path = manifest_file(store_path)
-    if not manifest_path.is_file():
-        raise InputError(f"{store_path}: no manifest ({manifest_path.relative_to(store_path)})")
+    # Where augengine.store.manifest_file looks (models sit below the store, so not by import):
+    # records/ in a schema-3 store, beside the arrays in a schema-2 one.
+    manifest_path = next((path for path in (store_path / "records" / "manifest.parquet",
+                                            store_path / "manifest.parquet") if path.is_file()),
+                         None)
+    if manifest_path is None:
+        raise InputError(f"{store_path}: no records/manifest.parquet (nor manifest.parquet "
+                         "beside the arrays)")
     try:
         group = zarr.open_group(store_path, mode="r")
         images, labels = group["images"], group["labels"][:]
