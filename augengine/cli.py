@@ -102,7 +102,7 @@ def _cmd_replay(args) -> int:
     import pyarrow.compute as pc
 
     from augengine.config import parse_job
-    from augengine.pipeline import replay
+    from augengine.regenerate import replay
     from augengine.store import image_sha256, open_store
 
     view = open_store(args.store)

@@ -13,8 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from numbers import Real
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
@@ -22,12 +21,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from augengine import ops
 from augengine._xp import get_array_module, is_cupy
-from augengine.errors import ConfigError, InputError, one_line, unknown
-
-if TYPE_CHECKING:
-    from augengine.config import JobConfig
-    from augengine.plan import Plan, WorkItem
-    from augengine.sources import SampleRef
+from augengine.errors import ConfigError, InputError, unknown
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
 
@@ -72,16 +66,6 @@ class Frame:
         spacing = sample.meta.get("spacing_mm")
         return cls(sample.image, sample.roi, tuple(spacing) if spacing else None, "image",
                    dict(sample.meta))
-
-
-def input_frame(ref: SampleRef) -> tuple[Frame, list[dict]]:
-    """The frame the chain of a plain input starts from (its sample as read,
-    :meth:`Frame.from_sample`) and the recorded ops that made that input (a store source's
-    ``made_by``; none for a scan or image file). Raises ``InputError`` for a bad sample."""
-    from augengine import sources
-
-    sample = sources.load_sample(ref)
-    return Frame.from_sample(sample), list(sample.meta.get("made_by", []))
 
 
 class _Params(BaseModel):
@@ -720,92 +704,3 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
             except Exception as error:  # noqa: BLE001 - reported per sample
                 results[index] = error
     return results
-
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-def replay(row: Mapping[str, Any], job: JobConfig) -> Frame:
-    """Regenerate a stored sample from its manifest row: the store's promise that any sample can
-    be made again.
-
-    The job is planned again to find the row's input (and, for style transfer, its references)
-    in the sources, which must still be there unchanged; the chain starts from that sample as read
-    (:func:`input_frame`), or from its pair styled again
-    (:class:`augengine.nst.stage.StyleTransferInputs`, which also needs the model files the job
-    names); then the row's recorded concrete ops run one by one (:func:`apply_chain`). On the
-    same kind of machine and software that gives the bytes the shard was built with
-    (docs/store.md, "Regeneration guarantees"). Planning and style transfer stand on this module,
-    so they are imported here, when a row is replayed.
-
-    Parameters
-    ----------
-    row : mapping
-        A manifest row (``augengine.open_store(path).manifest.to_pylist()[i]``); ``index``,
-        ``sample_id`` and ``ops`` (JSON) are read.
-    job : JobConfig
-        The job the store was made with (``parse_job(view.attrs["job"])``).
-
-    Returns
-    -------
-    Frame
-        ``data``: the uint8 image (H, W) = ``job.output.size``; ``mask``: its uint8 mask, or
-        None. Compare ``augengine.store.image_sha256(frame.data)`` with ``row["sha256"]``.
-
-    Raises
-    ------
-    InputError
-        The sources no longer plan this sample at its index, or its input or a model file cannot
-        be read: one line naming the sample and what is missing.
-
-    Examples
-    --------
-    >>> view = augengine.open_store("out/dataset.zarr")                  # doctest: +SKIP
-    >>> row = view.manifest.to_pylist()[7]                               # doctest: +SKIP
-    >>> frame = replay(row, parse_job(view.attrs["job"]))                # doctest: +SKIP
-    >>> augengine.store.image_sha256(frame.data) == row["sha256"]        # doctest: +SKIP
-    True
-    """
-    from augengine.plan import make_plan
-
-    sample_id, index = row["sample_id"], row["index"]
-    try:
-        plan = make_plan(job)
-    except (ConfigError, InputError) as error:
-        raise _unreplayable(sample_id, error) from None
-    unread = "".join(f"; source {path} unreadable ({reason})"
-                     for path, reason in plan.source_errors[:1])
-    if not 0 <= index < plan.n_samples:
-        raise InputError(f"sample {sample_id}: index {index} is beyond the {plan.n_samples} "
-                         f"samples the job plans now{unread}")
-    item = plan.work_item(index)
-    if f"{item.input_key}:{item.variant}" != sample_id:
-        raise InputError(f"sample {sample_id}: the job's sources now give "
-                         f"{item.input_key}:{item.variant} at index {index}; they changed since "
-                         f"the store was made{unread}")
-    try:
-        frame, made_by = _replay_input(plan, item)
-    except (ConfigError, InputError) as error:
-        raise _unreplayable(sample_id, error) from None
-    recorded = [dict(step) for step in json.loads(row["ops"])[len(made_by):]]
-    out, _ = apply_chain(frame, [(step.pop("op"), step) for step in recorded],
-                         tuple(job.output.size))
-    return out
-
-
-def _unreplayable(sample_id: str, error: Exception) -> InputError:
-    return InputError(f"sample {sample_id}: replay needs the inputs and model files the job "
-                      f"read ({one_line(error)})")
-
-
-def _replay_input(plan: Plan, item: WorkItem) -> tuple[Frame, list[dict]]:
-    """The frame ``item``'s chain starts from, and the recorded ops that made it."""
-    nst = plan.config.nst
-    if nst is None:
-        return input_frame(item.ref)
-    from augengine.nst.stage import StyleTransferInputs, check_nst_files
-
-    check_nst_files(nst)
-    inputs = StyleTransferInputs(plan.refs, nst, "cpu", plan.config.seed)
-    inputs.prepare([item])
-    return inputs.load(item)

@@ -21,7 +21,7 @@ import numpy as np
 from augengine import sources
 from augengine.config import JobConfig, NstConfig, as_job
 from augengine.errors import ConfigError, InputError
-from augengine.pipeline import describe_chain
+from augengine.pipeline import Frame, describe_chain
 from augengine.sources import LABEL_NAMES, SampleRef
 
 
@@ -304,6 +304,14 @@ def format_plan(plan: Plan) -> str:
         lines += ["", "unreadable sources (skipped):",
                   *(f"  {path}: {reason}" for path, reason in plan.source_errors)]
     return "\n".join(lines)
+
+
+def input_frame(ref: SampleRef) -> tuple[Frame, list[dict]]:
+    """The frame the chain of a plain input starts from (its sample as read,
+    :meth:`Frame.from_sample`) and the recorded ops that made that input (a store source's
+    ``made_by``; none for a scan or image file). Raises ``InputError`` for a bad sample."""
+    sample = sources.load_sample(ref)
+    return Frame.from_sample(sample), list(sample.meta.get("made_by", []))
 
 
 def plan_job(job_or_path) -> Plan:

@@ -26,9 +26,9 @@ from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, RunError, one_line
 from augengine.manifest import ManifestRow
-from augengine.pipeline import (Frame, describe_chain, finish_chains, input_frame, realise_chain,
-                                sample_seed, start_chain)
-from augengine.plan import Plan, WorkItem, make_plan
+from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
+                                start_chain)
+from augengine.plan import Plan, WorkItem, input_frame, make_plan
 
 ACTOR_MAX_RESTARTS = 3
 ACTOR_MAX_TASK_RETRIES = 3

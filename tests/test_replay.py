@@ -1,4 +1,4 @@
-"""``augengine.pipeline.replay`` and ``augengine replay STORE INDEX``: a stored sample made again
+"""``augengine.regenerate.replay`` and ``augengine replay STORE INDEX``: a stored sample made again
 from its manifest row (and the job the store records), checked against its stored checksums."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from augengine import store
 from augengine.cli import main
 from augengine.config import parse_job
 from augengine.errors import InputError
-from augengine.pipeline import replay
+from augengine.regenerate import replay
 from augengine.runner import build_shard
 from tests.test_batched_chains import nst_example, write_store  # noqa: F401 - fixture
 

@@ -12,7 +12,7 @@ import zarr
 from augengine import store
 from augengine.config import parse_job
 from augengine.errors import ConfigError
-from augengine.pipeline import replay
+from augengine.regenerate import replay
 from augengine.plan import format_plan, make_plan
 from augengine.runner import run_job
 
