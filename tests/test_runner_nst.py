@@ -8,10 +8,10 @@ import pytest
 from augengine import store
 from augengine.config import parse_job
 from augengine.errors import InputError
-from augengine.nst.training import train_feedforward
+from augengine.train.nst_decoder import train_feedforward
 from augengine.plan import make_plan
 from augengine.runner import run_job
-from tests.nst.test_training import TINY, make_texture_store
+from tests.train.test_nst_decoder import TINY, make_texture_store
 
 pytestmark = pytest.mark.slow
 

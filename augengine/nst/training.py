@@ -1,139 +1,43 @@
-"""Train the feed-forward style-transfer decoder on a store, single-process or with Horovod.
+"""The trained feed-forward style-transfer network: read a decoder checkpoint and rebuild the
+:class:`~augengine.nst.feedforward.StyleNet` it was trained in.
 
-The decoder of :class:`~augengine.nst.feedforward.StyleNet` learns to invert AdaIN-aligned
-encoder features into images that minimise the spec paper's objective (seed 002, Eq. 1):
-
-    L = alpha * sum_l L_c,l(D(t), I_c; R) + beta * sum_l w_l L_ps,l(D(t), I_s),
-    t = AdaIN(E(I_c), E(I_s))
-
-with the content loss (Eq. 2) weighted per position by the content image's LRP relevance ``R``
-(alpha-beta rule, Eq. 16, from a benign/malignant classifier; computed once per image and
-cached) and the proposed style loss (Eq. 14), over the within-class (content, style) pairs of
-the store (:func:`augengine.nst.pairs.plan_pairs`, 348^2 + 452^2 = 325,408 pairs for the paper's
-800 images).
-
-Distributed training follows the paper's Horovod recipe: ``hvd.init()``, one disjoint slice of
-each epoch's pairs per rank, ``hvd.DistributedOptimizer`` (gradients averaged by ring
-all-reduce), parameters and optimiser state broadcast from rank 0, learning rate scaled by
-``hvd.size()``; only rank 0 writes checkpoints and logs.
-
-Files in ``out_dir``:
-
-* ``checkpoint.pt`` -- ``{"decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256"}``
-  after every epoch (written atomically); ``sha256`` is :func:`state_sha256` of the decoder.
-* ``log.jsonl`` -- one JSON line per epoch: epoch, mean loss, seconds, pairs, ranks.
-* ``relevance.pt`` -- the cached LRP relevance of every image, keyed by store and classifier.
-* ``rank{r}.pt`` -- each rank's final decoder state (``debug_rank_states=True`` only).
+:mod:`augengine.train.nst_decoder` trains the decoder and writes ``checkpoint.pt``:
+``{"decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256"}``, where ``config`` holds
+the settings that rebuild the network (``arch``, ``layer``, ``seed``, the encoder file's
+``encoder_sha256``) and ``sha256`` is :func:`~augengine.models.weights.state_sha256` of the
+decoder. The encoder is rebuilt from the same seed or local weights file, so only the decoder is
+stored.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import math
-import os
-import time
 import warnings
-import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-from augengine.checksums import file_sha256
-from augengine.errors import ConfigError, InputError
-from augengine.explain import fold_batchnorm, lrp as lrp_relevance
-from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
-from augengine.models.weights import read_checkpoint, state_sha256
-from augengine.nst.feedforward import StyleNet, adain
-from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
-from augengine.nst.pairs import plan_pairs
-from augengine.store import open_store
+from augengine.errors import ConfigError
+from augengine.models import ARCHITECTURES, load_weights
+from augengine.models.weights import (
+    read_checkpoint,
+    recorded_metadata,
+    seeded,
+    weights_file_sha256,
+)
+from augengine.nst.feedforward import StyleNet
 
 __all__ = [
-    "CHECKPOINT",
-    "TrainResult",
+    "build_style_net",
     "load_checkpoint",
     "load_style_net",
-    "train_feedforward",
 ]
 
-log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-_LOG = "log.jsonl"
-_RELEVANCE = "relevance.pt"
-_PAIRINGS = ("within_class_all", "within_class_k")
-# Mixed into the per-epoch shuffling seed so it never coincides with another stream of the job.
-_STREAM = zlib.crc32(b"augengine.nst.training.epoch_order")
-# Settings that may change when a run is resumed; every other one must match the checkpoint.
-_RESUMABLE = ("epochs",)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train_feedforward` did.
-
-    Attributes
-    ----------
-    checkpoint : Path
-        ``out_dir/checkpoint.pt``.
-    epoch_losses : tuple of float
-        Mean training loss (Eq. 1) of every epoch so far, resumed ones included, averaged over
-        all ranks' pairs.
-    start_epoch : int
-        Epochs already done when this call began (0 for a fresh run).
-    epochs_run : int
-        Epochs this call trained.
-    rank : int
-        This process's Horovod rank (0 without Horovod); only rank 0 writes files.
-    """
-
-    checkpoint: Path
-    epoch_losses: tuple[float, ...]
-    start_epoch: int
-    epochs_run: int
-    rank: int = 0
-
-
-def _file_sha256(path) -> str | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    return file_sha256(path)
-
-
-def _seeded(seed: int, build):
-    """``build()`` with the global CPU RNG seeded (random initialisation is reproducible, and the
-    same on every rank), leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def _recorded(weights) -> dict:
-    """The metadata :func:`augengine.models.fit_classifier` saves beside the state dict (``arch``,
-    ``num_classes``), or ``{}`` for other or unreadable files (``load_weights`` reports those)."""
-    try:
-        saved = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _build_encoder(config: dict, encoder_weights):
+def _build_encoder(config: Mapping, encoder_weights):
     if encoder_weights is not None:
-        recorded = _recorded(encoder_weights).get("arch", config["arch"])
+        recorded = recorded_metadata(encoder_weights).get("arch", config["arch"])
         if recorded != config["arch"]:
             raise ConfigError(f"{encoder_weights}: holds a {recorded} (recorded in the file), "
                               f"arch is {config['arch']!r}; train with arch={recorded!r}")
-    model = _seeded(config["seed"], lambda: ARCHITECTURES[config["arch"]]())
+    model = seeded(config["seed"], lambda: ARCHITECTURES[config["arch"]]())
     if encoder_weights is None:
         warnings.warn(
             "no encoder_weights given: the style encoder is randomly initialised (no weights are "
@@ -145,9 +49,26 @@ def _build_encoder(config: dict, encoder_weights):
     return model
 
 
-def _build_net(config: dict, encoder_weights) -> StyleNet:
+def build_style_net(config: Mapping, encoder_weights) -> StyleNet:
+    """The :class:`StyleNet` of recorded training settings, its decoder freshly initialised.
+
+    Parameters
+    ----------
+    config : mapping
+        ``arch``, ``layer`` and ``seed`` (a checkpoint's ``config``): the encoder is
+        ``ARCHITECTURES[arch]`` initialised from ``seed``, then loaded from ``encoder_weights``;
+        the decoder is initialised from ``seed + 1``.
+    encoder_weights : str or Path or None
+        Local encoder checkpoint (its ``fc`` unused); None keeps the seeded random encoder, with
+        a warning.
+
+    Raises
+    ------
+    ConfigError
+        ``encoder_weights`` records another architecture than ``arch``.
+    """
     encoder = _build_encoder(config, encoder_weights)
-    return _seeded(config["seed"] + 1, lambda: StyleNet(encoder, layer=config["layer"]))
+    return seeded(config["seed"] + 1, lambda: StyleNet(encoder, layer=config["layer"]))
 
 
 def load_checkpoint(path) -> dict:
@@ -158,14 +79,9 @@ def load_checkpoint(path) -> dict:
     InputError
         Missing, unreadable or corrupted file (one line naming it).
     """
-    path = Path(path)
-    checkpoint = read_checkpoint(path)
-    keys = ("decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256")
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
-        raise InputError(f"{path}: not an NST training checkpoint (needs keys {', '.join(keys)})")
-    if state_sha256(checkpoint["decoder"]) != checkpoint["sha256"]:
-        raise InputError(f"{path}: decoder weights do not match their recorded sha256 (corrupted)")
-    return checkpoint
+    return read_checkpoint(path, keys=("decoder", "optimizer", "epoch", "config",
+                                       "epoch_losses"),
+                           weights="decoder", kind="an NST training")
 
 
 def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> StyleNet:
@@ -174,7 +90,7 @@ def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> Style
     Parameters
     ----------
     checkpoint_path : str or Path
-        ``out_dir/checkpoint.pt`` of :func:`train_feedforward`.
+        ``out_dir/checkpoint.pt`` of :func:`augengine.train.nst_decoder.train_decoder`.
     encoder_weights : str or Path, optional
         The same local encoder checkpoint the decoder was trained with (checked by sha256);
         None when it was trained on the seeded random encoder.
@@ -187,392 +103,11 @@ def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> Style
     """
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint["config"]
-    if _file_sha256(encoder_weights) != config["encoder_sha256"]:
+    if weights_file_sha256(encoder_weights) != config["encoder_sha256"]:
         raise ConfigError(
             f"{checkpoint_path}: the decoder was trained with encoder weights of sha256 "
             f"{str(config['encoder_sha256'])[:12]}, not {encoder_weights}"
         )
-    net = _build_net(config, encoder_weights)
+    net = build_style_net(config, encoder_weights)
     net.decoder.load_state_dict(checkpoint["decoder"])
     return net.to(device).eval()
-
-
-# ------------------------------------------------------------------------------ data and LRP
-
-
-def _load_store(store_path: Path):
-    """All valid images (uint8 tensor (n, 1, H, W)), their labels (n,) and the store's identity."""
-    view = open_store(store_path)
-    indices = view.manifest.column("index").to_numpy().astype(np.int64)
-    labels = view.manifest.column("label").to_numpy().astype(np.int64)
-    if indices.size < 2:
-        raise InputError(f"{store_path}: the manifest lists {indices.size} samples, need >= 2")
-    images = view.group["images"]
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise InputError(f"{store_path}: images must be (N, H, W) uint8, got {images.shape} "
-                         f"{images.dtype}")
-    pixels = torch.from_numpy(np.ascontiguousarray(images.oindex[indices])).unsqueeze(1)
-    identity = view.attrs.get("manifest_sha256") or hashlib.sha256(
-        indices.tobytes() + labels.tobytes()
-    ).hexdigest()
-    return pixels, labels, identity
-
-
-def _as_unit(pixels: torch.Tensor, image_size: int | None, device) -> torch.Tensor:
-    """uint8 ``(B, 1, H, W)`` as floats in [0, 1] on ``device``, resized (bilinear, antialiased)
-    to ``image_size`` squared when given."""
-    x = pixels.to(device).float().div_(255.0)
-    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                          antialias=True).clamp_(0.0, 1.0)
-    return x
-
-
-def _build_classifier(config: dict, classifier_weights, num_labels: int):
-    arch, num_classes = config["arch"], max(num_labels, 2)
-    if classifier_weights is None:
-        warnings.warn(
-            "no classifier_weights given: LRP explains a randomly initialised classifier, so the "
-            "content-loss weights are not meaningful; train one with "
-            "augengine.models.fit_classifier",
-            stacklevel=3,
-        )
-    else:
-        saved = _recorded(classifier_weights)
-        arch = saved.get("arch", arch)
-        num_classes = saved.get("num_classes", num_classes)
-    if arch not in ARCHITECTURES:
-        raise InputError(f"{classifier_weights}: unknown classifier architecture {arch!r}")
-    model = _seeded(config["seed"] + 2, lambda: ARCHITECTURES[arch](num_classes=num_classes))
-    if classifier_weights is not None:
-        load_weights(model, classifier_weights)
-    if num_labels > num_classes:
-        raise InputError(f"{classifier_weights}: classifier has {num_classes} classes, the store "
-                         f"has labels up to {num_labels - 1}")
-    return model.eval()
-
-
-def _compute_relevance(classifier, pixels, labels, positions, config, device) -> torch.Tensor:
-    """LRP relevance ``(len(positions), H, W)`` (summed over the 3 input channels) of each
-    image's own label, in batches."""
-    folded = fold_batchnorm(classifier.to(device))
-    out = []
-    for start in range(0, positions.size, config["batch_size"]):
-        chunk = positions[start:start + config["batch_size"]]
-        x = imagenet_normalize(_as_unit(pixels[chunk], config["image_size"], device))
-        target = torch.from_numpy(labels[chunk]).to(device)
-        out.append(lrp_relevance(folded, x, target).sum(dim=1).cpu())
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def _relevance(out_dir, classifier_weights, pixels, labels, store_id, config, device, hvd):
-    """The relevance of every image, from ``out_dir/relevance.pt`` when it was computed for the
-    same store, classifier and image size; else computed (each rank a slice) and cached."""
-    key = {"store": store_id, "classifier_sha256": config["classifier_sha256"],
-           "arch": config["arch"], "image_size": config["image_size"], "seed": config["seed"]}
-    cache = out_dir / _RELEVANCE
-    if cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        if isinstance(saved, dict) and saved.get("key") == key:
-            return saved["relevance"]
-    rank, size = (hvd.rank(), hvd.size()) if hvd else (0, 1)
-    classifier = _build_classifier(config, classifier_weights, int(labels.max()) + 1)
-    positions = np.arange(labels.size)[rank::size]
-    mine = _compute_relevance(classifier, pixels, labels, positions, config, device)
-    if hvd is None:
-        relevance = mine
-    else:
-        parts = hvd.allgather_object((positions, mine))
-        relevance = torch.empty((labels.size, *mine.shape[1:]), dtype=mine.dtype)
-        for part_positions, part in parts:
-            relevance[torch.from_numpy(part_positions)] = part
-    relevance = uniform_where_unusable(relevance)
-    if rank == 0:
-        _atomic_save({"key": key, "relevance": relevance}, cache)
-    return relevance
-
-
-# ------------------------------------------------------------------------------ training
-
-
-def _atomic_save(obj, path: Path) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
-
-
-def _check_config(config: dict) -> None:
-    for name in ("epochs", "batch_size"):
-        value = config[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if not (isinstance(config["lr"], (int, float)) and math.isfinite(config["lr"])
-            and config["lr"] > 0):
-        raise ConfigError(f"lr must be a finite number > 0, got {config['lr']!r}")
-    if config["pairing"] not in _PAIRINGS:
-        raise ConfigError(f"pairing must be one of {', '.join(_PAIRINGS)}, got "
-                          f"{config['pairing']!r}")
-    if config["arch"] not in ARCHITECTURES:
-        raise ConfigError(f"arch must be one of {', '.join(ARCHITECTURES)}, got "
-                          f"{config['arch']!r}")
-    size = config["image_size"]
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 32):
-        raise ConfigError(f"image_size must be an integer >= 32 or None, got {size!r}")
-    seed = config["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {config['seed']!r}")
-
-
-def _check_resumable(saved: dict, config: dict, path: Path) -> None:
-    for key in sorted(set(saved) | set(config)):
-        if key not in _RESUMABLE and saved.get(key) != config.get(key):
-            raise ConfigError(
-                f"{path}: was trained with {key}={saved.get(key)!r}, this run has "
-                f"{key}={config.get(key)!r}; use another out_dir or resume=False"
-            )
-
-
-def _init_horovod():
-    try:
-        import horovod.torch as hvd
-    except ImportError as error:
-        raise ConfigError(
-            f"horovod=True but horovod.torch cannot be imported ({error}); build it with "
-            ".ci/build-horovod.sh (docs/install.md)"
-        ) from None
-    hvd.init()
-    return hvd
-
-
-def _epoch_rows(n_pairs: int, epoch: int, seed: int, rank: int, size: int) -> np.ndarray:
-    """This rank's pair rows for ``epoch``: a seeded shuffle of all pairs, cut to a multiple of
-    ``size`` (every rank must run the same number of all-reduce steps), dealt round-robin."""
-    order = np.random.default_rng((seed, epoch, _STREAM)).permutation(n_pairs)
-    return order[: (n_pairs // size) * size][rank::size]
-
-
-def train_feedforward(
-    store_path,
-    out_dir,
-    encoder_weights=None,
-    classifier_weights=None,
-    layer: str = "layer3",
-    epochs: int = 10,
-    batch_size: int = 8,
-    lr: float = 1e-4,
-    lrp: bool = True,
-    pairing: str = "within_class_all",
-    seed: int = 0,
-    horovod: bool = False,
-    resume: bool = True,
-    *,
-    arch: str = "resnet50",
-    image_size: int | None = None,
-    alpha: float = 1.0,
-    beta: float = 1e4,
-    content_layers: Sequence[str] = ("layer2",),
-    style_layers: Sequence[str] = RESNET50_LAYERS,
-    c: float = 0.0,
-    device: str | torch.device | None = None,
-    debug_rank_states: bool = False,
-) -> TrainResult:
-    """Train the :class:`StyleNet` decoder on a store's within-class pairs; checkpoint, resume.
-
-    Parameters
-    ----------
-    store_path : str or Path
-        An augengine store: ``images`` (N, H, W) uint8, ``labels``, ``manifest.parquet`` (only
-        its rows are used). Its images are read into host memory once (uint8: 800 images of
-        256 x 256 take 52 MB).
-    out_dir : str or Path
-        Where the checkpoint, log and relevance cache go (created).
-    encoder_weights : str or Path, optional
-        Local checkpoint of the ``arch`` encoder, its ``fc`` ignored: ImageNet weights, or a
-        classifier trained on the store (:func:`augengine.models.fit_classifier`; its recorded
-        ``arch`` must equal ``arch``; on the 64-pixel phantoms it trained no better decoder than
-        the random encoder, docs/nst.md "Decoder quality"). None: seeded random initialisation,
-        with a warning -- nothing is downloaded.
-    classifier_weights : str or Path, optional
-        Local benign/malignant classifier (e.g. from :func:`augengine.models.fit_classifier`;
-        its ``arch``/``num_classes`` are read from the file when recorded) whose LRP relevance
-        weights the content loss. None: a seeded random classifier, with a warning.
-    layer : str, optional
-        Encoder stage of AdaIN (default ``"layer3"``).
-    epochs : int, optional
-        Total epochs; a resumed run trains only the missing ones (default 10).
-    batch_size : int, optional
-        Pairs per step and rank (default 8).
-    lr : float, optional
-        Adam learning rate of one process (default 1e-4, Huang & Belongie's); Horovod multiplies
-        it by the number of ranks.
-    lrp : bool, optional
-        Weight the content loss by LRP relevance (default True; False is the paper's "without
-        XAI" model).
-    pairing : {"within_class_all", "within_class_k"}, optional
-        Pair plan (:func:`augengine.nst.pairs.plan_pairs`): all within-class pairs (default, the
-        paper's) or one random other image of the class per content image (``k = 1``).
-    seed : int, optional
-        Seeds initialisation, the pair plan and every epoch's order (the same on every rank).
-    horovod : bool, optional
-        Distributed training under ``horovodrun`` (see the module docstring).
-    resume : bool, optional
-        Continue from ``out_dir/checkpoint.pt`` when present (default True); its settings must
-        match this call's except ``epochs``. False starts afresh and overwrites it.
-    arch : {"resnet18", "resnet50"}, optional
-        Encoder and loss network (default ResNet-50, the paper's).
-    image_size : int, optional
-        Train on ``image_size`` squared images (bilinear, antialiased); None keeps the store's.
-    alpha, beta : float, optional
-        Content and style weights of Eq. 1. The paper sets ``alpha = 1`` and does not give its
-        ``beta``; the default 1e4 is a starting point to tune, not a value from the paper.
-    content_layers, style_layers : sequence of str, optional
-        Loss layers (defaults ``("layer2",)`` and all five ResNet stages).
-    c : float, optional
-        Polynomial-kernel offset of the MMD style loss (default 0).
-    device : str or torch.device, optional
-        Default ``cuda`` (under Horovod ``cuda:<local rank>``) when available, else ``cpu``.
-    debug_rank_states : bool, optional
-        Every rank saves its final decoder to ``out_dir/rank{r}.pt`` (to check they agree).
-
-    Returns
-    -------
-    TrainResult
-
-    Raises
-    ------
-    InputError
-        Missing or malformed store, weights or checkpoint.
-    ConfigError
-        Bad settings, an unimportable Horovod with ``horovod=True``, a checkpoint from other
-        settings, fewer pairs than ranks.
-
-    Examples
-    --------
-    >>> result = train_feedforward("out/busi.zarr", "out/nst", "resnet50-imagenet.pth",
-    ...                            "out/classifier.pth", epochs=20)  # doctest: +SKIP
-    >>> result.epoch_losses[-1] < result.epoch_losses[0]  # doctest: +SKIP
-    True
-    """
-    store_path, out_dir = Path(store_path), Path(out_dir)
-    config = {
-        "arch": arch, "layer": layer, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "lrp": bool(lrp), "pairing": pairing, "seed": seed, "image_size": image_size,
-        "alpha": alpha, "beta": beta, "content_layers": list(content_layers),
-        "style_layers": list(style_layers), "c": c,
-        "encoder_sha256": _file_sha256(encoder_weights),
-        "classifier_sha256": _file_sha256(classifier_weights) if lrp else None,
-    }
-    _check_config(config)
-    loss_fn = StyleTransferLoss(alpha=alpha, beta=beta, content_layers=tuple(content_layers),
-                                style_layers=tuple(style_layers), c=c)
-    hvd = _init_horovod() if horovod else None
-    rank, size = (hvd.rank(), hvd.size()) if hvd else (0, 1)
-    if device is None:
-        cuda = torch.cuda.is_available()
-        device = f"cuda:{hvd.local_rank() if hvd else 0}" if cuda else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # Horovod's NCCL operations run on the current device
-    if hvd is not None and device.type == "cpu":
-        # Ranks sharing a host would otherwise each start one thread per core.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
-
-    pixels, labels, store_id = _load_store(store_path)
-    config["store"] = store_id
-    pairs = plan_pairs(labels, rule=pairing, k=1 if pairing == "within_class_k" else None,
-                       seed=seed)
-    if pairs.shape[0] < size:
-        raise ConfigError(f"{store_path}: {pairs.shape[0]} pairs cannot be shared by {size} ranks")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    relevance = (_relevance(out_dir, classifier_weights, pixels, labels, store_id, config,
-                            device, hvd).to(device) if lrp else None)
-
-    net = _build_net(config, encoder_weights).to(device)
-    loss_net = feature_extractor(net.encoder,
-                                 tuple(dict.fromkeys((*content_layers, *style_layers))))
-    optimizer = torch.optim.Adam(net.decoder.parameters(), lr=lr * size)
-
-    start_epoch, epoch_losses = 0, []
-    checkpoint_path = out_dir / CHECKPOINT
-    # Every rank reads and checks the checkpoint, so a mismatch stops all of them (rather than
-    # leaving the others waiting in a broadcast); the state used is rank 0's, broadcast below.
-    if resume and checkpoint_path.is_file():
-        checkpoint = load_checkpoint(checkpoint_path)
-        _check_resumable(checkpoint["config"], config, checkpoint_path)
-        net.decoder.load_state_dict(checkpoint["decoder"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, epoch_losses = int(checkpoint["epoch"]), list(checkpoint["epoch_losses"])
-    for group in optimizer.param_groups:  # the saved rate was scaled by the saved run's ranks
-        group["lr"] = lr * size
-    if hvd is not None:
-        start_epoch, epoch_losses = hvd.broadcast_object((start_epoch, epoch_losses), root_rank=0)
-        optimizer = hvd.DistributedOptimizer(optimizer,
-                                             named_parameters=net.decoder.named_parameters())
-        hvd.broadcast_parameters(net.decoder.state_dict(), root_rank=0)
-        # Only a resumed state needs broadcasting (fresh ones are equal and empty), and on an
-        # empty state Horovod first runs a zero-gradient step() that advances Adam's step
-        # count, shrinking the first updates (bias correction) compared with a single process.
-        if start_epoch > 0:
-            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
-    if rank == 0 and start_epoch == 0:
-        (out_dir / _LOG).unlink(missing_ok=True)  # a fresh run's log starts empty
-
-    net.train()
-    for epoch in range(start_epoch, epochs):
-        began = time.perf_counter()
-        rows = _epoch_rows(pairs.shape[0], epoch, seed, rank, size)
-        total = torch.zeros(2, dtype=torch.float64)
-        for start in range(0, rows.size, batch_size):
-            batch = pairs[rows[start:start + batch_size]]
-            value = _step(net, loss_net, loss_fn, optimizer, pixels, batch, relevance, config,
-                          device)
-            total += torch.tensor([value * len(batch), len(batch)], dtype=torch.float64)
-        if hvd is not None:
-            total = hvd.allreduce(total, op=hvd.Sum, name=f"epoch_loss.{epoch}")
-        epoch_losses.append(float(total[0] / total[1]))
-        if rank == 0:
-            seconds = time.perf_counter() - began
-            _save_checkpoint(checkpoint_path, net, optimizer, epoch + 1, config, epoch_losses)
-            _log_epoch(out_dir, epoch + 1, epoch_losses[-1], seconds, int(total[1]), size)
-
-    if debug_rank_states:
-        state = {k: v.cpu() for k, v in net.decoder.state_dict().items()}
-        _atomic_save({"decoder": state, "sha256": state_sha256(state)},
-                     out_dir / f"rank{rank}.pt")
-    return TrainResult(checkpoint_path, tuple(epoch_losses), start_epoch,
-                       max(0, epochs - start_epoch), rank)
-
-
-def _step(net, loss_net, loss_fn, optimizer, pixels, batch, relevance, config, device) -> float:
-    """One optimiser step on a batch of (content, style) rows; returns the batch's mean loss."""
-    content = _as_unit(pixels[batch[:, 0]], config["image_size"], device)
-    style = _as_unit(pixels[batch[:, 1]], config["image_size"], device)
-    with torch.no_grad():
-        aligned = adain(net.encode(content), net.encode(style), net.eps)
-        content_features = loss_net(imagenet_normalize(content))
-        targets = loss_fn.style_targets(loss_net(imagenet_normalize(style)))
-    generated = net.decode(aligned, size=content.shape[-2:])
-    weights = None if relevance is None else relevance[torch.from_numpy(batch[:, 0]).to(device)]
-    loss = loss_fn(loss_net(imagenet_normalize(generated)), content_features, targets,
-                   relevance=weights)
-    optimizer.zero_grad()  # Horovod's takes no set_to_none (torch's default is True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def _save_checkpoint(path: Path, net, optimizer, epoch: int, config: dict, losses) -> None:
-    decoder = {k: v.detach().cpu() for k, v in net.decoder.state_dict().items()}
-    _atomic_save({"decoder": decoder, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                  "config": config, "epoch_losses": list(losses),
-                  "sha256": state_sha256(decoder)}, path)
-
-
-def _log_epoch(out_dir: Path, epoch: int, loss: float, seconds: float, pairs: int,
-               ranks: int) -> None:
-    record = {"epoch": epoch, "loss": loss, "seconds": round(seconds, 3), "pairs": pairs,
-              "ranks": ranks}
-    with (out_dir / _LOG).open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    log.info("epoch %d: loss %.6g, %d pairs, %.1f s on %d rank(s)", epoch, loss, pairs, seconds,
-             ranks)

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from augengine.nst.training import load_style_net, train_feedforward
-from tests.nst.test_training import TINY, make_texture_store, texture_images
+from augengine.nst.training import load_style_net
+from augengine.train.nst_decoder import train_feedforward
+from tests.train.test_nst_decoder import TINY, make_texture_store, texture_images
 from tests.conftest import require_horovod
 
 pytestmark = pytest.mark.slow
