@@ -210,12 +210,21 @@ def read_checkpoint(path, missing: str = "checkpoint not found", *, keys: Sequen
 
 def recorded_metadata(path) -> dict:
     """The metadata a weights file keeps beside its state dict (e.g. ``arch``, ``num_classes``),
-    or ``{}`` for other or unreadable files (:func:`load_weights` reports those)."""
+    or ``{}`` for other or unreadable files (:func:`load_weights` reports those).
+
+    A training checkpoint (:mod:`augengine.train.checkpoint`) records its network's ``arch`` in
+    its ``config``; it is returned as ``arch``.
+    """
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
         return {}
-    return saved if isinstance(saved, dict) else {}
+    if not isinstance(saved, dict):
+        return {}
+    settings = saved.get("config")
+    if "arch" not in saved and isinstance(settings, Mapping) and settings.get("arch"):
+        return {**saved, "arch": settings["arch"]}
+    return saved
 
 
 def weights_file_sha256(path) -> str | None:

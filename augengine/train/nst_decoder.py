@@ -45,8 +45,13 @@ import torch.nn.functional as F
 
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
-from augengine.models import ARCHITECTURES, feature_extractor, imagenet_normalize, load_weights
-from augengine.models.weights import recorded_metadata, seeded, weights_file_sha256
+from augengine.models import (
+    ARCHITECTURES,
+    feature_extractor,
+    imagenet_normalize,
+    load_classifier,
+)
+from augengine.models.weights import seeded, weights_file_sha256
 from augengine.nst.feedforward import adain
 from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
@@ -99,8 +104,8 @@ class DecoderTrainConfig:
         with a warning -- nothing is downloaded.
     classifier_weights : str or Path, optional
         Local benign/malignant classifier (e.g. ``checkpoint.pt`` of ``augengine train
-        classifier``; its ``arch``/``num_classes`` are read from the file when recorded) whose
-        LRP relevance weights the content loss. None: a seeded random classifier, with a warning.
+        classifier``; its architecture and classes are read from the weights) whose LRP
+        relevance weights the content loss. None: a seeded random classifier, with a warning.
     layer : str, optional
         Encoder stage of AdaIN (default ``"layer3"``).
     epochs : int, optional
@@ -264,7 +269,8 @@ def _as_unit(pixels: torch.Tensor, image_size: int | None, device) -> torch.Tens
 
 
 def _build_classifier(config: DecoderTrainConfig, num_labels: int):
-    arch, num_classes = config.arch, max(num_labels, 2)
+    """The classifier LRP explains: ``classifier_weights`` (architecture and classes read from
+    the weights), or a seeded random ``arch`` with a warning."""
     weights = config.classifier_weights
     if weights is None:
         warnings.warn(
@@ -273,15 +279,11 @@ def _build_classifier(config: DecoderTrainConfig, num_labels: int):
             "classifier`",
             stacklevel=3,
         )
+        model = seeded(config.seed + 2,
+                       lambda: ARCHITECTURES[config.arch](num_classes=max(num_labels, 2)))
     else:
-        saved = recorded_metadata(weights)
-        arch = saved.get("arch", arch)
-        num_classes = saved.get("num_classes", num_classes)
-    if arch not in ARCHITECTURES:
-        raise InputError(f"{weights}: unknown classifier architecture {arch!r}")
-    model = seeded(config.seed + 2, lambda: ARCHITECTURES[arch](num_classes=num_classes))
-    if weights is not None:
-        load_weights(model, weights)
+        model = load_classifier(weights)
+    num_classes = model.fc.out_features
     if num_labels > num_classes:
         raise InputError(f"{weights}: classifier has {num_classes} classes, the store "
                          f"has labels up to {num_labels - 1}")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from augengine.errors import ConfigError
 from augengine.models import load_classifier, load_weights, resnet18
+from augengine.models.weights import recorded_metadata
+from augengine.nst.training import load_checkpoint as load_nst_checkpoint
 from augengine.train.loop import TrainConfig, load_checkpoint, train
+from augengine.train.nst_decoder import train_feedforward
 from tests.train.test_jobs import make_tiny_store
+from tests.train.test_nst_decoder import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +41,13 @@ def test_a_classifier_run_is_reproducible_and_loads_for_lrp(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items()), \
         "load_weights did not load the best-validation weights"
     assert load_classifier(path).fc.out_features == 2
+
+    # NST takes it as the LRP classifier, and as an encoder only for its recorded architecture.
+    assert recorded_metadata(path)["arch"] == "resnet18"
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        train_feedforward(store, tmp_path / "nst", classifier_weights=path, epochs=1, **TINY)
+    recorded = load_nst_checkpoint(tmp_path / "nst" / "checkpoint.pt")["config"]
+    assert recorded["lrp"] and len(recorded["classifier_sha256"]) == 64, recorded
+    with pytest.raises(ConfigError, match="holds a resnet18"):
+        train_feedforward(store, tmp_path / "nst50", path, epochs=1, lrp=False,
+                          **{**TINY, "arch": "resnet50"})
