@@ -11,8 +11,9 @@ at the stride-2 stage, where a random encoder's features can still be decoded:
 
 Re-running with the same ``--out`` resumes from its checkpoint (``--no-resume`` starts afresh).
 Without ``--encoder-weights``/``--classifier-weights`` the networks are randomly initialised
-(nothing is downloaded). The defaults are :class:`augengine.train.nst_decoder.DecoderTrainConfig`'s;
-see :func:`augengine.train.nst_decoder.train_decoder`.
+(nothing is downloaded). The defaults are those of
+:class:`augengine.train.nst_decoder.DecoderTrainConfig`; see
+:func:`augengine.train.nst_decoder.train_decoder`.
 """
 from __future__ import annotations
 

@@ -93,14 +93,7 @@ def load_weights(model: nn.Module, path, strict: bool = True, skip_head: bool = 
     >>> load_weights(model, "resnet50-imagenet.pth", skip_head=True)  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
-    state = _state_dict_from(checkpoint, path)
+    state = _state_dict_from(read_checkpoint(path, "weights file not found"), path)
 
     expected = model.state_dict()
     if skip_head:
@@ -196,7 +189,8 @@ def read_checkpoint(path, missing: str = "checkpoint not found", *, keys: Sequen
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})"
+                         ) from None
     required = (*keys, *((weights, "sha256") if weights is not None else ()))
     if required and (not isinstance(checkpoint, Mapping)
                      or any(key not in checkpoint for key in required)):

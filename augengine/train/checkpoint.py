@@ -59,7 +59,7 @@ def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path, checkpoint: Mapping, weights: str) -> None:
-    """Write ``checkpoint`` atomically with ``"sha256"``: the fingerprint of ``checkpoint[weights]``.
+    """Write ``checkpoint`` atomically, adding ``"sha256"``: the fingerprint of its weights.
 
     Parameters
     ----------
@@ -98,9 +98,9 @@ def check_resumable(saved: Mapping, current: Mapping, resumable: Collection[str]
     --------
     >>> check_resumable({"lr": 0.1, "epochs": 2}, {"lr": 0.1, "epochs": 5}, {"epochs"}, "c.pt",
     ...                 "use another out_dir")
-    >>> check_resumable({"lr": 0.1}, {"lr": 0.5}, {"epochs"}, "c.pt", "use another out_dir")
+    >>> check_resumable({"lr": 0.1}, {"lr": 0.5}, {"epochs"}, "c.pt", "hint")
     Traceback (most recent call last):
-    augengine.errors.ConfigError: c.pt: was trained with lr=0.1, this run has lr=0.5; use another out_dir
+    augengine.errors.ConfigError: c.pt: was trained with lr=0.1, this run has lr=0.5; hint
     """
     for key in sorted(set(saved) | set(current)):
         if key not in resumable and saved.get(key) != current.get(key):

@@ -17,7 +17,8 @@ or as one rank of several (:mod:`augengine.train.distributed`):
    predictions gathered from all ranks, so every rank computes the same validation loss and takes
    the same early-stopping and ReduceLROnPlateau decisions.
 5. **Rank 0 writes** ``checkpoint.pt`` after every epoch (atomically,
-   :mod:`augengine.train.checkpoint`), ``log.jsonl`` (one line per epoch), and at the end the test evaluation of the best-validation-loss weights through
+   :mod:`augengine.train.checkpoint`), ``log.jsonl`` (one line per epoch), and at the end the
+   test evaluation of the best-validation-loss weights through
    :func:`~augengine.train.report.write_report`: ``metrics.json``, the PNG figures, ``report.md``.
 
 Files of a run directory:

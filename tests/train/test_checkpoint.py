@@ -3,6 +3,7 @@ atomic writes, the recorded sha256, refusal of foreign files in one line, resume
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
 
 import pytest
@@ -17,9 +18,12 @@ def _weights() -> dict[str, torch.Tensor]:
     return {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(4)}
 
 
-def test_docstring_examples():
-    result = doctest.testmod(ckpt, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0, f"{result.failed} examples failed"
+@pytest.mark.parametrize("module", ["augengine.train.checkpoint", "augengine.models.weights",
+                                    "augengine.train.nst_decoder"])
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module}: no examples found"
+    assert result.failed == 0, f"{module}: {result.failed} of {result.attempted} examples failed"
 
 
 def test_save_records_the_weights_sha256_and_reads_back(tmp_path):
@@ -76,7 +80,7 @@ def test_pickled_code_is_not_run(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(InputError, match="evil.pt: not a readable checkpoint"):
+    with pytest.raises(InputError, match="evil.pt: not a readable PyTorch checkpoint"):
         read_checkpoint(path, keys=("model",))
 
 
