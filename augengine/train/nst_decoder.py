@@ -51,7 +51,7 @@ from augengine.models import (
     imagenet_normalize,
     load_classifier,
 )
-from augengine.models.weights import seeded, weights_file_sha256
+from augengine.models.weights import read_checkpoint, seeded, weights_file_sha256
 from augengine.nst.feedforward import adain
 from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
@@ -312,7 +312,7 @@ def _relevance(config: DecoderTrainConfig, settings: dict, pixels, labels, devic
            "arch": config.arch, "image_size": config.image_size, "seed": config.seed}
     cache = Path(config.out_dir) / _RELEVANCE
     if cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(cache)
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["relevance"]
     classifier = _build_classifier(config, int(labels.max()) + 1)
