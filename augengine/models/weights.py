@@ -20,7 +20,7 @@ from augengine.errors import InputError
 from augengine.models.resnet import resnet18, resnet50
 
 __all__ = ["ARCHITECTURES", "load_classifier", "load_weights", "read_checkpoint",
-           "recorded_metadata", "seeded", "state_sha256", "weights_file_sha256"]
+           "recorded_metadata", "seeded", "state_sha256", "weights_sha256"]
 
 _Built = TypeVar("_Built")
 
@@ -221,7 +221,7 @@ def recorded_metadata(path) -> dict:
     return saved
 
 
-def weights_file_sha256(path) -> str | None:
+def weights_sha256(path) -> str | None:
     """sha256 of a local weights file (recorded so that a run can check it is given the same
     file again), or None when there is none.
 

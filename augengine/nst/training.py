@@ -20,7 +20,7 @@ from augengine.models.weights import (
     read_checkpoint,
     recorded_metadata,
     seeded,
-    weights_file_sha256,
+    weights_sha256,
 )
 from augengine.nst.feedforward import StyleNet
 
@@ -103,7 +103,7 @@ def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> Style
     """
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint["config"]
-    if weights_file_sha256(encoder_weights) != config["encoder_sha256"]:
+    if weights_sha256(encoder_weights) != config["encoder_sha256"]:
         raise ConfigError(
             f"{checkpoint_path}: the decoder was trained with encoder weights of sha256 "
             f"{str(config['encoder_sha256'])[:12]}, not {encoder_weights}"

@@ -51,7 +51,7 @@ from augengine.models import (
     imagenet_normalize,
     load_classifier,
 )
-from augengine.models.weights import read_checkpoint, seeded, weights_file_sha256
+from augengine.models.weights import read_checkpoint, seeded, weights_sha256
 from augengine.nst.feedforward import adain
 from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
@@ -366,8 +366,8 @@ def train_decoder(config: DecoderTrainConfig) -> DecoderTrainResult:
     True
     """
     settings = config.recorded(
-        weights_file_sha256(config.encoder_weights),
-        weights_file_sha256(config.classifier_weights) if config.lrp else None)
+        weights_sha256(config.encoder_weights),
+        weights_sha256(config.classifier_weights) if config.lrp else None)
     cuda = torch.cuda.is_available()
     dist = init_distributed("horovod" if config.horovod else None, "cuda" if cuda else "cpu")
     try:
