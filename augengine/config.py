@@ -35,7 +35,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       field_validator, model_validator)
 
-from augengine.errors import ConfigError, unknown
+from augengine.errors import ConfigError, did_you_mean, unknown
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
 
 class _Strict(BaseModel):
@@ -157,31 +157,16 @@ def _is_random(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in RANDOM_KINDS
 
 
-class NstConfig(_Strict):
+class _NstSettings(_Strict):
     """Style transfer between the job's input images (seed 002): every (content, reference(s))
     row the ``pairing`` rule plans becomes one output (K outputs for K references unless
     ``references: multi``), then goes through the job's ``steps`` (e.g. SRAD, as the paper
-    post-processes)."""
+    post-processes). The settings both modes share; each mode adds its own
+    (:class:`FeedforwardNstConfig`, :class:`IterativeNstConfig`)."""
 
-    #: ``feedforward``: a trained AdaIN decoder, one pass per pair. ``iterative``: optimise each
-    #: output from its content image (the paper's method; ~minutes per image on a CPU).
-    mode: Literal["feedforward", "iterative"] = "feedforward"
-    #: Feed-forward: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file).
-    checkpoint: str | None = None
     #: Local ResNet weights: feed-forward, the encoder the decoder was trained with (checked by
     #: sha256; None for the seeded random encoder); iterative, the feature network (ImageNet).
     encoder_weights: str | None = None
-    #: Iterative: feature network, steps, style weight and layers (Eq. 1, w_l = 1).
-    arch: Literal["resnet18", "resnet50"] = "resnet50"
-    iterations: int = Field(default=1000, ge=1, le=100000)
-    beta: float = Field(default=1e4, gt=0)
-    content_layers: list[str] = Field(default_factory=lambda: ["layer2"])
-    style_layers: list[str] = Field(
-        default_factory=lambda: ["relu", "layer1", "layer2", "layer3", "layer4"])
-    #: Iterative: weight the content loss by the content image's LRP relevance for this local
-    #: classifier (the paper's XAI term); ``lrp: false`` reproduces its "without XAI" row.
-    lrp: bool = True
-    classifier: str | None = None
     #: Which reference(s) style each content image (``augengine.nst.pairs``): every image of its
     #: class (``within_class_all``, the paper's plan), ``k`` random others of its class
     #: (``within_class_k``), or the rows of the CSV file ``pairs`` (``explicit``, see
@@ -194,19 +179,11 @@ class NstConfig(_Strict):
     #: A row with K references makes K outputs, one per reference (``single``), or one output
     #: styled by all K together (``multi``: the multi-reference target of Eqs. 7-9).
     references: Literal["single", "multi"] = "single"
-    #: Content-style trade-off of AdaIN, 1 = full style.
-    alpha: float = Field(default=1.0, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=4096)
     #: Reproducible style-transfer bytes on a GPU (``augengine.determinism``): torch's
     #: deterministic algorithms, TF32 off, and every batch padded to ``batch_size``. Slower on a
     #: GPU; ``false`` trades that for speed (docs/store.md, "Regeneration guarantees").
     deterministic: bool = True
-    #: Feed-forward: decoder precision. ``auto``: on a GPU, bf16 autocast and channels-last (the
-    #: decoder's last convolution and its output stay float32, so the uint8 result moves by less
-    #: than one grey level); on a CPU, float32. ``fp32``: float32 everywhere. Under
-    #: ``deterministic`` a bf16 run is still reproducible on the same GPU and software, but its
-    #: bytes differ from a float32 run's (docs/nst.md, "Precision").
-    precision: Literal["auto", "fp32"] = "auto"
     #: Fraction of outputs whose quality is recorded (SSIM to the content image, style distance
     #: to the style target before and after, at the decoder's style layers): each plan row is
     #: drawn, seeded by (job seed, row), whatever the shards and batches
@@ -223,15 +200,6 @@ class NstConfig(_Strict):
         if isinstance(value, bool):
             return 1.0 if value else 0.0
         return value
-
-    @model_validator(mode="after")
-    def _mode_settings(self):
-        if self.mode == "feedforward" and self.checkpoint is None:
-            raise ValueError("mode 'feedforward' needs checkpoint (a trained decoder)")
-        if self.mode == "iterative" and self.lrp and self.classifier is None:
-            raise ValueError("mode 'iterative' with lrp needs classifier (a local checkpoint); "
-                             "or set lrp: false")
-        return self
 
     @model_validator(mode="after")
     def _settings_match_rule(self):
@@ -251,6 +219,81 @@ class NstConfig(_Strict):
         return self
 
 
+class FeedforwardNstConfig(_NstSettings):
+    """``mode: feedforward`` (the default): a trained AdaIN decoder, one pass per pair."""
+
+    mode: Literal["feedforward"] = "feedforward"
+    #: ``checkpoint.pt`` of ``augengine.train.nst_decoder`` (a local file); the loss it was
+    #: trained with (layers, LRP) is recorded there.
+    checkpoint: str = Field(default=None, validate_default=True)
+    #: Content-style trade-off of AdaIN, 1 = full style.
+    alpha: float = Field(default=1.0, ge=0, le=1)
+    #: Decoder precision. ``auto``: on a GPU, bf16 autocast and channels-last (the decoder's last
+    #: convolution and its output stay float32, so the uint8 result moves by less than one grey
+    #: level); on a CPU, float32. ``fp32``: float32 everywhere. Under ``deterministic`` a bf16 run
+    #: is still reproducible on the same GPU and software, but its bytes differ from a float32
+    #: run's (docs/nst.md, "Precision").
+    precision: Literal["auto", "fp32"] = "auto"
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _needs_checkpoint(cls, value):
+        if value is None:
+            raise ValueError("mode 'feedforward' needs checkpoint (a trained decoder)")
+        return value
+
+    def model_files(self) -> list[str]:
+        """The local files the style transfer reads besides the images."""
+        return [p for p in (self.checkpoint, self.encoder_weights) if p is not None]
+
+
+class IterativeNstConfig(_NstSettings):
+    """``mode: iterative``: optimise each output from its content image (the paper's method;
+    ~minutes per image on a CPU)."""
+
+    mode: Literal["iterative"]
+    #: Feature network, steps, style weight and layers (Eq. 1, w_l = 1).
+    arch: Literal["resnet18", "resnet50"] = "resnet50"
+    iterations: int = Field(default=1000, ge=1, le=100000)
+    beta: float = Field(default=1e4, gt=0)
+    content_layers: list[str] = Field(default_factory=lambda: ["layer2"])
+    style_layers: list[str] = Field(
+        default_factory=lambda: ["relu", "layer1", "layer2", "layer3", "layer4"])
+    #: Weight the content loss by the content image's LRP relevance for this local classifier
+    #: (the paper's XAI term); ``lrp: false`` reproduces its "without XAI" row.
+    lrp: bool = True
+    classifier: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("classifier")
+    @classmethod
+    def _lrp_needs_classifier(cls, value, info):
+        if value is None and info.data.get("lrp"):
+            raise ValueError("mode 'iterative' with lrp needs classifier (a local checkpoint); "
+                             "or set lrp: false")
+        return value
+
+    def model_files(self) -> list[str]:
+        """The local files the style transfer reads besides the images."""
+        return [p for p in (self.encoder_weights, self.classifier) if p is not None]
+
+
+NST_MODES = {"feedforward": FeedforwardNstConfig, "iterative": IterativeNstConfig}
+
+
+def _nst_mode(section) -> str | None:
+    """The ``mode`` an ``nst`` section names (``feedforward`` when it names none)."""
+    if isinstance(section, dict):
+        return section.get("mode", "feedforward")
+    return getattr(section, "mode", None)
+
+
+#: The ``nst`` section, validated as the model of its ``mode``: a key of the other mode is an
+#: error there, not a setting silently ignored.
+NstConfig = Annotated[Annotated[FeedforwardNstConfig, Tag("feedforward")]
+                      | Annotated[IterativeNstConfig, Tag("iterative")],
+                      Discriminator(_nst_mode)]
+
+
 class JobConfig(_Strict):
     name: str = "augment"
     seed: int = 0
@@ -268,6 +311,17 @@ class JobConfig(_Strict):
         if not value:
             raise ValueError("at least one source is required")
         return value
+
+    @field_validator("nst", mode="before")
+    @classmethod
+    def _known_mode(cls, section):
+        if section is None or isinstance(section, tuple(NST_MODES.values())):
+            return section
+        if not isinstance(section, dict):
+            raise ValueError(f"must be a mapping of style-transfer settings, got {section!r}")
+        if _nst_mode(section) not in NST_MODES:
+            raise ValueError(unknown("mode", _nst_mode(section), NST_MODES))
+        return section
 
     @field_validator("workers")
     @classmethod
@@ -331,8 +385,18 @@ class JobConfig(_Strict):
 
 #: The model behind each section of a job, whose fields an unknown key there may misspell (the
 #: keys of an op step are its op's parameters, checked by ``validate_op_params``).
-_SECTIONS = {"sources": SourceConfig, "output": OutputConfig, "nst": NstConfig,
-             "steps": OneOfStep}
+_SECTIONS = {"sources": SourceConfig, "output": OutputConfig, "steps": OneOfStep}
+
+
+def _unknown_nst_key(key: str, mode: str) -> str:
+    """An ``nst`` key its mode does not have: a setting of the other mode, or a misspelling of a
+    setting of either (the fix may be the key or the mode)."""
+    for other, model in NST_MODES.items():
+        if other != mode and key in model.model_fields:
+            return f"{key!r} is a setting of mode {other!r} only, this section's mode is {mode!r}"
+    every = dict.fromkeys(field for model in NST_MODES.values() for field in model.model_fields)
+    hint = did_you_mean(key, every) or f"allowed: {', '.join(NST_MODES[mode].model_fields)}"
+    return f"unknown key {key!r}; {hint}"
 
 
 def _format_validation_error(error: ValidationError, origin: str) -> str:
@@ -343,7 +407,10 @@ def _format_validation_error(error: ValidationError, origin: str) -> str:
         if loc[:1] == ["steps"] and len(loc) > 2:
             del loc[2]  # the step's form (its ``Step`` tag), which its key already names
         msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        mode = loc.pop(1) if loc[:1] == ["nst"] and len(loc) > 1 and loc[1] in NST_MODES else None
+        if item["type"] == "extra_forbidden" and mode is not None:
+            msg = _unknown_nst_key(loc.pop(), mode)
+        elif item["type"] == "extra_forbidden":
             model = _SECTIONS[loc[0]] if len(loc) > 1 else JobConfig
             msg = unknown("key", loc.pop(), model.model_fields)
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")

@@ -14,7 +14,8 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from numbers import Real
-from typing import Annotated, Any, Callable, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
@@ -22,7 +23,12 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from augengine import ops
 from augengine._xp import get_array_module, is_cupy
-from augengine.errors import ConfigError, InputError, unknown
+from augengine.errors import ConfigError, InputError, one_line, unknown
+
+if TYPE_CHECKING:
+    from augengine.config import JobConfig
+    from augengine.plan import Plan, WorkItem
+    from augengine.sources import SampleRef
 
 RANDOM_KINDS = ("uniform", "choice", "randint")
 
@@ -56,6 +62,27 @@ class Frame:
     spacing_mm: tuple[float, float] | None
     domain: Literal["rf", "image"]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_sample(cls, sample) -> Frame:
+        """The frame a chain starts from for a loaded :class:`~augengine.sources.Sample`: its RF
+        (no spacing: the scan geometry is in ``meta``) when it has one, else its image with the
+        pixel spacing ``meta["spacing_mm"]`` (None when the reader knows none)."""
+        if sample.rf is not None:
+            return cls(sample.rf, sample.roi, None, "rf", dict(sample.meta))
+        spacing = sample.meta.get("spacing_mm")
+        return cls(sample.image, sample.roi, tuple(spacing) if spacing else None, "image",
+                   dict(sample.meta))
+
+
+def input_frame(ref: SampleRef) -> tuple[Frame, list[dict]]:
+    """The frame the chain of a plain input starts from (its sample as read,
+    :meth:`Frame.from_sample`) and the recorded ops that made that input (a store source's
+    ``made_by``; none for a scan or image file). Raises ``InputError`` for a bad sample."""
+    from augengine import sources
+
+    sample = sources.load_sample(ref)
+    return Frame.from_sample(sample), list(sample.meta.get("made_by", []))
 
 
 class _Params(BaseModel):
@@ -183,20 +210,20 @@ class OpSpec:
     augmentation: bool = True
 
 
-def _geometric(fn: Callable[..., np.ndarray], **kwargs_from_params):
-    """Adapter for an op that moves pixels: the mask follows with nearest-neighbour sampling."""
+def _geometric(fn: Callable[..., np.ndarray], mask_interp: Literal["exact", "nearest"],
+               **kwargs_from_params):
+    """Adapter for an op that moves pixels: the mask follows, moved exactly (``"exact"``: the op
+    is a pixel permutation, e.g. a flip) or resampled nearest-neighbour (``"nearest"``: the op
+    interpolates, and takes ``order``)."""
 
     def apply(frame: Frame, params, output_size) -> Frame:
         kwargs = {name: getter(params) for name, getter in kwargs_from_params.items()}
         data = fn(frame.data, **kwargs)
-        mask = None if frame.mask is None else fn(frame.mask, **_nearest(fn, kwargs))
+        mask_kwargs = kwargs if mask_interp == "exact" else dict(kwargs, order=0)
+        mask = None if frame.mask is None else fn(frame.mask, **mask_kwargs)
         return replace(frame, data=data, mask=mask)
 
     return apply
-
-
-def _nearest(fn, kwargs):
-    return kwargs if fn in (ops.rotate90, ops.flip) else dict(kwargs, order=0)
 
 
 def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
@@ -309,14 +336,15 @@ OPS: dict[str, OpSpec] = {
     "roi_crop": OpSpec(RoiCropParams, _apply_roi_crop, augmentation=False),
     "scan_convert": OpSpec(ScanConvertParams, _apply_scan_convert, augmentation=False),
     "resize": OpSpec(ResizeParams, _apply_resize, augmentation=False),
-    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, k=lambda p: p.k)),
-    "flip": OpSpec(FlipParams, _geometric(ops.flip, axis=lambda p: p.axis)),
-    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, angle_deg=lambda p: p.angle_deg,
+    "rotate90": OpSpec(Rotate90Params, _geometric(ops.rotate90, "exact", k=lambda p: p.k)),
+    "flip": OpSpec(FlipParams, _geometric(ops.flip, "exact", axis=lambda p: p.axis)),
+    "rotate": OpSpec(RotateParams, _geometric(ops.rotate, "nearest",
+                                              angle_deg=lambda p: p.angle_deg,
                                               order=lambda p: 1)),
-    "translate": OpSpec(TranslateParams, _geometric(ops.translate,
+    "translate": OpSpec(TranslateParams, _geometric(ops.translate, "nearest",
                                                     shift_px=lambda p: (p.dy_px, p.dx_px),
                                                     order=lambda p: 1)),
-    "scale": OpSpec(ScaleParams, _geometric(ops.scale, factor=lambda p: p.factor,
+    "scale": OpSpec(ScaleParams, _geometric(ops.scale, "nearest", factor=lambda p: p.factor,
                                             order=lambda p: 1)),
     "gaussian_blur": OpSpec(BlurParams, _intensity(ops.gaussian_blur, sigma=lambda p: p.sigma)),
     "jpeg": OpSpec(JpegParams, _intensity(ops.jpeg, quality=lambda p: p.quality)),
@@ -675,3 +703,92 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
             except Exception as error:  # noqa: BLE001 - reported per sample
                 results[index] = error
     return results
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def replay(row: Mapping[str, Any], job: JobConfig) -> Frame:
+    """Regenerate a stored sample from its manifest row: the store's promise that any sample can
+    be made again.
+
+    The job is planned again to find the row's input (and, for style transfer, its references)
+    in the sources, which must still be there unchanged; the chain starts from that sample as read
+    (:func:`input_frame`), or from its pair styled again
+    (:class:`augengine.nst.stage.StyleTransferInputs`, which also needs the model files the job
+    names); then the row's recorded concrete ops run one by one (:func:`apply_chain`). On the
+    same kind of machine and software that gives the bytes the shard was built with
+    (docs/store.md, "Regeneration guarantees"). Planning and style transfer stand on this module,
+    so they are imported here, when a row is replayed.
+
+    Parameters
+    ----------
+    row : mapping
+        A manifest row (``augengine.open_store(path).manifest.to_pylist()[i]``); ``index``,
+        ``sample_id`` and ``ops`` (JSON) are read.
+    job : JobConfig
+        The job the store was made with (``parse_job(view.attrs["job"])``).
+
+    Returns
+    -------
+    Frame
+        ``data``: the uint8 image (H, W) = ``job.output.size``; ``mask``: its uint8 mask, or
+        None. Compare ``augengine.store.image_sha256(frame.data)`` with ``row["sha256"]``.
+
+    Raises
+    ------
+    InputError
+        The sources no longer plan this sample at its index, or its input or a model file cannot
+        be read: one line naming the sample and what is missing.
+
+    Examples
+    --------
+    >>> view = augengine.open_store("out/dataset.zarr")                  # doctest: +SKIP
+    >>> row = view.manifest.to_pylist()[7]                               # doctest: +SKIP
+    >>> frame = replay(row, parse_job(view.attrs["job"]))                # doctest: +SKIP
+    >>> augengine.store.image_sha256(frame.data) == row["sha256"]        # doctest: +SKIP
+    True
+    """
+    from augengine.plan import make_plan
+
+    sample_id, index = row["sample_id"], row["index"]
+    try:
+        plan = make_plan(job)
+    except (ConfigError, InputError) as error:
+        raise _unreplayable(sample_id, error) from None
+    unread = "".join(f"; source {path} unreadable ({reason})"
+                     for path, reason in plan.source_errors[:1])
+    if not 0 <= index < plan.n_samples:
+        raise InputError(f"sample {sample_id}: index {index} is beyond the {plan.n_samples} "
+                         f"samples the job plans now{unread}")
+    item = plan.work_item(index)
+    if f"{item.input_key}:{item.variant}" != sample_id:
+        raise InputError(f"sample {sample_id}: the job's sources now give "
+                         f"{item.input_key}:{item.variant} at index {index}; they changed since "
+                         f"the store was made{unread}")
+    try:
+        frame, made_by = _replay_input(plan, item)
+    except (ConfigError, InputError) as error:
+        raise _unreplayable(sample_id, error) from None
+    recorded = [dict(step) for step in json.loads(row["ops"])[len(made_by):]]
+    out, _ = apply_chain(frame, [(step.pop("op"), step) for step in recorded],
+                         tuple(job.output.size))
+    return out
+
+
+def _unreplayable(sample_id: str, error: Exception) -> InputError:
+    return InputError(f"sample {sample_id}: replay needs the inputs and model files the job "
+                      f"read ({one_line(error)})")
+
+
+def _replay_input(plan: Plan, item: WorkItem) -> tuple[Frame, list[dict]]:
+    """The frame ``item``'s chain starts from, and the recorded ops that made it."""
+    nst = plan.config.nst
+    if nst is None:
+        return input_frame(item.ref)
+    from augengine.nst.stage import StyleTransferInputs, check_nst_files
+
+    check_nst_files(nst)
+    inputs = StyleTransferInputs(plan.refs, nst, "cpu", plan.config.seed)
+    inputs.prepare([item])
+    return inputs.load(item)

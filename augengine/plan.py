@@ -160,8 +160,7 @@ class Plan:
         nst = self.config.nst
         if nst is None:
             return []
-        return [str(Path(p).resolve()) for p in (nst.checkpoint, nst.encoder_weights,
-                                                 nst.classifier) if p is not None]
+        return [str(Path(p).resolve()) for p in nst.model_files()]
 
     def inputs(self) -> list[dict]:
         """What the plan reads, in plan order: one row per input sample (its id and each file

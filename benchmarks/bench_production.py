@@ -151,6 +151,7 @@ def production(args, work: Path, chain_device: str) -> dict:
     """Style, chain, copy back and write every shard of the NST + ``srad_series`` job."""
     from augengine import runner, store
     from augengine.config import parse_job
+    from augengine.nst.stage import StyleTransferInputs
     from augengine.plan import make_plan
 
     checkpoint = args.checkpoint or random_checkpoint(work / "random.pt", args.arch, args.layer)
@@ -171,8 +172,7 @@ def production(args, work: Path, chain_device: str) -> dict:
                            plan.job_hash(), config.model_dump(mode="json"), plan.inputs())
     seconds = collections.Counter()
     start = time.perf_counter()
-    inputs = runner.StyleTransferInputs(plan.refs, config.nst.model_dump(), chain_device,
-                                        config.seed)
+    inputs = StyleTransferInputs(plan.refs, config.nst, chain_device, config.seed)
     _synchronize(args.device)
     seconds["setup"] = time.perf_counter() - start
     shards = list(range(plan.n_shards))
@@ -302,7 +302,7 @@ def main(argv=None) -> dict:
     if args.device == "cuda":
         from augengine.determinism import fix_cublas_workspace
 
-        fix_cublas_workspace()  # as ShardWorker does, before CUDA starts in this process
+        fix_cublas_workspace()  # as an actor's StyleTransferStage does, before CUDA starts
         import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:

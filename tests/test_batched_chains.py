@@ -17,7 +17,8 @@ from augengine.errors import one_line
 from augengine.pipeline import (Frame, apply_chain, describe_chain, finish_chains, realise_chain,
                                 sample_seed, start_chain)
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs, _load_input, _on_device, build_shard, run_job
+from augengine.nst.stage import StyleTransferInputs
+from augengine.runner import _load_input, _on_device, build_shard, run_job
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -188,7 +189,7 @@ def nst_example(tmp_path_factory):
         return parse_job(job)
 
     def styled_shard(shard_fn, config):
-        out, nst = config.output, config.nst.model_dump()
+        out, nst = config.output, config.nst
         state = {}
 
         def make(plan, items):

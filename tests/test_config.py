@@ -48,9 +48,11 @@ def test_chains_hold_swept_values_in_order():
 
 
 def nst_changes(**nst):
-    """Changes that make ``job()`` a style-transfer job with these ``nst`` settings."""
+    """Changes that make ``job()`` a style-transfer job with these ``nst`` settings (with a
+    decoder checkpoint unless ``mode`` is ``iterative``)."""
+    model = {} if nst.get("mode") == "iterative" else {"checkpoint": "decoder.pt"}
     return {"sources": [{"reader": "store", "path": "originals.zarr"}], "steps": [],
-            "nst": {"checkpoint": "decoder.pt", **nst}}
+            "nst": {**model, **nst}}
 
 
 @pytest.mark.parametrize("changes, needle", [
@@ -90,7 +92,8 @@ def nst_changes(**nst):
     ({"steps": [{"op": "bmode", "dynamic_range_db": 50},
                 {"op": "rotate90", "k": {"randint": [1, 2.5]}}]},
      "k: {randint: [lo, hi]} needs two integers"),
-    (nst_changes(beta=float("inf")), "nst.beta: Input should be a finite number"),
+    (nst_changes(mode="iterative", lrp=False, beta=float("inf")),
+     "nst.beta: Input should be a finite number"),
     ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "resize", "size": [100000, 64]}]},
      "size: each side must be in [8, 8192] pixels, got [100000, 64]"),
     ({"steps": [{"op": "bmode", "dynamic_range_db": 50}, {"op": "scan_convert",
@@ -294,3 +297,32 @@ def test_quality_checks_is_a_fraction_and_old_booleans_still_parse(given, fracti
     parsed = parse_job(job(**nst_changes(**nst))).nst
     assert parsed.quality_checks == fraction and isinstance(parsed.quality_checks, float)
     assert parsed.precision == "auto"
+
+
+@pytest.mark.parametrize("nst, message", [
+    ({"lrp": False},
+     "nst: 'lrp' is a setting of mode 'iterative' only, this section's mode is 'feedforward'"),
+    ({"mode": "iterative", "lrp": False, "alpha": 0.5},
+     "nst: 'alpha' is a setting of mode 'feedforward' only, this section's mode is 'iterative'"),
+    ({"mode": "iterative", "lrp": False, "iteratons": 3},
+     "nst: unknown key 'iteratons'; did you mean 'iterations'?"),
+    ({"mode": "painterly"}, "nst: unknown mode 'painterly'; allowed: feedforward, iterative"),
+    ({"mode": "feedforward", "checkpoint": None},
+     "nst.checkpoint: mode 'feedforward' needs checkpoint (a trained decoder)"),
+])
+def test_nst_keys_belong_to_their_mode(nst, message):
+    """Feed-forward and iterative style transfer take different settings: a key of the other
+    mode is named as such, in one line, not silently ignored."""
+    with pytest.raises(ConfigError) as info:
+        parse_job(job(**nst_changes(**nst)), origin="job.yaml")
+    assert str(info.value) == f"job.yaml: {message}"
+
+
+def test_each_mode_has_only_its_own_settings():
+    feedforward = parse_job(job(**nst_changes())).nst
+    iterative = parse_job(job(**nst_changes(mode="iterative", classifier="cls.pt"))).nst
+    assert feedforward.mode == "feedforward" and iterative.mode == "iterative"
+    assert not hasattr(feedforward, "lrp") and iterative.lrp is True
+    assert not hasattr(iterative, "checkpoint") and not hasattr(iterative, "alpha")
+    assert feedforward.model_files() == ["decoder.pt"]
+    assert iterative.model_files() == ["cls.pt"]

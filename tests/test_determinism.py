@@ -19,7 +19,7 @@ from augengine.determinism import CUBLAS_WORKSPACE_CONFIG, deterministic_torch
 from augengine.errors import ConfigError
 from augengine.nst.generate import generate, image_statistics
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs
+from augengine.nst.stage import StyleTransferInputs
 from tests.nst.test_feedforward import _collect, images, net  # noqa: F401
 from tests.test_runner_nst import nst_job, train_classifier, trained  # noqa: F401
 
@@ -151,7 +151,7 @@ def _actor(job, shard: int):
     config = parse_job(job)
     plan = make_plan(config)
     items = [plan.work_item(i) for i in plan.shard_indices(shard)]
-    return StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed), items
+    return StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed), items
 
 
 def _conv_batch_sizes(modules, seen: list):
@@ -289,6 +289,6 @@ def test_style_transfer_uses_no_op_that_cuda_refuses_in_deterministic_mode(
     config = parse_job(job)
     plan = make_plan(config)
     with RefusedOnCuda() as ops:
-        inputs = StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed)
+        inputs = StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed)
         inputs.prepare([plan.work_item(i) for i in plan.shard_indices(0)])
     assert not ops.refused, f"ops a CUDA run in deterministic mode refuses: {ops.refused}"

@@ -13,7 +13,8 @@ from augengine.cli import main
 from augengine.config import parse_job
 from augengine.nst.quality import is_assessed
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs, run_job
+from augengine.nst.stage import StyleTransferInputs
+from augengine.runner import run_job
 from tests.test_runner_nst import nst_job, trained  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def test_the_seeded_rows_are_assessed_in_batches_whatever_the_shards(  # noqa: F
 
     monkeypatch.setattr(augengine.nst.quality, "assess_quality", spy)
     by_shard, rows = {}, {}
-    inputs = StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed)
+    inputs = StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed)
     for shard in range(plan.n_shards):
         items = [plan.work_item(i) for i in plan.shard_indices(shard)]
         inputs.prepare(items)
@@ -62,7 +63,7 @@ def test_the_seeded_rows_are_assessed_in_batches_whatever_the_shards(  # noqa: F
     for index, record in rows.items():
         key = plan.work_item(index).nst_key
         assert record["assessed"] == (key in expected) == ("quality" in record), record
-    whole = StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed)
+    whole = StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed)
     whole.prepare([plan.work_item(i) for i in range(plan.n_samples)])
     assert whole.quality.keys() == by_shard.keys()
     for key, scores in whole.quality.items():

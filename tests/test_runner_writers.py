@@ -17,7 +17,7 @@ from augengine import store
 from augengine.config import parse_job
 from augengine.plan import make_plan
 from augengine.runner import ACTOR_MAX_RESTARTS, ShardWorker, run_job
-from tests.test_runner import small_job
+from tests.test_runner import actor_pid, small_job
 
 pytestmark = pytest.mark.slow
 
@@ -93,11 +93,11 @@ def test_an_actor_killed_with_a_write_queued_loses_it_and_the_rebuild_is_identic
                                    config.output.shard_size)
     try:
         items = [plan.work_item(i) for i in indices]
-        pid = ray_session.get(actor.pid.remote())
+        pid = actor_pid(ray_session, actor)
         ray_session.get(actor.process_shard.remote(shard, indices.start, items))
         os.kill(pid, signal.SIGKILL)
         assert ray_session.get(actor.wait_written.remote(shard)) is False
-        assert ray_session.get(actor.pid.remote()) != pid, "the actor was not restarted"
+        assert actor_pid(ray_session, actor) != pid, "the actor was not restarted"
         ray_session.get(actor.process_shard.remote(shard, indices.start, items))
         assert ray_session.get(actor.wait_written.remote(shard)) is True
     finally:
@@ -114,7 +114,7 @@ def test_all_actors_killed_mid_run_are_restarted_and_the_store_is_identical(
         # After the first journaled shard the other shards are being built or written.
         if not killed:
             for actor in actors:
-                pid = ray_session.get(actor.pid.remote())
+                pid = actor_pid(ray_session, actor)
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 

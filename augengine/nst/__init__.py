@@ -48,7 +48,7 @@ from augengine.nst.feedforward import Decoder, StyleNet, adain, align_statistics
 from augengine.nst.generate import generate
 from augengine.nst.iterative import StylizeResult, stylize
 from augengine.nst.quality import QualityScores, assess_quality, ssim, style_distance
-from augengine.nst.training import load_checkpoint, load_style_net
+from augengine.nst.inference import load_checkpoint, load_style_net
 
 __all__ += [
     "Decoder",

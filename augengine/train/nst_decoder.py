@@ -22,7 +22,7 @@ Files in ``out_dir`` (checkpoints in the format of :mod:`augengine.train.checkpo
 
 * ``checkpoint.pt`` -- ``{"decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256"}``
   after every epoch (written atomically); ``sha256`` is :func:`state_sha256` of the decoder.
-  :func:`augengine.nst.training.load_style_net` rebuilds the network from it.
+  :func:`augengine.nst.inference.load_style_net` rebuilds the network from it.
 * ``log.jsonl`` -- one JSON line per epoch: epoch, mean loss, seconds, pairs, ranks.
 * ``relevance.pt`` -- the cached LRP relevance of every image, keyed by store and classifier.
 * ``rank{r}.pt`` -- each rank's final decoder state (``debug_rank_states=True`` only).
@@ -55,7 +55,7 @@ from augengine.models.weights import read_checkpoint, seeded, weights_sha256
 from augengine.nst.feedforward import adain
 from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
-from augengine.nst.training import build_style_net, load_checkpoint
+from augengine.nst.inference import build_style_net, load_checkpoint
 from augengine.store import open_store
 from augengine.train.checkpoint import (
     CHECKPOINT,
@@ -77,7 +77,8 @@ log = logging.getLogger(__name__)
 #: Pair plans the decoder trains on (:func:`augengine.nst.pairs.plan_pairs`).
 PAIRINGS = ("within_class_all", "within_class_k")
 _RELEVANCE = "relevance.pt"
-# Mixed into the per-epoch shuffling seed so it never coincides with another stream of the job.
+# Mixed into the per-epoch shuffling seed so it never coincides with another stream of the job
+# (named after the module that first drew it: a new name would change every run's pair order).
 _STREAM = zlib.crc32(b"augengine.nst.training.epoch_order")
 # Settings that may change when a run is resumed; every other one must match the checkpoint.
 _RESUMABLE = ("epochs",)
@@ -200,7 +201,7 @@ class DecoderTrainConfig:
     def recorded(self, encoder_sha256: str | None = None,
                  classifier_sha256: str | None = None) -> dict:
         """The settings a checkpoint records (and a resumed run must match, but ``epochs``),
-        with the sha256 of the weights files; :func:`augengine.nst.training.load_style_net`
+        with the sha256 of the weights files; :func:`augengine.nst.inference.load_style_net`
         rebuilds the network from them."""
         return {"arch": self.arch, "layer": self.layer, "epochs": self.epochs,
                 "batch_size": self.batch_size, "lr": self.lr, "lrp": self.lrp,

@@ -15,7 +15,8 @@ from augengine.models import resnet18
 from augengine.nst import StyleNet, plan_pairs
 from augengine.nst.generate import generate
 from augengine.plan import make_plan
-from augengine.runner import StyleTransferInputs, build_shard
+from augengine.nst.stage import StyleTransferInputs
+from augengine.runner import build_shard
 from tests import cuda_emulator
 from tests.test_runner_nst import nst_job, trained  # noqa: F401
 
@@ -60,7 +61,7 @@ def _actor(job, shard: int):
     config = parse_job(job)
     plan = make_plan(config)
     items = [plan.work_item(i) for i in plan.shard_indices(shard)]
-    return StyleTransferInputs(plan.refs, config.nst.model_dump(), "cpu", config.seed), items, plan
+    return StyleTransferInputs(plan.refs, config.nst, "cpu", config.seed), items, plan
 
 
 @pytest.mark.slow

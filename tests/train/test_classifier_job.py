@@ -8,7 +8,7 @@ import torch
 from augengine.errors import ConfigError
 from augengine.models import load_classifier, load_weights, resnet18
 from augengine.models.weights import recorded_metadata
-from augengine.nst.training import load_checkpoint as load_nst_checkpoint
+from augengine.nst.inference import load_checkpoint as load_nst_checkpoint
 from augengine.train.loop import TrainConfig, load_checkpoint, train
 from augengine.train.nst_decoder import train_feedforward
 from tests.train.test_jobs import make_tiny_store

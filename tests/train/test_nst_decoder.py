@@ -14,7 +14,7 @@ from augengine.errors import ConfigError, InputError
 from augengine.models import resnet18
 from augengine.nst import generate, plan_pairs
 from augengine.nst.quality import ssim
-from augengine.nst.training import load_checkpoint, load_style_net
+from augengine.nst.inference import load_checkpoint, load_style_net
 from augengine.models.weights import state_sha256
 from augengine.train import nst_decoder
 from augengine.train.nst_decoder import CHECKPOINT, train_feedforward

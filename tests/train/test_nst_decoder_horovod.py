@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from augengine.nst.training import load_style_net
+from augengine.nst.inference import load_style_net
 from augengine.train.nst_decoder import train_feedforward
 from tests.train.test_nst_decoder import TINY, make_texture_store, texture_images
 from tests.conftest import require_horovod

@@ -1,12 +1,13 @@
-"""The trained feed-forward style-transfer network: read a decoder checkpoint and rebuild the
-:class:`~augengine.nst.feedforward.StyleNet` it was trained in.
+"""Load the trained feed-forward style-transfer network for generation.
 
-:mod:`augengine.train.nst_decoder` trains the decoder and writes ``checkpoint.pt``:
-``{"decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256"}``, where ``config`` holds
-the settings that rebuild the network (``arch``, ``layer``, ``seed``, the encoder file's
-``encoder_sha256``) and ``sha256`` is :func:`~augengine.models.weights.state_sha256` of the
-decoder. The encoder is rebuilt from the same seed or local weights file, so only the decoder is
-stored.
+A decoder checkpoint of :func:`augengine.train.nst_decoder.train_decoder` holds the decoder and
+the settings it was trained with: ``{"decoder", "optimizer", "epoch", "config", "epoch_losses",
+"sha256"}``, where ``config`` holds ``arch``, ``layer``, ``seed`` and the encoder file's
+``encoder_sha256``, and ``sha256`` is :func:`~augengine.models.weights.state_sha256` of the
+decoder (the format of :mod:`augengine.train.checkpoint`). :func:`load_style_net` rebuilds the
+same encoder (its weights file checked by sha256, or the same seeded random one) and loads the
+decoder into it. Training builds its starting network with the same :func:`build_style_net`, so
+the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ from collections.abc import Mapping
 
 from augengine.errors import ConfigError
 from augengine.models import ARCHITECTURES, load_weights
-from augengine.models.weights import (
-    read_checkpoint,
-    recorded_metadata,
-    seeded,
-    weights_sha256,
-)
+from augengine.models.weights import read_checkpoint, recorded_metadata, seeded, weights_sha256
 from augengine.nst.feedforward import StyleNet
 
 __all__ = [
@@ -50,23 +46,8 @@ def _build_encoder(config: Mapping, encoder_weights):
 
 
 def build_style_net(config: Mapping, encoder_weights) -> StyleNet:
-    """The :class:`StyleNet` of recorded training settings, its decoder freshly initialised.
-
-    Parameters
-    ----------
-    config : mapping
-        ``arch``, ``layer`` and ``seed`` (a checkpoint's ``config``): the encoder is
-        ``ARCHITECTURES[arch]`` initialised from ``seed``, then loaded from ``encoder_weights``;
-        the decoder is initialised from ``seed + 1``.
-    encoder_weights : str or Path or None
-        Local encoder checkpoint (its ``fc`` unused); None keeps the seeded random encoder, with
-        a warning.
-
-    Raises
-    ------
-    ConfigError
-        ``encoder_weights`` records another architecture than ``arch``.
-    """
+    """The :class:`StyleNet` of a training ``config`` (``arch``, ``layer``, ``seed``) with a
+    seeded, untrained decoder: what training starts from and a checkpoint's decoder fills."""
     encoder = _build_encoder(config, encoder_weights)
     return seeded(config["seed"] + 1, lambda: StyleNet(encoder, layer=config["layer"]))
 
@@ -77,7 +58,7 @@ def load_checkpoint(path) -> dict:
     Raises
     ------
     InputError
-        Missing, unreadable or corrupted file (one line naming it).
+        Missing, unreadable, foreign or corrupted file (one line naming it).
     """
     return read_checkpoint(path, keys=("decoder", "optimizer", "epoch", "config",
                                        "epoch_losses"),
