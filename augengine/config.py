@@ -223,7 +223,7 @@ class FeedforwardNstConfig(_NstSettings):
     """``mode: feedforward`` (the default): a trained AdaIN decoder, one pass per pair."""
 
     mode: Literal["feedforward"] = "feedforward"
-    #: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file); the loss it was
+    #: ``checkpoint.pt`` of ``augengine.train.nst_decoder`` (a local file); the loss it was
     #: trained with (layers, LRP) is recorded there.
     checkpoint: str = Field(default=None, validate_default=True)
     #: Content-style trade-off of AdaIN, 1 = full style.
