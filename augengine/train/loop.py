@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
 from augengine.store import open_store
 from augengine.train.augment import GeometryRange, normalization_stats
@@ -78,7 +79,7 @@ from augengine.manifest import rows_where
 from augengine.train.tasks import TASKS, Task
 
 __all__ = ["CHECKPOINT", "OPTIMIZERS", "TrainConfig", "TrainResult", "load_checkpoint",
-           "positive_int", "positive_number", "resolve_config", "train"]
+           "resolve_config", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -214,20 +215,6 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def positive_int(name: str, value, low: int = 1) -> None:
-    """Refuse a setting that is not an integer >= ``low`` (one line naming it)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def positive_number(name: str, value, allow_zero: bool = False) -> None:
-    """Refuse a setting that is not a finite number > 0 (>= 0 with ``allow_zero``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, "
-                          f"got {value!r}")
-
-
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill the task's recipe defaults into ``config`` and check every setting.
 
@@ -256,15 +243,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             filled[name] = ""
     config = dataclasses.replace(config, **filled)
     for name in ("epochs", "batch_size", "lr_patience", "base_channels", "depth"):
-        positive_int(name, getattr(config, name), low=0 if name == "lr_patience" else 1)
-    positive_int("patience", config.patience, low=0)
-    positive_int("seed", config.seed, low=0)
-    positive_int("loader_workers", config.loader_workers, low=0)
+        check_int(getattr(config, name), name, 0 if name == "lr_patience" else 1)
+    check_int(config.patience, "patience", 0)
+    check_int(config.seed, "seed", 0)
+    check_int(config.loader_workers, "loader_workers", 0)
     if config.loader_threads is not None:
-        positive_int("loader_threads", config.loader_threads)
-    positive_int("image_size", config.image_size, low=32)
-    positive_number("lr", config.lr)
-    positive_number("momentum", config.momentum, allow_zero=True)
+        check_int(config.loader_threads, "loader_threads", 1)
+    check_int(config.image_size, "image_size", 32)
+    check_number(config.lr, "lr", positive=True)
+    check_number(config.momentum, "momentum", nonnegative=True)
     if not 0 < config.lr_factor < 1:
         raise ConfigError(f"lr_factor must be in (0, 1), got {config.lr_factor!r}")
     if not 0 <= config.dropout < 1:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
 from augengine.explain import fold_batchnorm, lrp as lrp_relevance
 from augengine.models import (
@@ -67,7 +68,6 @@ from augengine.train.checkpoint import (
     save_checkpoint,
 )
 from augengine.train.distributed import Distributed, init_distributed
-from augengine.train.loop import positive_int, positive_number
 
 __all__ = ["CHECKPOINT", "DecoderTrainConfig", "DecoderTrainResult", "PAIRINGS", "train_decoder",
            "train_feedforward"]
@@ -186,8 +186,8 @@ class DecoderTrainConfig:
         object.__setattr__(self, "content_layers", tuple(self.content_layers))
         object.__setattr__(self, "style_layers", tuple(self.style_layers))
         for name in ("epochs", "batch_size"):
-            positive_int(name, getattr(self, name))
-        positive_number("lr", self.lr)
+            check_int(getattr(self, name), name, 1)
+        check_number(self.lr, "lr", positive=True)
         if self.pairing not in PAIRINGS:
             raise ConfigError(f"pairing must be one of {', '.join(PAIRINGS)}, got "
                               f"{self.pairing!r}")
@@ -195,8 +195,8 @@ class DecoderTrainConfig:
             raise ConfigError(f"arch must be one of {', '.join(ARCHITECTURES)}, got "
                               f"{self.arch!r}")
         if self.image_size is not None:
-            positive_int("image_size", self.image_size, low=32)
-        positive_int("seed", self.seed, low=0)
+            check_int(self.image_size, "image_size", 32)
+        check_int(self.seed, "seed", 0)
 
     def recorded(self, encoder_sha256: str | None = None,
                  classifier_sha256: str | None = None) -> dict:
