@@ -95,7 +95,7 @@ class StyleConfig(BaseModel):
         return {**DECODER_SETTINGS, **self.decoder}
 
 
-def augmentation_job(source: dict, store: str | Path, image_size: int = 64, seed: int = 0,
+def augmentation_job(source: dict, store: str | Path, image_size: int = 32, seed: int = 0,
                      style: StyleConfig = StyleConfig(), shard_size: int = 40) -> dict:
     """The runner job of the dataset: each original (RF at ``dynamic_range_db`` and
     ``margin_mm``; images resized) in five versions (:func:`~augengine.experiments.data.

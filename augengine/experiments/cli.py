@@ -66,6 +66,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", type=_pair, default=[], metavar="FIELD=VALUE",
                         help="a classifier setting, e.g. --set epochs=30 --set image_size=224 "
                              f"--set arch=resnet50 (defaults {EXPERIMENT_SETTINGS})")
+    parser.add_argument("--margins", type=float, nargs="+", default=[5.0], metavar="MM",
+                        help="dynamic-range: ROI margins of the crops, mm (default 5; seed 001: "
+                             "--margins 2 5 10, three times the images)")
     style = parser.add_argument_group("augmentation: style transfer")
     style.add_argument("--nst-checkpoint", help="a trained decoder (checkpoint.pt) instead of "
                        "training one per repeat on the training split")
@@ -121,7 +124,7 @@ def run_experiment(args: argparse.Namespace) -> int:
                        bootstrap=args.bootstrap, fractions=args.fractions, loader=args.loader,
                        train=_unique(args.set, "--set"))
     if args.experiment == "dynamic-range":
-        dynamic_range_experiment(config)
+        dynamic_range_experiment(config, tuple(args.margins))
     else:
         style = validated(StyleConfig, checkpoint=args.nst_checkpoint,
                           encoder_weights=args.nst_encoder_weights, style_pairs=args.style_pairs,

@@ -17,12 +17,16 @@ from augengine.experiments.common import (ExperimentConfig, Progress, describe_d
 from augengine.experiments.data import (DYNAMIC_RANGES_DB, MARGINS_MM, RF_READERS, data_summary,
                                         reconstruction_steps, stage_store)
 
-__all__ = ["dynamic_range_experiment", "dynamic_range_job"]
+__all__ = ["CPU_MARGINS_MM", "dynamic_range_experiment", "dynamic_range_job"]
+
+#: The ROI margin of the CPU-sized run, mm (seed 001's three margins: ``MARGINS_MM``).
+CPU_MARGINS_MM = (5.0,)
 
 
-def dynamic_range_job(source: dict, store: str | Path, image_size: int = 64, seed: int = 0,
-                      shard_size: int = 36) -> dict:
-    """The runner job of the experiment: each RF frame at 40/50/60 dB x ROI margins 2/5/10 mm.
+def dynamic_range_job(source: dict, store: str | Path, image_size: int = 32, seed: int = 0,
+                      margins_mm: tuple[float, ...] = MARGINS_MM, shard_size: int = 36) -> dict:
+    """The runner job of the experiment: each RF frame at 40/50/60 dB x the ROI margins (seed
+    001's 2/5/10 mm by default).
 
     Parameters
     ----------
@@ -41,13 +45,18 @@ def dynamic_range_job(source: dict, store: str | Path, image_size: int = 64, see
                           "gives B-mode images; the experiment reconstructs RF (an OASBUD .mat "
                           "or .npz files)")
     return {"name": "exp-dynamic-range", "seed": seed, "sources": [source],
-            "steps": reconstruction_steps(source["reader"], DYNAMIC_RANGES_DB, MARGINS_MM),
+            "steps": reconstruction_steps(source["reader"], DYNAMIC_RANGES_DB, list(margins_mm)),
             "output": {"path": str(store), "size": [image_size, image_size],
                        "shard_size": shard_size}}
 
 
-def dynamic_range_experiment(config: ExperimentConfig) -> dict:
+def dynamic_range_experiment(config: ExperimentConfig,
+                             margins_mm: tuple[float, ...] = CPU_MARGINS_MM) -> dict:
     """Run seed 001's Table I on ``config.data`` (or phantoms) ``config.repeats`` times.
+
+    ``margins_mm``: the ROI margins of the crops; the CPU default is 5 mm alone (three images
+    per frame), seed 001's 2/5/10 mm (:data:`~augengine.experiments.data.MARGINS_MM`) triples
+    the images and the training time.
 
     Files in ``config.out``: ``dataset.zarr``, ``repeat{r}/splits.json`` and one run folder per
     arm (``Train40dB``, ..., ``TrainALL``), ``results.json``, ``table.md`` and
@@ -69,7 +78,7 @@ def dynamic_range_experiment(config: ExperimentConfig) -> dict:
     source, name = prepare_data(config)
     settings = config.classifier_settings()
     store = stage_store(dynamic_range_job(source, out / "dataset.zarr", settings["image_size"],
-                                          config.seed), "dynamic-range job")
+                                          config.seed, margins_mm), "dynamic-range job")
     used = data_summary(store, name)
     manifest = open_store(store).manifest
     index = manifest.column("index").to_numpy()
@@ -107,7 +116,7 @@ def dynamic_range_experiment(config: ExperimentConfig) -> dict:
     test_lesions = sorted({r["split"]["test"] for r in repeats})
     header = (f"Experiment 1 (seed 001 Table I): {describe_data(used)}; each frame at "
               f"{'/'.join(map(str, DYNAMIC_RANGES_DB))} dB x ROI margins "
-              f"{'/'.join(map(str, MARGINS_MM))} mm. {config.repeats} repeat(s) (split and "
+              f"{'/'.join(f'{m:g}' for m in margins_mm)} mm. {config.repeats} repeat(s) (split and "
               f"training seeds {config.seed}..{config.seed + config.repeats - 1}), "
               f"{'/'.join(map(str, test_lesions))} test lesions per repeat, "
               f"{config.bootstrap} bootstrap replicates of them per repeat; classifier "

@@ -146,8 +146,10 @@ def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
 
     Examples
     --------
-    >>> percentile_interval(np.arange(101))
-    (2.5, 97.5)
+    Values 0..40: the 2.5 % quantile sits at position 0.025 x 40 = 1, the 97.5 % one at 39.
+
+    >>> [round(end, 9) for end in percentile_interval(np.arange(41))]
+    [1.0, 39.0]
     >>> percentile_interval([0.5, np.nan, 0.5])
     (0.5, 0.5)
     """
