@@ -234,6 +234,38 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
     steps = config.repeats * (len(ARMS) + 1 + (style.checkpoint is None))
     progress = Progress(steps, "stages (decoder, style transfer, classifier trainings)")
     repeats, replicates = [], {arm: {"Test": []} for arm in ARMS}
+
+    def report() -> dict:
+        """Write the results of the repeats done so far (after each repeat)."""
+        decoder = (f"decoder from {style.checkpoint} (trained outside the experiment)"
+                   if style.checkpoint else "decoder trained per repeat on the training "
+                   f"originals ({style.decoder_settings()})")
+        pairs = ("every within-class pair" if style.style_pairs == "all"
+                 else f"{style.references} within-class references per original")
+        test_lesions = sorted({r["split"]["test"] for r in repeats})
+        header = (f"Experiment 2 (seed 002 Table 2): {describe_data(used)}; "
+                  + (f"RF at {style.dynamic_range_db:g} dB, {style.margin_mm:g} mm margin; "
+                     if source["reader"] in ("oasbud", "rf_npz") else "")
+                  + f"style transfer: {pairs}, SRAD {style.srad_iterations} iterations, "
+                  f"{decoder}. "
+                  f"{_done(repeats, config)} (split and training seeds {config.seed}.."
+                  f"{config.seed + len(repeats) - 1}), {'/'.join(map(str, test_lesions))} test "
+                  f"lesions per repeat, {config.bootstrap} bootstrap replicates of them per repeat; "
+                  f"classifier {settings}, loader augmentation off.")
+        document = {"experiment": "augmentation", "data": {**used, "source": source},
+                    "settings": {"classifier": settings, "style": style.model_dump(),
+                                 "decoder": style.decoder_settings(), "repeats": config.repeats,
+                                 "seed": config.seed, "fractions": list(config.fractions),
+                                 "bootstrap": config.bootstrap, "loader": config.loader},
+                    "repeats": repeats, "summary": summarize(repeats, replicates)}
+        log.info("results of %s in %s", _done(repeats, config), out / "table.md")
+        arms = repeats[0]["train_images"]
+        title = (f"Seed 002 Table 2 on {used['name']}: {_done(repeats, config)}, "
+                 f"{'/'.join(map(str, test_lesions))} test lesions each")
+        return write_results(out, document, header, "augmentation", title, train_images={
+            arm: round(sum(r["train_images"][arm] for r in repeats) / len(repeats)) for arm in arms})
+
+
     for r in range(config.repeats):
         seed = config.seed + r
         folder = out / f"repeat{r}"
@@ -280,32 +312,13 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
             replicates[arm]["Test"].append(reps)
             progress.step(f"repeat {r}, {arm}")
         repeats.append(record)
-    decoder = (f"decoder from {style.checkpoint} (trained outside the experiment)"
-               if style.checkpoint else f"decoder trained per repeat on the training originals "
-               f"({style.decoder_settings()})")
-    pairs = ("every within-class pair" if style.style_pairs == "all"
-             else f"{style.references} within-class references per original")
-    test_lesions = sorted({r["split"]["test"] for r in repeats})
-    header = (f"Experiment 2 (seed 002 Table 2): {describe_data(used)}; "
-              + (f"RF at {style.dynamic_range_db:g} dB, {style.margin_mm:g} mm margin; "
-                 if source["reader"] in ("oasbud", "rf_npz") else "")
-              + f"style transfer: {pairs}, SRAD {style.srad_iterations} iterations, {decoder}. "
-              f"{config.repeats} repeat(s) (split and training seeds {config.seed}.."
-              f"{config.seed + config.repeats - 1}), {'/'.join(map(str, test_lesions))} test "
-              f"lesions per repeat, {config.bootstrap} bootstrap replicates of them per repeat; "
-              f"classifier {settings}, loader augmentation off.")
-    document = {"experiment": "augmentation", "data": {**used, "source": source},
-                "settings": {"classifier": settings, "style": style.model_dump(),
-                             "decoder": style.decoder_settings(), "repeats": config.repeats,
-                             "seed": config.seed, "fractions": list(config.fractions),
-                             "bootstrap": config.bootstrap, "loader": config.loader},
-                "repeats": repeats, "summary": summarize(repeats, replicates)}
-    log.info("results in %s", out / "table.md")
-    arms = repeats[0]["train_images"]
-    title = (f"Seed 002 Table 2 on {used['name']}: {config.repeats} repeat(s), "
-             f"{'/'.join(map(str, test_lesions))} test lesions each")
-    return write_results(out, document, header, "augmentation", title, train_images={
-        arm: round(sum(r["train_images"][arm] for r in repeats) / len(repeats)) for arm in arms})
+        document = report()
+    return document
+
+def _done(repeats: list, config: ExperimentConfig) -> str:
+    if len(repeats) == config.repeats:
+        return f"{config.repeats} repeat(s)"
+    return f"{len(repeats)} of {config.repeats} repeats (run still going)"
 
 
 def _train_decoder(store: Path, out_dir: Path, seed: int, style: StyleConfig) -> Path:

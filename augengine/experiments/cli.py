@@ -62,7 +62,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", type=json.loads, default=[0.7, 0.15, 0.15],
                         help="train/val/test fractions of the lesions, JSON (default "
                              "[0.7,0.15,0.15])")
-    parser.add_argument("--loader", choices=("dali", "torch"), default="dali")
+    parser.add_argument("--loader", choices=("dali", "torch"), default="torch",
+                        help="the training loader (default torch; dali needs the train extra)")
     parser.add_argument("--set", action="append", type=_pair, default=[], metavar="FIELD=VALUE",
                         help="a classifier setting, e.g. --set epochs=30 --set image_size=224 "
                              f"--set arch=resnet50 (defaults {EXPERIMENT_SETTINGS})")

@@ -49,7 +49,8 @@ class ExperimentConfig(BaseModel):
     #: Repeats, each with a new lesion split and training seed (``seed + r``).
     repeats: int = Field(default=3, ge=1, le=100)
     seed: int = Field(default=0, ge=0)
-    loader: Literal["dali", "torch"] = "dali"
+    #: The PyTorch loader works on every install; ``dali`` needs the ``train`` extra.
+    loader: Literal["dali", "torch"] = "torch"
     #: Bootstrap replicates of the test lesions per repeat and cell.
     bootstrap: int = Field(default=1000, ge=10, le=100000)
     #: Train/val/test fractions of the lesions (stratified by label).

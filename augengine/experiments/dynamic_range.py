@@ -90,6 +90,28 @@ def dynamic_range_experiment(config: ExperimentConfig,
     progress = Progress(config.repeats * len(arms), "classifier trainings")
     repeats, replicates = [], {arm: {f"Test{db}dB": [] for db in DYNAMIC_RANGES_DB}
                                for arm in arms}
+
+    def report() -> dict:
+        """Write the results of the repeats done so far (after each repeat)."""
+        document = {"experiment": "dynamic-range", "data": {**used, "source": source},
+                    "settings": {"classifier": settings, "repeats": config.repeats,
+                                 "seed": config.seed, "fractions": list(config.fractions),
+                                 "bootstrap": config.bootstrap, "loader": config.loader},
+                    "repeats": repeats, "summary": summarize(repeats, replicates)}
+        test_lesions = sorted({r["split"]["test"] for r in repeats})
+        header = (f"Experiment 1 (seed 001 Table I): {describe_data(used)}; each frame at "
+                  f"{'/'.join(map(str, DYNAMIC_RANGES_DB))} dB x ROI margins "
+                  f"{'/'.join(f'{m:g}' for m in margins_mm)} mm. {_done(repeats, config)} (split "
+                  f"and training seeds {config.seed}..{config.seed + len(repeats) - 1}), "
+                  f"{'/'.join(map(str, test_lesions))} test lesions per repeat, "
+                  f"{config.bootstrap} bootstrap replicates of them per repeat; classifier "
+                  f"{settings}.")
+        log.info("results of %s in %s", _done(repeats, config), out / "table.md")
+        title = (f"Seed 001 Table I on {used['name']}: {_done(repeats, config)}, "
+                 f"{'/'.join(map(str, test_lesions))} test lesions each")
+        return write_results(out, document, header, "dynamic_range", title,
+                             train_images=_mean_train_images(repeats))
+
     for r in range(config.repeats):
         seed = config.seed + r
         folder = out / f"repeat{r}"
@@ -108,24 +130,14 @@ def dynamic_range_experiment(config: ExperimentConfig,
                 replicates[arm][f"Test{db}dB"].append(reps)
             progress.step(f"repeat {r}, {arm}")
         repeats.append(record)
-    document = {"experiment": "dynamic-range", "data": {**used, "source": source},
-                "settings": {"classifier": settings, "repeats": config.repeats,
-                             "seed": config.seed, "fractions": list(config.fractions),
-                             "bootstrap": config.bootstrap, "loader": config.loader},
-                "repeats": repeats, "summary": summarize(repeats, replicates)}
-    test_lesions = sorted({r["split"]["test"] for r in repeats})
-    header = (f"Experiment 1 (seed 001 Table I): {describe_data(used)}; each frame at "
-              f"{'/'.join(map(str, DYNAMIC_RANGES_DB))} dB x ROI margins "
-              f"{'/'.join(f'{m:g}' for m in margins_mm)} mm. {config.repeats} repeat(s) (split and "
-              f"training seeds {config.seed}..{config.seed + config.repeats - 1}), "
-              f"{'/'.join(map(str, test_lesions))} test lesions per repeat, "
-              f"{config.bootstrap} bootstrap replicates of them per repeat; classifier "
-              f"{settings}.")
-    log.info("results in %s", out / "table.md")
-    title = (f"Seed 001 Table I on {used['name']}: {config.repeats} repeat(s), "
-             f"{'/'.join(map(str, test_lesions))} test lesions each")
-    return write_results(out, document, header, "dynamic_range", title,
-                         train_images=_mean_train_images(repeats))
+        document = report()
+    return document
+
+
+def _done(repeats: list, config: ExperimentConfig) -> str:
+    if len(repeats) == config.repeats:
+        return f"{config.repeats} repeat(s)"
+    return f"{len(repeats)} of {config.repeats} repeats (run still going)"
 
 
 def _mean_train_images(repeats) -> dict:
