@@ -73,9 +73,9 @@ class StyleConfig(BaseModel):
     srad_iterations: int = Field(default=10, ge=0, le=10000)
     #: Reconstruction dynamic range of RF data, and the one SRAD assumes (image sources do not
     #: record theirs).
-    dynamic_range_db: float = Field(default=50, gt=0, le=120)
+    dynamic_range_db: float = Field(default=50.0, gt=0, le=120)
     #: ROI margin of RF data, mm.
-    margin_mm: float = Field(default=5, ge=0)
+    margin_mm: float = Field(default=5.0, ge=0)
     #: train_feedforward keywords over :data:`DECODER_SETTINGS` (e.g. ``epochs``, ``arch``).
     decoder: dict[str, Any] = Field(default_factory=dict)
 

@@ -7,6 +7,7 @@ range), the dynamic-range run an OASBUD-layout file (the RF path).
 """
 from __future__ import annotations
 
+import doctest
 import json
 
 import pytest
@@ -17,6 +18,16 @@ from augengine.experiments.cli import main
 
 TINY = ["--loader", "torch", "--set", "epochs=1", "--set", "batch_size=8", "--bootstrap", "20",
         "--fractions", "[0.5,0.25,0.25]"]
+
+
+@pytest.mark.parametrize("name", ["augmentation", "cli", "common", "dynamic_range"])
+def test_docstring_examples(name):
+    import importlib
+
+    module = importlib.import_module(f"augengine.experiments.{name}")
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0, \
+        f"{name}: {result.failed} of {result.attempted} examples failed"
 
 
 def test_a_style_input_from_a_test_lesion_is_refused():
