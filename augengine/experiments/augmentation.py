@@ -250,8 +250,8 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
                   f"{decoder}. "
                   f"{_done(repeats, config)} (split and training seeds {config.seed}.."
                   f"{config.seed + len(repeats) - 1}), {'/'.join(map(str, test_lesions))} test "
-                  f"lesions per repeat, {config.bootstrap} bootstrap replicates of them per repeat; "
-                  f"classifier {settings}, loader augmentation off.")
+                  f"lesions per repeat, {config.bootstrap} bootstrap replicates of them per "
+                  f"repeat; classifier {settings}, loader augmentation off.")
         document = {"experiment": "augmentation", "data": {**used, "source": source},
                     "settings": {"classifier": settings, "style": style.model_dump(),
                                  "decoder": style.decoder_settings(), "repeats": config.repeats,
@@ -263,8 +263,8 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
         title = (f"Seed 002 Table 2 on {used['name']}: {_done(repeats, config)}, "
                  f"{'/'.join(map(str, test_lesions))} test lesions each")
         return write_results(out, document, header, "augmentation", title, train_images={
-            arm: round(sum(r["train_images"][arm] for r in repeats) / len(repeats)) for arm in arms})
-
+            arm: round(sum(r["train_images"][arm] for r in repeats) / len(repeats))
+            for arm in arms})
 
     for r in range(config.repeats):
         seed = config.seed + r

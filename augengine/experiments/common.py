@@ -15,9 +15,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from augengine.errors import ConfigError
-from augengine.experiments.data import data_summary, source_config
-from augengine.experiments.stats import (METRICS, bootstrap_lesions, evaluate_subset,
-                                         summarize_cell, cell_images)
+from augengine.experiments.data import source_config
+from augengine.experiments.stats import (bootstrap_lesions, cell_images, evaluate_subset,
+                                         summarize_cell)
+
+__all__ = ["EXPERIMENT_SETTINGS", "ExperimentConfig", "Progress", "describe_data", "format_table",
+           "lesion_split", "prepare_data", "score_cell", "summarize", "train_arm", "validated",
+           "write_results"]
 
 log = logging.getLogger("augengine.experiments")
 
@@ -150,7 +154,8 @@ def train_arm(store: Path, run_dir: Path, config: ExperimentConfig, seed: int, s
 
 
 def score_cell(predictions: Mapping[str, np.ndarray], rows: np.ndarray,
-               source_of: Mapping[int, str], n_resamples: int, seed: int) -> tuple[dict, np.ndarray]:
+               source_of: Mapping[int, str], n_resamples: int,
+               seed: int) -> tuple[dict, np.ndarray]:
     """A cell's scores and their bootstrap replicates (seeded by the repeat)."""
     labels, scores, lesions = cell_images(predictions, rows, source_of)
     return (evaluate_subset(predictions, rows, source_of),
@@ -231,7 +236,3 @@ def describe_data(summary: Mapping) -> str:
             f"{lesions['malignant']} malignant), {sum(images.values())} original images "
             f"({images['benign']} benign, {images['malignant']} malignant){left}")
 
-
-__all__ = ["EXPERIMENT_SETTINGS", "ExperimentConfig", "METRICS", "Progress", "data_summary",
-           "describe_data", "format_table", "lesion_split", "prepare_data", "score_cell",
-           "summarize", "train_arm", "validated", "write_results"]

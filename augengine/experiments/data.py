@@ -197,7 +197,8 @@ def compose_store(path: str | Path, parts: Sequence[tuple[str | Path, np.ndarray
                                  open_store, write_shard)
 
     path = Path(path)
-    views = [(open_store(store), np.sort(np.asarray(rows, dtype=np.int64))) for store, rows in parts]
+    views = [(open_store(store), np.sort(np.asarray(rows, dtype=np.int64)))
+             for store, rows in parts]
     sizes = {tuple(view.images.shape[1:]) for view, _ in views}
     if len(sizes) != 1:
         raise InputError(f"{path}: the stores to combine hold images of sizes {sorted(sizes)}")

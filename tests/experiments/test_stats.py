@@ -50,7 +50,8 @@ def test_bootstrap_of_one_benign_and_two_malignant_lesions_by_hand():
     auc = reps[:, METRICS.index("lesion_auc")]
     counts = {value: float(np.mean(auc == value)) for value in (0.0, 0.5, 1.0)}
     assert counts == pytest.approx({0.0: 0.25, 0.5: 0.5, 1.0: 0.25}, abs=0.03), counts
-    assert percentile_interval(auc) == pytest.approx((0.0, 1.0)), "both ends drawn more than 2.5 % of the time"
+    assert percentile_interval(auc) == pytest.approx((0.0, 1.0)), \
+        "both ends are drawn more than 2.5 % of the time"
     # One image per lesion: the image-level AUC is the lesion-level one.
     np.testing.assert_array_equal(reps[:, METRICS.index("image_auc")], auc)
 
