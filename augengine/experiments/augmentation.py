@@ -51,7 +51,10 @@ DECODER_SETTINGS = {"arch": "resnet18", "layer": "relu", "content_layers": ["rel
                     "style_layers": ["relu", "layer1", "layer2"], "lr": 1e-3, "epochs": 10,
                     "batch_size": 8, "lrp": False, "pairing": "within_class_k"}
 #: train_feedforward keywords the experiment sets itself.
-_OWN_DECODER = {"store_path", "out_dir", "seed", "horovod", "resume", "debug_rank_states"}
+#: (``encoder_weights`` is :attr:`StyleConfig.encoder_weights`: the decoder trains and styles with
+#: the same file.)
+_OWN_DECODER = {"store_path", "out_dir", "seed", "horovod", "resume", "debug_rank_states",
+                "encoder_weights"}
 
 
 class StyleConfig(BaseModel):
@@ -62,8 +65,8 @@ class StyleConfig(BaseModel):
     #: per repeat. It must not have seen the test lesions of any repeat: the experiment cannot
     #: check that, so the table says the decoder came from outside.
     checkpoint: str | None = None
-    #: The encoder weights the decoder was trained with (local file), None for the seeded random
-    #: encoder.
+    #: The encoder weights (local file) the decoder trains with, or was trained with when given
+    #: as ``checkpoint``; None: the seeded random encoder.
     encoder_weights: str | None = None
     #: ``k``: each training original styled by ``references`` random others of its class;
     #: ``all``: by every training image of its class (seed 002's plan).
@@ -328,6 +331,6 @@ def _train_decoder(store: Path, out_dir: Path, seed: int, style: StyleConfig) ->
     for name in ("content_layers", "style_layers"):
         settings[name] = tuple(settings[name])
     result = train_feedforward(store_path=store, out_dir=out_dir, seed=seed, resume=True,
-                               **settings)
+                               encoder_weights=style.encoder_weights, **settings)
     log.info("decoder: loss per epoch %s", ", ".join(f"{x:.4g}" for x in result.epoch_losses))
     return result.checkpoint

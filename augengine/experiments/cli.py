@@ -73,8 +73,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     style = parser.add_argument_group("augmentation: style transfer")
     style.add_argument("--nst-checkpoint", help="a trained decoder (checkpoint.pt) instead of "
                        "training one per repeat on the training split")
-    style.add_argument("--nst-encoder-weights", help="the encoder weights that decoder was "
-                       "trained with (local file)")
+    style.add_argument("--nst-encoder-weights", help="local encoder weights (e.g. ImageNet) "
+                       "the decoder trains with, or the ones --nst-checkpoint was trained with")
     style.add_argument("--style-pairs", choices=("k", "all"), default="k",
                        help="k: --style-refs references per original (default); all: every "
                             "within-class pair (seed 002)")

@@ -45,6 +45,9 @@ def test_unknown_settings_are_one_line(tmp_path, capsys):
     assert "train: Value error, 'colour' is not a training setting" in capsys.readouterr().err
     assert main(["augmentation", "--out", str(tmp_path), "--nst-set", "speed=9"]) == 2
     assert "'speed' is not a decoder setting" in capsys.readouterr().err
+    # One home for the encoder: --nst-encoder-weights trains and styles with the same file.
+    assert main(["augmentation", "--out", str(tmp_path), "--nst-set", "encoder_weights=x"]) == 2
+    assert "'encoder_weights' is not a decoder setting" in capsys.readouterr().err
 
 
 def test_the_augengine_command_has_the_experiment():
