@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from augengine.errors import InputError
 from augengine.experiments.common import (ExperimentConfig, Progress, describe_data, lesion_split,
-                                          log, prepare_data, score_cell, summarize, train_arm,
-                                          write_results)
+                                          log, prepare_data, repeats_done, score_cell, summarize,
+                                          train_arm, write_results)
 from augengine.experiments.data import (compose_store, data_summary, geometric_variants,
                                         reconstruction_steps, stage_store)
 
@@ -252,7 +252,7 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
                      if source["reader"] in ("oasbud", "rf_npz") else "")
                   + f"style transfer: {pairs}, SRAD {style.srad_iterations} iterations, "
                   f"{decoder}. "
-                  f"{_done(repeats, config)} (split and training seeds {config.seed}.."
+                  f"{repeats_done(repeats, config)} (split and training seeds {config.seed}.."
                   f"{config.seed + len(repeats) - 1}), {'/'.join(map(str, test_lesions))} test "
                   f"lesions per repeat, {config.bootstrap} bootstrap replicates of them per "
                   f"repeat; classifier {settings}, loader augmentation off.")
@@ -262,9 +262,9 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
                                  "seed": config.seed, "fractions": list(config.fractions),
                                  "bootstrap": config.bootstrap, "loader": config.loader},
                     "repeats": repeats, "summary": summarize(repeats, replicates)}
-        log.info("results of %s in %s", _done(repeats, config), out / "table.md")
+        log.info("results of %s in %s", repeats_done(repeats, config), out / "table.md")
         arms = repeats[0]["train_images"]
-        title = (f"Seed 002 Table 2 on {used['name']}: {_done(repeats, config)}, "
+        title = (f"Seed 002 Table 2 on {used['name']}: {repeats_done(repeats, config)}, "
                  f"{'/'.join(map(str, test_lesions))} test lesions each")
         return write_results(out, document, header, "augmentation", title, train_images={
             arm: round(sum(r["train_images"][arm] for r in repeats) / len(repeats))
@@ -318,11 +318,6 @@ def augmentation_experiment(config: ExperimentConfig, style: StyleConfig = Style
         repeats.append(record)
         document = report()
     return document
-
-def _done(repeats: list, config: ExperimentConfig) -> str:
-    if len(repeats) == config.repeats:
-        return f"{config.repeats} repeat(s)"
-    return f"{len(repeats)} of {config.repeats} repeats (run still going)"
 
 
 def _train_decoder(store: Path, out_dir: Path, seed: int, style: StyleConfig) -> Path:

@@ -236,3 +236,9 @@ def describe_data(summary: Mapping) -> str:
             f"{lesions['malignant']} malignant), {sum(images.values())} original images "
             f"({images['benign']} benign, {images['malignant']} malignant){left}")
 
+
+def repeats_done(repeats: list, config: ExperimentConfig) -> str:
+    """How many repeats the table holds, for its header and log lines."""
+    if len(repeats) == config.repeats:
+        return f"{config.repeats} repeat(s)"
+    return f"{len(repeats)} of {config.repeats} repeats (run still going)"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from augengine.errors import ConfigError
 from augengine.experiments.common import (ExperimentConfig, Progress, describe_data, lesion_split,
-                                          log, prepare_data, score_cell, summarize, train_arm,
-                                          write_results)
+                                          log, prepare_data, repeats_done, score_cell, summarize,
+                                          train_arm, write_results)
 from augengine.experiments.data import (DYNAMIC_RANGES_DB, MARGINS_MM, RF_READERS, data_summary,
                                         reconstruction_steps, stage_store)
 
@@ -101,13 +101,13 @@ def dynamic_range_experiment(config: ExperimentConfig,
         test_lesions = sorted({r["split"]["test"] for r in repeats})
         header = (f"Experiment 1 (seed 001 Table I): {describe_data(used)}; each frame at "
                   f"{'/'.join(map(str, DYNAMIC_RANGES_DB))} dB x ROI margins "
-                  f"{'/'.join(f'{m:g}' for m in margins_mm)} mm. {_done(repeats, config)} (split "
+                  f"{'/'.join(f'{m:g}' for m in margins_mm)} mm. {repeats_done(repeats, config)} (split "
                   f"and training seeds {config.seed}..{config.seed + len(repeats) - 1}), "
                   f"{'/'.join(map(str, test_lesions))} test lesions per repeat, "
                   f"{config.bootstrap} bootstrap replicates of them per repeat; classifier "
                   f"{settings}.")
-        log.info("results of %s in %s", _done(repeats, config), out / "table.md")
-        title = (f"Seed 001 Table I on {used['name']}: {_done(repeats, config)}, "
+        log.info("results of %s in %s", repeats_done(repeats, config), out / "table.md")
+        title = (f"Seed 001 Table I on {used['name']}: {repeats_done(repeats, config)}, "
                  f"{'/'.join(map(str, test_lesions))} test lesions each")
         return write_results(out, document, header, "dynamic_range", title,
                              train_images=_mean_train_images(repeats))
@@ -133,11 +133,6 @@ def dynamic_range_experiment(config: ExperimentConfig,
         document = report()
     return document
 
-
-def _done(repeats: list, config: ExperimentConfig) -> str:
-    if len(repeats) == config.repeats:
-        return f"{config.repeats} repeat(s)"
-    return f"{len(repeats)} of {config.repeats} repeats (run still going)"
 
 
 def _mean_train_images(repeats) -> dict:
