@@ -54,9 +54,10 @@ from augengine.models import (
 )
 from augengine.models.weights import read_checkpoint, seeded, weights_sha256
 from augengine.nst.feedforward import adain
-from augengine.nst.losses import RESNET50_LAYERS, StyleTransferLoss, uniform_where_unusable
+from augengine.nst.losses import StyleTransferLoss, uniform_where_unusable
 from augengine.nst.pairs import plan_pairs
 from augengine.nst.inference import build_style_net, load_checkpoint
+from augengine.nst_defaults import ALPHA, BETA, CONTENT_LAYERS, STYLE_LAYERS
 from augengine.store import open_store
 from augengine.train.checkpoint import (
     CHECKPOINT,
@@ -173,10 +174,10 @@ class DecoderTrainConfig:
     _: KW_ONLY
     arch: str = "resnet50"
     image_size: int | None = None
-    alpha: float = 1.0
-    beta: float = 1e4
-    content_layers: Sequence[str] = ("layer2",)
-    style_layers: Sequence[str] = RESNET50_LAYERS
+    alpha: float = ALPHA
+    beta: float = BETA
+    content_layers: Sequence[str] = CONTENT_LAYERS
+    style_layers: Sequence[str] = STYLE_LAYERS
     c: float = 0.0
     device: str | torch.device | None = None
     debug_rank_states: bool = False
