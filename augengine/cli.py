@@ -1,5 +1,5 @@
 """The ``augengine`` command: simulate, plan, run, inspect, verify, replay, preview, demo, train,
-schema.
+experiment, schema.
 
 Exit status: 0 done; 1 ``verify`` found problems, or ``replay`` regenerated other bytes; 2 a
 usage, job or input error, printed as one line on stderr, never a traceback; 130 interrupted; 141
@@ -237,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of job files (for editors)")
     p.set_defaults(func=_cmd_schema)
 
+    from augengine.experiments.cli import add_experiment_parser
     from augengine.train.cli import add_train_parser
 
     add_train_parser(sub)
+    add_experiment_parser(sub)
     return parser
 
 

@@ -39,6 +39,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 from augengine.errors import ConfigError, did_you_mean, unknown
 from augengine.pipeline import OPS, RANDOM_KINDS, STRICT, ImageSize, validate_op_params
+from augengine.nst_defaults import ALPHA, BATCH_SIZE, BETA, CONTENT_LAYERS, ITERATIONS, STYLE_LAYERS
 from augengine.registry import import_plugins
 
 class _Strict(BaseModel):
@@ -182,7 +183,7 @@ class _NstSettings(_Strict):
     #: A row with K references makes K outputs, one per reference (``single``), or one output
     #: styled by all K together (``multi``: the multi-reference target of Eqs. 7-9).
     references: Literal["single", "multi"] = "single"
-    batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_size: int = Field(default=BATCH_SIZE, ge=1, le=4096)
     #: Reproducible style-transfer bytes on a GPU (``augengine.determinism``): torch's
     #: deterministic algorithms, TF32 off, and every batch padded to ``batch_size``. Slower on a
     #: GPU; ``false`` trades that for speed (docs/store.md, "Regeneration guarantees").
@@ -226,11 +227,11 @@ class FeedforwardNstConfig(_NstSettings):
     """``mode: feedforward`` (the default): a trained AdaIN decoder, one pass per pair."""
 
     mode: Literal["feedforward"] = "feedforward"
-    #: ``checkpoint.pt`` of ``augengine.nst.train_feedforward`` (a local file); the loss it was
+    #: ``checkpoint.pt`` of ``augengine.train.nst_decoder`` (a local file); the loss it was
     #: trained with (layers, LRP) is recorded there.
     checkpoint: str = Field(default=None, validate_default=True)
     #: Content-style trade-off of AdaIN, 1 = full style.
-    alpha: float = Field(default=1.0, ge=0, le=1)
+    alpha: float = Field(default=ALPHA, ge=0, le=1)
     #: Decoder precision. ``auto``: on a GPU, bf16 autocast and channels-last (the decoder's last
     #: convolution and its output stay float32, so the uint8 result moves by less than one grey
     #: level); on a CPU, float32. ``fp32``: float32 everywhere. Under ``deterministic`` a bf16 run
@@ -257,11 +258,10 @@ class IterativeNstConfig(_NstSettings):
     mode: Literal["iterative"]
     #: Feature network, steps, style weight and layers (Eq. 1, w_l = 1).
     arch: Literal["resnet18", "resnet50"] = "resnet50"
-    iterations: int = Field(default=1000, ge=1, le=100000)
-    beta: float = Field(default=1e4, gt=0)
-    content_layers: list[str] = Field(default_factory=lambda: ["layer2"])
-    style_layers: list[str] = Field(
-        default_factory=lambda: ["relu", "layer1", "layer2", "layer3", "layer4"])
+    iterations: int = Field(default=ITERATIONS, ge=1, le=100000)
+    beta: float = Field(default=BETA, gt=0)
+    content_layers: list[str] = Field(default_factory=lambda: list(CONTENT_LAYERS))
+    style_layers: list[str] = Field(default_factory=lambda: list(STYLE_LAYERS))
     #: Weight the content loss by the content image's LRP relevance for this local classifier
     #: (the paper's XAI term); ``lrp: false`` reproduces its "without XAI" row.
     lrp: bool = True

@@ -77,17 +77,17 @@ def random_checkpoint(path: Path, arch: str, layer: str) -> Path:
     import torch
 
     from augengine.models import ARCHITECTURES
-    from augengine.models.weights import state_sha256
     from augengine.nst.feedforward import StyleNet
     from augengine.nst.losses import RESNET50_LAYERS
+    from augengine.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     decoder = StyleNet(ARCHITECTURES[arch](), layer=layer).decoder.state_dict()
     config = {"arch": arch, "layer": layer, "seed": 0, "alpha": 1.0, "beta": 1e4,
               "content_layers": ["layer2"], "style_layers": list(RESNET50_LAYERS), "lrp": False,
               "c": 0.0, "encoder_sha256": None, "classifier_sha256": None}
-    torch.save({"decoder": decoder, "optimizer": {}, "epoch": 0, "config": config,
-                "epoch_losses": [], "sha256": state_sha256(decoder)}, path)
+    save_checkpoint(path, {"decoder": decoder, "optimizer": {}, "epoch": 0, "config": config,
+                           "epoch_losses": []}, weights="decoder")
     return path
 
 

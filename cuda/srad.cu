@@ -33,28 +33,39 @@ __device__ __forceinline__ T load_clamped(const T* __restrict__ img, int H, int 
     return img[(long long)i * W + j];
 }
 
-// Block-wide sum of (s1, s2); thread 0 stores them at out[0], out[1].
-__device__ __forceinline__ void block_sum2(double s1, double s2, double* __restrict__ out)
+// Block-wide sums of (s1, s2) over THREADS threads (tid: the thread's index in the block),
+// returned to every thread: warp shuffles, then the warps' sums in warp order.
+template <int THREADS>
+__device__ __forceinline__ void block_sums2(double& s1, double& s2, int tid)
 {
-    __shared__ double warp_sums[2][SRAD_THREADS / 32];
-    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    __shared__ double sums[2][THREADS / 32];
     for (int offset = 16; offset > 0; offset >>= 1) {
         s1 += __shfl_down_sync(0xffffffffu, s1, offset);
         s2 += __shfl_down_sync(0xffffffffu, s2, offset);
     }
     if ((tid & 31) == 0) {
-        warp_sums[0][tid >> 5] = s1;
-        warp_sums[1][tid >> 5] = s2;
+        sums[0][tid >> 5] = s1;
+        sums[1][tid >> 5] = s2;
     }
     __syncthreads();
+    double a = 0.0, b = 0.0;
+    for (int w = 0; w < THREADS / 32; ++w) {
+        a += sums[0][w];
+        b += sums[1][w];
+    }
+    __syncthreads();  // sums is reused by the next call
+    s1 = a;
+    s2 = b;
+}
+
+// Block-wide sum of (s1, s2) over SRAD_THREADS threads; thread 0 stores them at out[0], out[1].
+__device__ __forceinline__ void block_sum2(double s1, double s2, double* __restrict__ out)
+{
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    block_sums2<SRAD_THREADS>(s1, s2, tid);
     if (tid == 0) {
-        double a = 0.0, b = 0.0;
-        for (int w = 0; w < SRAD_THREADS / 32; ++w) {
-            a += warp_sums[0][w];
-            b += warp_sums[1][w];
-        }
-        out[0] = a;
-        out[1] = b;
+        out[0] = s1;
+        out[1] = s2;
     }
 }
 
@@ -232,30 +243,6 @@ srad_step(const T* __restrict__ src, T* __restrict__ dst, int H, int W,
 __device__ __forceinline__ float srad_exp(float x) { return expf(x); }
 __device__ __forceinline__ double srad_exp(double x) { return exp(x); }
 
-// Block-wide sums of (s1, s2) over SRAD_SERIES_THREADS threads, returned to every thread.
-__device__ __forceinline__ void series_sum2(double& s1, double& s2)
-{
-    __shared__ double sums[2][SRAD_SERIES_THREADS / 32];
-    const int tid = threadIdx.x;
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        s1 += __shfl_down_sync(0xffffffffu, s1, offset);
-        s2 += __shfl_down_sync(0xffffffffu, s2, offset);
-    }
-    if ((tid & 31) == 0) {
-        sums[0][tid >> 5] = s1;
-        sums[1][tid >> 5] = s2;
-    }
-    __syncthreads();
-    double a = 0.0, b = 0.0;
-    for (int w = 0; w < SRAD_SERIES_THREADS / 32; ++w) {
-        a += sums[0][w];
-        b += sums[1][w];
-    }
-    __syncthreads();  // sums is reused by the next call
-    s1 = a;
-    s2 = b;
-}
-
 // Block-wide maximum of v (values >= 0), returned to every thread.
 template <typename T>
 __device__ __forceinline__ T series_max(T v)
@@ -331,7 +318,7 @@ srad_series_u8(const unsigned char* __restrict__ grey, int H, int W, T expand_sc
     }
     double q0sq = fixed_q0sq;
     if (fixed_q0sq < 0.0) {
-        series_sum2(s1, s2);
+        block_sums2<SRAD_SERIES_THREADS>(s1, s2, threadIdx.x);
         q0sq = series_q0sq(s1, s2, count);
     } else {
         __syncthreads();
@@ -381,7 +368,8 @@ srad_series_u8(const unsigned char* __restrict__ grey, int H, int W, T expand_sc
             }
         }
         if (with_stats) {
-            series_sum2(s1, s2);  // its barriers also end this pass
+            // block_sums2's barriers also end this pass.
+            block_sums2<SRAD_SERIES_THREADS>(s1, s2, threadIdx.x);
             q0sq = series_q0sq(s1, s2, count);
         } else {
             __syncthreads();

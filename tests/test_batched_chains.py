@@ -164,8 +164,8 @@ def test_demo_job_run_on_ray_matches_the_per_sample_store(ray_session, demo, tmp
 def nst_example(tmp_path_factory):
     """jobs/nst_example.yaml on a small texture store whose images were made at 50 dB (so its
     srad step has a dynamic range) with a decoder trained for one epoch."""
-    from augengine.nst.training import train_feedforward
-    from tests.nst.test_training import TINY, texture_images
+    from augengine.train.nst_decoder import train_feedforward
+    from tests.train.test_nst_decoder import TINY, texture_images
 
     root = tmp_path_factory.mktemp("nst-example")
     source = root / "originals.zarr"

@@ -21,7 +21,7 @@ from augengine.nst.generate import generate, image_statistics
 from augengine.plan import make_plan
 from augengine.nst.stage import StyleTransferInputs
 from tests.nst.test_feedforward import _collect, images, net  # noqa: F401
-from tests.test_runner_nst import nst_job, trained  # noqa: F401
+from tests.test_runner_nst import nst_job, train_classifier, trained  # noqa: F401
 
 CONV, MATMUL, CUDNN = torch.backends.cudnn.conv, torch.backends.cuda.matmul, torch.backends.cudnn
 
@@ -172,11 +172,8 @@ def _iterative_job(source, out, classifier, **nst):
 
 @pytest.fixture(scope="module")
 def classifier(trained):
-    from augengine.models import fit_classifier
-
     source, _, root = trained
-    fit_classifier(source, root / "cls.pt", arch="resnet18", epochs=1, batch_size=4)
-    return root / "cls.pt"
+    return train_classifier(source, root / "cls")
 
 
 def _multi_reference_job(mode, trained, classifier, tmp_path) -> dict:

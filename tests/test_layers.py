@@ -37,8 +37,6 @@ FOUNDATION = ("augengine", "augengine.errors", "augengine.checks", "augengine._x
 
 #: (importer, imported module) pairs that break a rule today, each with the work that ends it.
 ALLOWED = {
-    # issue 13 follow-up (helper `exp`): experiments move out of train/ to the top layer.
-    ("augengine.train.experiments", "augengine.runner"),
 }
 
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-import augengine.pipeline as pipeline
+import augengine.regenerate as regenerate
 from augengine import store
 from augengine.cli import main
 from augengine.config import parse_job
@@ -75,14 +75,14 @@ def test_replay_command_says_the_checksum_matches(rf_store, capsys):
 def test_replay_command_names_both_checksums_when_they_differ(rf_store, capsys, monkeypatch):
     path, _ = rf_store
     row = store.open_store(path).manifest.to_pylist()[5]
-    apply_chain = pipeline.apply_chain
+    apply_chain = regenerate.apply_chain
 
     def brighter(*args, **kwargs):  # the same chain, every grey level one higher
         out, applied = apply_chain(*args, **kwargs)
         out.data = np.minimum(out.data.astype(np.int16) + 1, 255).astype(np.uint8)
         return out, applied
 
-    monkeypatch.setattr(pipeline, "apply_chain", brighter)
+    monkeypatch.setattr(regenerate, "apply_chain", brighter)
     assert main(["replay", str(path), "5"]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: sample {row['sample_id']} (index 5): regenerated image "

@@ -8,10 +8,11 @@ import pytest
 from augengine import store
 from augengine.config import parse_job
 from augengine.errors import InputError
-from augengine.nst.training import train_feedforward
+from augengine.train.nst_decoder import train_feedforward
 from augengine.plan import make_plan
 from augengine.runner import run_job
-from tests.nst.test_training import TINY, make_texture_store
+from augengine.train.loop import TrainConfig, train
+from tests.train.test_nst_decoder import TINY, make_texture_store
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,14 @@ def trained(tmp_path_factory):
     settings = dict(TINY, pairing="within_class_all")
     train_feedforward(source, root / "run", epochs=1, lrp=False, **settings)
     return source, root / "run" / "checkpoint.pt", root
+
+
+def train_classifier(source, out):
+    """``checkpoint.pt`` of one epoch of the ``train classifier`` job (ResNet-18, 32 px) on
+    ``source``: a benign/malignant network for LRP."""
+    train(TrainConfig("classifier", str(source), str(out), arch="resnet18", image_size=32,
+                      epochs=1, batch_size=4, loader="torch"))
+    return out / "checkpoint.pt"
 
 
 def nst_job(source, checkpoint, out, **changes):
@@ -88,13 +97,12 @@ def test_nst_job_with_a_missing_checkpoint_fails_clearly(ray_session, trained, t
 def test_nst_preview_shows_content_style_result_and_relevance(ray_session, trained, tmp_path):
     from PIL import Image
 
-    from augengine.models import fit_classifier
     from augengine.preview import preview_nst
 
     source, checkpoint, root = trained
     result = run_job(parse_job(nst_job(source, checkpoint, tmp_path / "p.zarr")), progress=False)
-    fit_classifier(source, tmp_path / "cls.pt", arch="resnet18", epochs=1, batch_size=4)
-    png = preview_nst(result.path, tmp_path / "nst.png", count=4, classifier=tmp_path / "cls.pt")
+    classifier = train_classifier(source, tmp_path / "cls")
+    png = preview_nst(result.path, tmp_path / "nst.png", count=4, classifier=classifier)
     with Image.open(png) as image:
         assert image.size == (4 * 160, 4 * 190), "4 rows of content | style | result | relevance"
     plain = preview_nst(result.path, tmp_path / "plain.png", count=2)
@@ -104,13 +112,11 @@ def test_nst_preview_shows_content_style_result_and_relevance(ray_session, train
 
 def test_iterative_nst_job_with_lrp(ray_session, trained, tmp_path):
     """The paper's optimisation per pair, its content loss weighted by the classifier's LRP."""
-    from augengine.models import fit_classifier
-
     source, _, _ = trained
-    fit_classifier(source, tmp_path / "cls.pt", arch="resnet18", epochs=1, batch_size=4)
+    classifier = train_classifier(source, tmp_path / "cls")
     job = nst_job(source, None, tmp_path / "iter.zarr", steps=[])
     job["nst"] = {"mode": "iterative", "arch": "resnet18", "iterations": 3, "batch_size": 9,
-                  "classifier": str(tmp_path / "cls.pt"), "beta": 1e3,
+                  "classifier": str(classifier), "beta": 1e3,
                   "style_layers": ["relu", "layer1"], "pairing": "within_class_k", "k": 1,
                   "quality_checks": 1.0}
     result = run_job(parse_job(job), progress=False)

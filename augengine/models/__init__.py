@@ -1,5 +1,5 @@
-"""ResNet-18/50 with torchvision's ``state_dict`` layout, local weight loading, feature extraction
-for NST and a small classifier trainer; the segmenters (U-Net, DSA-U++) and the super-resolution
+"""ResNet-18/50 with torchvision's ``state_dict`` layout, local weight loading and feature
+extraction for NST; the segmenters (U-Net, DSA-U++) and the super-resolution
 networks (EDSR, RDN).
 
 Grey ultrasound enters these ImageNet-layout networks as three identical channels normalised with
@@ -26,8 +26,6 @@ from augengine.models.superres import EDSR, RDN, edsr, edsr_small, rdn, rdn_smal
 from augengine.models.unet import UNet, unet
 from augengine.models.weights import (
     ARCHITECTURES,
-    FitResult,
-    fit_classifier,
     load_classifier,
     load_weights,
 )
@@ -45,7 +43,6 @@ __all__ = [
     "DSAUNetPP",
     "EDSR",
     "FeatureExtractor",
-    "FitResult",
     "RDN",
     "ResNet",
     "UNet",
@@ -54,7 +51,6 @@ __all__ = [
     "edsr",
     "edsr_small",
     "feature_extractor",
-    "fit_classifier",
     "imagenet_normalize",
     "load_weights",
     "quality_regressor",

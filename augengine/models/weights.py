@@ -1,29 +1,30 @@
-"""Weights in and out: load local checkpoints into the project's ResNets, and train a small
-benign/malignant classifier on a store so that NST has a network to explain.
+"""Weights in and out: load local checkpoints into the project's ResNets, read checkpoints
+without running pickled code, and fingerprint weights.
 
-Nothing here downloads anything: weights come from local files only.
+Nothing here downloads anything: weights come from local files only. Training writes its
+checkpoints through :mod:`augengine.train.checkpoint`; the ``augengine train classifier`` job
+trains the benign/malignant classifier that NST explains.
 """
 from __future__ import annotations
 
 import hashlib
-
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from augengine.errors import ConfigError, InputError
-from augengine.models.features import imagenet_normalize
+from augengine.checksums import file_sha256
+from augengine.errors import InputError
 from augengine.models.resnet import resnet18, resnet50
 
-__all__ = ["ARCHITECTURES", "FitResult", "fit_classifier", "load_classifier", "load_weights",
-           "read_checkpoint", "state_sha256"]
+__all__ = ["ARCHITECTURES", "load_classifier", "load_weights", "read_checkpoint",
+           "recorded_metadata", "seeded", "state_sha256", "weights_sha256"]
 
-#: Architectures :func:`fit_classifier` can train, by name.
+_Built = TypeVar("_Built")
+
+#: The ResNets by name (the classifier, the NST encoder and loss network).
 ARCHITECTURES = {"resnet18": resnet18, "resnet50": resnet50}
 
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -57,7 +58,7 @@ def load_weights(model: nn.Module, path, strict: bool = True, skip_head: bool = 
     """Load a local checkpoint into ``model`` (in place) and return ``model``.
 
     Accepts what torchvision, plain ``torch.save(model.state_dict())``, training scripts and
-    :func:`fit_classifier` write: a raw ``state_dict``, or a dict holding it under
+    :mod:`augengine.train` write: a raw ``state_dict``, or a dict holding it under
     ``"state_dict"`` or ``"model"``; a ``"module."`` key prefix (DDP, Horovod) is removed. The file
     is read with ``torch.load(weights_only=True)``, so it runs no pickled code.
 
@@ -92,14 +93,7 @@ def load_weights(model: nn.Module, path, strict: bool = True, skip_head: bool = 
     >>> load_weights(model, "resnet50-imagenet.pth", skip_head=True)  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
-    state = _state_dict_from(checkpoint, path)
+    state = _state_dict_from(read_checkpoint(path, "weights file not found"), path)
 
     expected = model.state_dict()
     if skip_head:
@@ -125,182 +119,6 @@ def load_weights(model: nn.Module, path, strict: bool = True, skip_head: bool = 
 
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
     return model
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What :func:`fit_classifier` did.
-
-    Attributes
-    ----------
-    out_path : Path
-        The checkpoint written (``{"state_dict", "arch", "num_classes", "image_size",
-        "epoch_losses"}``; :func:`load_weights` reads it).
-    epoch_losses : tuple of float
-        Mean training cross-entropy of each epoch (nats).
-    epoch_accuracies : tuple of float
-        Training accuracy of each epoch, in [0, 1], measured on the fly (training mode).
-    """
-
-    out_path: Path
-    epoch_losses: tuple[float, ...]
-    epoch_accuracies: tuple[float, ...]
-
-
-def _open_store(store_path: Path):
-    """``images`` (lazy zarr array), all ``labels`` and the sorted valid indices of a store."""
-    import pyarrow.parquet as pq
-    import zarr
-
-    if not store_path.is_dir():
-        raise InputError(f"{store_path}: store not found")
-    # Where augengine.store.manifest_file looks (models sit below the store, so not by import):
-    # records/ in a schema-3 store, beside the arrays in a schema-2 one.
-    manifest_path = next((path for path in (store_path / "records" / "manifest.parquet",
-                                            store_path / "manifest.parquet") if path.is_file()),
-                         None)
-    if manifest_path is None:
-        raise InputError(f"{store_path}: no records/manifest.parquet (nor manifest.parquet "
-                         "beside the arrays)")
-    try:
-        group = zarr.open_group(store_path, mode="r")
-        images, labels = group["images"], group["labels"][:]
-        indices = pq.read_table(manifest_path, columns=["index"]).column("index").to_numpy()
-    except (KeyError, ValueError, OSError) as error:
-        raise InputError(f"{store_path}: not a readable store ({error})") from None
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise InputError(f"{store_path}: images must be (N, H, W) uint8, got {images.shape} "
-                         f"{images.dtype}")
-    if labels.shape != images.shape[:1]:
-        raise InputError(f"{store_path}: {labels.shape[0]} labels for {images.shape[0]} images")
-    indices = np.unique(indices.astype(np.int64))
-    if indices.size < 2:
-        raise InputError(f"{store_path}: the manifest lists {indices.size} samples, "
-                         "need at least 2")
-    outside = indices[(indices < 0) | (indices >= images.shape[0])]
-    if outside.size:
-        raise InputError(f"{store_path}: manifest index {outside[0]} outside the "
-                         f"{images.shape[0]} stored images")
-    return images, labels.astype(np.int64), indices
-
-
-def _batch_tensor(images, indices: np.ndarray, image_size: int | None,
-                  device: torch.device) -> torch.Tensor:
-    """Read ``images[indices]`` (uint8) as ImageNet-normalised ``(B, 3, S, S)`` floats."""
-    pixels = images.get_orthogonal_selection((indices, slice(None), slice(None)))
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).float().div_(255.0).unsqueeze(1)
-    if image_size is not None and x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                          antialias=True)
-    return imagenet_normalize(x)
-
-
-def fit_classifier(store_path, out_path, arch: str = "resnet18", epochs: int = 20, *,
-                   batch_size: int = 32, learning_rate: float = 1e-3, momentum: float = 0.9,
-                   num_classes: int = 2, image_size: int | None = None, init_weights=None,
-                   device: str | torch.device = "cpu", seed: int = 0) -> FitResult:
-    """Train a ResNet classifier on a store and save its checkpoint (single process).
-
-    Minimal by design: it exists so that NST/LRP have a benign/malignant network to explain;
-    distributed training with augmentation lives in :mod:`augengine.train`. Follows the seed's
-    classifier recipe (002: SGD, momentum 0.9, batch 32, cross-entropy, full fine-tuning of every
-    layer) without its validation split and learning-rate schedule. Grey images are repeated to
-    three channels and ImageNet-normalised (:func:`augengine.models.imagenet_normalize`).
-
-    Parameters
-    ----------
-    store_path : str or Path
-        Zarr v3 group with ``images`` (N, H, W) uint8 and ``labels`` (N,) integer, and
-        ``manifest.parquet`` beside them; only indices listed in its ``index`` column are used.
-    out_path : str or Path
-        Checkpoint file to write (parent folders are created).
-    arch : {"resnet18", "resnet50"}
-    epochs : int
-        Passes over the valid samples, each in a fresh random order.
-    batch_size : int
-        Images per SGD step. A trailing batch of one image is skipped (BatchNorm cannot train on a
-        single 1x1 feature map).
-    learning_rate : float
-        SGD step size. The seed uses 1e-4 to fine-tune from ImageNet; 1e-3 suits training from
-        scratch.
-    momentum : float
-        SGD momentum (0.9 in the seed).
-    num_classes : int
-        Labels must lie in ``[0, num_classes)`` (0 benign, 1 malignant).
-    image_size : int or None
-        Resize (bilinear, antialiased) to ``image_size x image_size``; None keeps the stored size.
-    init_weights : str or Path or None
-        Local checkpoint to start from, loaded with ``skip_head=True`` (e.g. ImageNet weights).
-    device : str or torch.device
-        Where to train, e.g. ``"cuda"``.
-    seed : int
-        Seeds initialisation and sample order (the global torch RNG is left as it was).
-
-    Returns
-    -------
-    FitResult
-        Checkpoint path and per-epoch training loss and accuracy.
-
-    Raises
-    ------
-    InputError
-        Missing or malformed store, empty manifest, a label outside ``[0, num_classes)``.
-    ConfigError
-        Unknown ``arch`` or non-positive ``epochs``/``batch_size``/``learning_rate``.
-
-    Example
-    -------
-    >>> result = fit_classifier("out/dataset.zarr", "out/bus.pth", epochs=5)  # doctest: +SKIP
-    >>> model = load_weights(resnet18(num_classes=2), result.out_path)  # doctest: +SKIP
-    """
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("learning_rate", learning_rate), ("num_classes", num_classes)):
-        if not value > 0:
-            raise ConfigError(f"{name} must be > 0, got {value}")
-    store_path, out_path, device = Path(store_path), Path(out_path), torch.device(device)
-    images, labels, indices = _open_store(store_path)
-    bad = indices[(labels[indices] < 0) | (labels[indices] >= num_classes)]
-    if bad.size:
-        raise InputError(f"{store_path}: sample {bad[0]} has label {labels[bad[0]]}, outside "
-                         f"[0, {num_classes}) for num_classes={num_classes}")
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ARCHITECTURES[arch](num_classes=num_classes)
-    if init_weights is not None:
-        load_weights(model, init_weights, skip_head=True)
-    model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
-    order_rng = torch.Generator().manual_seed(seed)
-    targets = torch.from_numpy(labels)
-
-    losses, accuracies = [], []
-    for _ in range(epochs):
-        total_loss, correct, seen = 0.0, 0, 0
-        order = indices[torch.randperm(indices.size, generator=order_rng).numpy()]
-        for start in range(0, order.size, batch_size):
-            batch = np.sort(order[start:start + batch_size])
-            if batch.size < 2:
-                continue
-            x = _batch_tensor(images, batch, image_size, device)
-            y = targets[batch].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * batch.size
-            correct += int((logits.argmax(1) == y).sum())
-            seen += batch.size
-        losses.append(total_loss / seen)
-        accuracies.append(correct / seen)
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "arch": arch, "num_classes": num_classes,
-                "image_size": image_size, "epoch_losses": losses}, out_path)
-    return FitResult(out_path, tuple(losses), tuple(accuracies))
 
 
 def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -331,7 +149,7 @@ def load_classifier(path) -> nn.Module:
 
     The architecture is read from the weights (Bottleneck blocks have a ``conv3``: ResNet-50;
     otherwise ResNet-18) and the class count from ``fc``; any checkpoint :func:`load_weights`
-    reads works (``fit_classifier``, ``augengine train classifier``, a torchvision state dict).
+    reads works (``augengine train classifier``'s ``checkpoint.pt``, a torchvision state dict).
     """
     path = Path(path)
     state = _state_dict_from(read_checkpoint(path, "classifier checkpoint not found"), path)
@@ -341,14 +159,94 @@ def load_classifier(path) -> nn.Module:
     return load_weights(build(num_classes=state["fc.weight"].shape[0]), path).eval()
 
 
-def read_checkpoint(path, missing: str = "checkpoint not found"):
+def read_checkpoint(path, missing: str = "checkpoint not found", *, keys: Sequence[str] = (),
+                    weights: str | None = None, kind: str = "an augengine"):
     """``torch.load`` a local file with ``weights_only=True`` (no pickled code runs), turning a
-    missing or unreadable file into a one-line ``InputError`` that names it."""
+    missing or unreadable file into a one-line ``InputError`` that names it.
+
+    Parameters
+    ----------
+    path : str or Path
+    missing : str
+        The message for a missing file (after ``"<path>: "``).
+    keys : sequence of str, optional
+        Keys a checkpoint dict must hold (the format of the job that wrote it).
+    weights : str, optional
+        The key of the state dict whose :func:`state_sha256` the file records under ``"sha256"``
+        (:func:`augengine.train.checkpoint.save_checkpoint`); checked when given.
+    kind : str
+        Names the checkpoint in the foreign-file message, e.g. ``"an NST training"``.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, foreign (a key of ``keys`` absent) or corrupted file, e.g.
+        ``"run/checkpoint.pt: not an NST training checkpoint (needs keys decoder, ...)"``.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {missing}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})"
+                         ) from None
+    required = (*keys, *((weights, "sha256") if weights is not None else ()))
+    if required and (not isinstance(checkpoint, Mapping)
+                     or any(key not in checkpoint for key in required)):
+        raise InputError(f"{path}: not {kind} checkpoint (needs keys "
+                         f"{', '.join(dict.fromkeys(required))})")
+    if weights is not None and state_sha256(checkpoint[weights]) != checkpoint["sha256"]:
+        what = "weights" if weights in ("model", "last_model") else f"{weights} weights"
+        raise InputError(f"{path}: {what} do not match their recorded sha256 (corrupted)")
+    return checkpoint
 
+
+def recorded_metadata(path) -> dict:
+    """The metadata a weights file keeps beside its state dict (e.g. ``arch``, ``num_classes``),
+    or ``{}`` for other or unreadable files (:func:`load_weights` reports those).
+
+    A training checkpoint (:mod:`augengine.train.checkpoint`) records its network's ``arch`` in
+    its ``config``; it is returned as ``arch``.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    settings = saved.get("config")
+    if "arch" not in saved and isinstance(settings, Mapping) and settings.get("arch"):
+        return {**saved, "arch": settings["arch"]}
+    return saved
+
+
+def weights_sha256(path) -> str | None:
+    """sha256 of a local weights file (recorded so that a run can check it is given the same
+    file again), or None when there is none.
+
+    Raises
+    ------
+    InputError
+        ``path`` given but not a file.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    return file_sha256(path)
+
+
+def seeded(seed: int, build: Callable[[], _Built]) -> _Built:
+    """``build()`` with the global CPU RNG seeded (random initialisation is reproducible, and the
+    same on every rank), leaving the caller's RNG state untouched.
+
+    Examples
+    --------
+    >>> seeded(3, lambda: torch.rand(2)).tolist() == seeded(3, lambda: torch.rand(2)).tolist()
+    True
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

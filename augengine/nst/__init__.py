@@ -41,21 +41,20 @@ __all__ = [
     "total_loss",
 ]
 
-# The style-transfer engine: iterative optimisation, the feed-forward (AdaIN) network, its
-# training and mass generation, and per-sample quality checks.
+# The style-transfer engine: iterative optimisation, the feed-forward (AdaIN) network, loading
+# its trained decoder (trained by augengine.train.nst_decoder) and mass generation, and
+# per-sample quality checks.
 from augengine.nst.feedforward import Decoder, StyleNet, adain, align_statistics, feature_stats
 from augengine.nst.generate import generate
 from augengine.nst.iterative import StylizeResult, stylize
 from augengine.nst.quality import QualityScores, assess_quality, ssim, style_distance
 from augengine.nst.inference import load_checkpoint, load_style_net
-from augengine.nst.training import TrainResult, train_feedforward
 
 __all__ += [
     "Decoder",
     "QualityScores",
     "StyleNet",
     "StylizeResult",
-    "TrainResult",
     "adain",
     "align_statistics",
     "assess_quality",
@@ -66,5 +65,4 @@ __all__ += [
     "ssim",
     "style_distance",
     "stylize",
-    "train_feedforward",
 ]

@@ -10,8 +10,8 @@ in a single pass instead:
 
 ``E`` is a frozen ResNet up to one stage (the feature network of the paper's losses), ``mu`` and
 ``sigma`` are per-channel statistics over the spatial positions, and the decoder ``D`` is trained
-(:mod:`augengine.nst.training`) with the paper's objective: the LRP-weighted content loss (Eq. 2)
-and the proposed style loss (Eq. 14). Because ``E`` is frozen, the features and statistics of each
+(:mod:`augengine.train.nst_decoder`) with the paper's objective: the LRP-weighted content loss
+(Eq. 2) and the proposed style loss (Eq. 14). Because ``E`` is frozen, the features and statistics of each
 image can be computed once and reused for every pair it takes part in
 (:func:`augengine.nst.generate.generate`).
 

@@ -34,6 +34,7 @@ from augengine.nst.feedforward import (
     feature_stats,
 )
 from augengine.nst.histogram import multi_reference_target
+from augengine.nst_defaults import ALPHA, BATCH_SIZE
 
 __all__ = ["decoder_precision", "generate", "image_statistics", "multi_reference_statistics",
            "to_pixels", "to_uint8", "to_unit"]
@@ -142,11 +143,11 @@ def generate(
     images,
     pairs,
     *,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    alpha: float = 1.0,
+    alpha: float = ALPHA,
     max_feature_bytes: float | None = None,
     statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
     multi_reference: bool = False,
@@ -254,7 +255,7 @@ def generate(
                 to_host=to_host)
 
 
-def image_statistics(net: StyleNet, images, batch_size: int = 32, device=None,
+def image_statistics(net: StyleNet, images, batch_size: int = BATCH_SIZE, device=None,
                      dtype: torch.dtype | None = None, channels_last: bool = False, *,
                      fixed_batches: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel mean and std of the encoder features of every image of ``images`` (N, H, W)

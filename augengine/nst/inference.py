@@ -1,63 +1,33 @@
 """Load the trained feed-forward style-transfer network for generation.
 
-A decoder checkpoint of :func:`augengine.nst.training.train_feedforward` holds the decoder and
-the settings it was trained with; :func:`load_style_net` rebuilds the same encoder (its weights
-file checked by sha256, or the same seeded random one) and loads the decoder into it. Training
-builds its starting network with the same :func:`build_style_net`, so the two cannot drift apart.
+A decoder checkpoint of :func:`augengine.train.nst_decoder.train_decoder` holds the decoder and
+the settings it was trained with: ``{"decoder", "optimizer", "epoch", "config", "epoch_losses",
+"sha256"}``, where ``config`` holds ``arch``, ``layer``, ``seed`` and the encoder file's
+``encoder_sha256``, and ``sha256`` is :func:`~augengine.models.weights.state_sha256` of the
+decoder (the format of :mod:`augengine.train.checkpoint`). :func:`load_style_net` rebuilds the
+same encoder (its weights file checked by sha256, or the same seeded random one) and loads the
+decoder into it. Training builds its starting network with the same :func:`build_style_net`, so
+the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from collections.abc import Mapping
 
-import torch
-
-from augengine.checksums import file_sha256
-from augengine.errors import ConfigError, InputError
+from augengine.errors import ConfigError
 from augengine.models import ARCHITECTURES, load_weights
-from augengine.models.weights import read_checkpoint, state_sha256
+from augengine.models.weights import read_checkpoint, recorded_metadata, seeded, weights_sha256
 from augengine.nst.feedforward import StyleNet
 
 __all__ = [
     "build_style_net",
     "load_checkpoint",
     "load_style_net",
-    "recorded_metadata",
-    "seeded",
-    "weights_sha256",
 ]
 
 
-def weights_sha256(path) -> str | None:
-    """sha256 of a weights file, None for None; a missing file is an ``InputError`` naming it."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    return file_sha256(path)
-
-
-def seeded(seed: int, build):
-    """``build()`` with the global CPU RNG seeded (random initialisation is reproducible, and the
-    same on every rank), leaving the caller's RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def recorded_metadata(weights) -> dict:
-    """The metadata :func:`augengine.models.fit_classifier` saves beside the state dict (``arch``,
-    ``num_classes``), or ``{}`` for other or unreadable files (``load_weights`` reports those)."""
-    try:
-        saved = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - load_weights names the problem when it reads the file
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _build_encoder(config: dict, encoder_weights):
+def _build_encoder(config: Mapping, encoder_weights):
     if encoder_weights is not None:
         recorded = recorded_metadata(encoder_weights).get("arch", config["arch"])
         if recorded != config["arch"]:
@@ -75,7 +45,7 @@ def _build_encoder(config: dict, encoder_weights):
     return model
 
 
-def build_style_net(config: dict, encoder_weights) -> StyleNet:
+def build_style_net(config: Mapping, encoder_weights) -> StyleNet:
     """The :class:`StyleNet` of a training ``config`` (``arch``, ``layer``, ``seed``) with a
     seeded, untrained decoder: what training starts from and a checkpoint's decoder fills."""
     encoder = _build_encoder(config, encoder_weights)
@@ -88,16 +58,11 @@ def load_checkpoint(path) -> dict:
     Raises
     ------
     InputError
-        Missing, unreadable or corrupted file (one line naming it).
+        Missing, unreadable, foreign or corrupted file (one line naming it).
     """
-    path = Path(path)
-    checkpoint = read_checkpoint(path)
-    keys = ("decoder", "optimizer", "epoch", "config", "epoch_losses", "sha256")
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
-        raise InputError(f"{path}: not an NST training checkpoint (needs keys {', '.join(keys)})")
-    if state_sha256(checkpoint["decoder"]) != checkpoint["sha256"]:
-        raise InputError(f"{path}: decoder weights do not match their recorded sha256 (corrupted)")
-    return checkpoint
+    return read_checkpoint(path, keys=("decoder", "optimizer", "epoch", "config",
+                                       "epoch_losses"),
+                           weights="decoder", kind="an NST training")
 
 
 def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> StyleNet:
@@ -106,7 +71,7 @@ def load_style_net(checkpoint_path, encoder_weights=None, device="cpu") -> Style
     Parameters
     ----------
     checkpoint_path : str or Path
-        ``out_dir/checkpoint.pt`` of :func:`augengine.nst.training.train_feedforward`.
+        ``out_dir/checkpoint.pt`` of :func:`augengine.train.nst_decoder.train_decoder`.
     encoder_weights : str or Path, optional
         The same local encoder checkpoint the decoder was trained with (checked by sha256);
         None when it was trained on the seeded random encoder.

@@ -19,6 +19,7 @@ from augengine.errors import ConfigError, InputError
 from augengine.models import feature_extractor, imagenet_normalize
 from augengine.nst.feedforward import check_images
 from augengine.nst.losses import StyleTransferLoss
+from augengine.nst_defaults import ITERATIONS
 
 __all__ = ["DEFAULT_LR", "StylizeResult", "stylize"]
 
@@ -74,7 +75,7 @@ def stylize(
     network: nn.Module,
     relevance: torch.Tensor | None = None,
     *,
-    iterations: int = 1000,
+    iterations: int = ITERATIONS,
     lr: float | None = None,
     optimizer: str = "adam",
     init: str | torch.Tensor = "content",

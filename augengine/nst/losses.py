@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from augengine.checks import check_choice, check_int, check_number, check_tensor, describe
 from augengine.errors import ConfigError, InputError
 from augengine.nst.histogram import multi_reference_target
-
-#: Stage outputs of ResNet-50 by their torchvision module names, from fine to coarse; at a 224 x 224
-#: input they are 64 x 112^2 ("relu", after conv1), 256 x 56^2, 512 x 28^2, 1024 x 14^2, 2048 x 7^2.
-RESNET50_LAYERS = ("relu", "layer1", "layer2", "layer3", "layer4")
+# RESNET50_LAYERS: stage outputs of ResNet-50 by their torchvision module names, from fine to
+# coarse; at a 224 x 224 input 64 x 112^2 ("relu", after conv1), 256 x 56^2, 512 x 28^2,
+# 1024 x 14^2, 2048 x 7^2.
+from augengine.nst_defaults import ALPHA, CONTENT_LAYERS, RESNET50_LAYERS, STYLE_LAYERS
 
 _REDUCTIONS = ("mean", "none")
 _FEATURES = "(N, C, H, W)"
@@ -520,9 +520,9 @@ class StyleTransferLoss:
     """
 
     beta: float
-    alpha: float = 1.0
-    content_layers: Sequence[str] = ("layer2",)
-    style_layers: Sequence[str] = RESNET50_LAYERS
+    alpha: float = ALPHA
+    content_layers: Sequence[str] = CONTENT_LAYERS
+    style_layers: Sequence[str] = STYLE_LAYERS
     layer_weights: Mapping[str, float] | None = None
     c: float = 0.0
     bins: int = 256

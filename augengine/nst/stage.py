@@ -15,7 +15,7 @@ import numpy as np
 
 from augengine import sources
 from augengine.errors import InputError, one_line
-from augengine.nst.inference import weights_sha256
+from augengine.models.weights import weights_sha256
 from augengine.pipeline import Frame
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ or as one rank of several (:mod:`augengine.train.distributed`):
 4. **Per epoch**: train loss (and the task's monitored values) summed over the ranks; validation
    predictions gathered from all ranks, so every rank computes the same validation loss and takes
    the same early-stopping and ReduceLROnPlateau decisions.
-5. **Rank 0 writes** ``checkpoint.pt`` after every epoch (atomically), ``log.jsonl`` (one line per
-   epoch), and at the end the test evaluation of the best-validation-loss weights through
+5. **Rank 0 writes** ``checkpoint.pt`` after every epoch (atomically,
+   :mod:`augengine.train.checkpoint`), ``log.jsonl`` (one line per epoch), and at the end the
+   test evaluation of the best-validation-loss weights through
    :func:`~augengine.train.report.write_report`: ``metrics.json``, the PNG figures, ``report.md``.
 
 Files of a run directory:
@@ -37,7 +38,6 @@ without it.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -46,16 +46,25 @@ import os
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from augengine.checks import check_int, check_number
 from augengine.errors import ConfigError, InputError
 from augengine.store import open_store
 from augengine.train.augment import GeometryRange, normalization_stats
 from augengine.models.weights import read_checkpoint, state_sha256
+from augengine.train.checkpoint import (
+    CHECKPOINT,
+    LOG,
+    append_log,
+    check_resumable,
+    cpu_state,
+    save_checkpoint,
+)
 from augengine.train.distributed import Distributed, init_distributed
 from augengine.train.loader import DaliLoader, TorchLoader, dali_pipeline
 from augengine.train.splits import (
@@ -74,8 +83,6 @@ __all__ = ["CHECKPOINT", "OPTIMIZERS", "TrainConfig", "TrainResult", "load_check
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-_LOG = "log.jsonl"
 OPTIMIZERS = ("sgd", "adam", "adadelta")
 _LOADERS = ("dali", "torch")
 # Mixed into the per-epoch torch seed (dropout) so it never coincides with another stream.
@@ -208,18 +215,6 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _positive_int(name: str, value, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _positive_float(name: str, value, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, "
-                          f"got {value!r}")
-
-
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill the task's recipe defaults into ``config`` and check every setting.
 
@@ -248,15 +243,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             filled[name] = ""
     config = dataclasses.replace(config, **filled)
     for name in ("epochs", "batch_size", "lr_patience", "base_channels", "depth"):
-        _positive_int(name, getattr(config, name), low=0 if name == "lr_patience" else 1)
-    _positive_int("patience", config.patience, low=0)
-    _positive_int("seed", config.seed, low=0)
-    _positive_int("loader_workers", config.loader_workers, low=0)
+        check_int(getattr(config, name), name, 0 if name == "lr_patience" else 1)
+    check_int(config.patience, "patience", 0)
+    check_int(config.seed, "seed", 0)
+    check_int(config.loader_workers, "loader_workers", 0)
     if config.loader_threads is not None:
-        _positive_int("loader_threads", config.loader_threads)
-    _positive_int("image_size", config.image_size, low=32)
-    _positive_float("lr", config.lr)
-    _positive_float("momentum", config.momentum, allow_zero=True)
+        check_int(config.loader_threads, "loader_threads", 1)
+    check_int(config.image_size, "image_size", 32)
+    check_number(config.lr, "lr", positive=True)
+    check_number(config.momentum, "momentum", nonnegative=True)
     if not 0 < config.lr_factor < 1:
         raise ConfigError(f"lr_factor must be in (0, 1), got {config.lr_factor!r}")
     if not 0 <= config.dropout < 1:
@@ -313,6 +308,41 @@ class TrainResult:
     rank: int
     size: int
     sha256: str
+
+
+@dataclass
+class _LoopState:
+    """What the loop carries from epoch to epoch (saved flat into the checkpoint).
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs done.
+    history : dict of str to list of float
+        Per-epoch values (:func:`_record`).
+    best_val_loss : float
+    best_epoch : int
+        1-based epoch of ``best_val_loss``; 0 before the first epoch.
+    wait : int
+        Epochs since the validation loss last fell (early stopping).
+    stopped : bool
+        Early stopping has ended the run.
+    """
+
+    epoch: int = 0
+    history: dict = field(default_factory=dict)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    stopped: bool = False
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping) -> _LoopState:
+        return cls(**{name: checkpoint[name] for name in cls.names()})
 
 
 # ------------------------------------------------------------------------------ data selection
@@ -403,16 +433,6 @@ def _predict(task: Task, model, loaders, device, dist: Distributed) -> dict[str,
 
 # ---------------------------------------------------------------------------------- checkpoint
 
-def _atomic_save(obj, path: Path) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
-
-
-def _cpu_state(model) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
-
-
 def load_checkpoint(path) -> dict:
     """Read a training checkpoint and check ``last_model`` against its recorded sha256.
 
@@ -421,24 +441,10 @@ def load_checkpoint(path) -> dict:
     InputError
         Missing, unreadable, foreign or corrupted file (one line naming it).
     """
-    path = Path(path)
-    checkpoint = read_checkpoint(path, "checkpoint not found (nothing to resume)")
-    keys = ("task", "model", "last_model", "optimizer", "scheduler", "epoch", "history",
-            "best_val_loss", "best_epoch", "wait", "stopped", "config", "world_size", "sha256")
-    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in keys):
-        raise InputError(f"{path}: not an augengine training checkpoint (needs keys "
-                         f"{', '.join(keys)})")
-    if state_sha256(checkpoint["last_model"]) != checkpoint["sha256"]:
-        raise InputError(f"{path}: weights do not match their recorded sha256 (corrupted)")
-    return checkpoint
-
-
-def _check_resumable(saved: Mapping, config: Mapping, path: Path) -> None:
-    for key in sorted(set(saved) | set(config)):
-        if key not in _RESUMABLE and saved.get(key) != config.get(key):
-            raise ConfigError(f"{path}: was trained with {key}={saved.get(key)!r}, this run has "
-                              f"{key}={config.get(key)!r}; resume with the same settings or "
-                              "use another --out")
+    keys = ("task", "model", "last_model", "optimizer", "scheduler", *_LoopState.names(),
+            "config", "world_size", "sha256")
+    return read_checkpoint(path, "checkpoint not found (nothing to resume)", keys=keys,
+                           weights="last_model", kind="an augengine training")
 
 
 def _optimizer(config: TrainConfig, parameters, lr: float) -> torch.optim.Optimizer:
@@ -532,7 +538,8 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
     checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
     settings = dict(config.to_json(), store=view.attrs.get("manifest_sha256"))
     if checkpoint is not None:
-        _check_resumable(checkpoint["config"], settings, checkpoint_path)
+        check_resumable(checkpoint["config"], settings, _RESUMABLE, checkpoint_path,
+                        "resume with the same settings or use another --out")
     splits_file = run_dir / "splits.json" if checkpoint is not None else \
         (Path(config.splits) if config.splits else None)
     splits, indices, summary = _select(config, task, view, splits_file)
@@ -548,9 +555,8 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience) \
         if config.lr_schedule else None
 
-    state = {"epoch": 0, "history": {}, "best_val_loss": math.inf, "best_epoch": 0, "wait": 0,
-             "stopped": False}
-    best_model = _cpu_state(model)
+    state = _LoopState()
+    best_model = cpu_state(model)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["last_model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -559,13 +565,13 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
         # The saved rates were scaled by the saved run's ranks (and maybe reduced on plateau).
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] / checkpoint["world_size"] * dist.size
-        state = {key: checkpoint[key] for key in state}
+        state = _LoopState.from_checkpoint(checkpoint)
         best_model = checkpoint["model"]
     dist.broadcast_state(model, optimizer, with_optimizer=checkpoint is not None)
-    start_epoch = state["epoch"]
+    start_epoch = state.epoch
     if dist.rank == 0:
         if start_epoch == 0:
-            (run_dir / _LOG).unlink(missing_ok=True)
+            (run_dir / LOG).unlink(missing_ok=True)
         log.info("%s: %d train / %d val / %d test rows, %d rank(s) (%s), %s loader, from epoch %d",
                  task.name, indices["train"].size, indices["val"].size, indices["test"].size,
                  dist.size, dist.name, config.loader, start_epoch)
@@ -575,7 +581,7 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
         first_epoch=start_epoch), device, threads)
     val_loaders = _eval_loaders(config, task, view, indices["val"], dist, device, threads)
     for epoch in range(start_epoch, config.epochs):
-        if state["stopped"]:
+        if state.stopped:
             break
         began = time.perf_counter()
         torch.manual_seed(int(np.random.default_rng(
@@ -584,16 +590,16 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
         dist.average_buffers(model)
         val = _predict(task, model, val_loaders, device, dist)
         val_values = {"loss": float(np.mean(val["loss"])), **task.summarize(val)}
-        _record(state["history"], train_values, val_values, optimizer.param_groups[0]["lr"])
-        if val_values["loss"] < state["best_val_loss"]:
-            state.update(best_val_loss=val_values["loss"], best_epoch=epoch + 1, wait=0)
-            best_model = _cpu_state(model)
+        _record(state.history, train_values, val_values, optimizer.param_groups[0]["lr"])
+        if val_values["loss"] < state.best_val_loss:
+            state.best_val_loss, state.best_epoch, state.wait = val_values["loss"], epoch + 1, 0
+            best_model = cpu_state(model)
         else:
-            state["wait"] += 1
-        state["stopped"] = bool(config.patience) and state["wait"] >= config.patience
+            state.wait += 1
+        state.stopped = bool(config.patience) and state.wait >= config.patience
         if scheduler is not None:
             scheduler.step(val_values["loss"])
-        state["epoch"] = epoch + 1
+        state.epoch = epoch + 1
         if dist.rank == 0:
             _save_checkpoint(checkpoint_path, task, model, best_model, optimizer, scheduler,
                              state, settings, dist.size)
@@ -603,14 +609,14 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
     final_sha = state_sha256(model.state_dict())
     if config.debug_rank_hashes:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_rank_hash(run_dir, dist, state["epoch"], final_sha)
+        _write_rank_hash(run_dir, dist, state.epoch, final_sha)
     model.load_state_dict(best_model)
     predictions = _predict(task, model, _eval_loaders(config, task, view, indices["test"], dist,
                                                       device, threads), device, dist)
     metrics, roc = task.test_metrics(predictions)
     metrics["training"] = {
-        "epochs": state["epoch"], "best_epoch": state["best_epoch"],
-        "best_val_loss": state["best_val_loss"], "stopped_early": state["stopped"],
+        "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss, "stopped_early": state.stopped,
         "world_size": dist.size, "backend": dist.name, "loader": config.loader,
     }
     if dist.rank == 0:
@@ -618,11 +624,11 @@ def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.dev
 
         loaders = _eval_loaders(config, task, view, indices["test"], dist, device, threads) \
             if task.figure_samples else []
-        write_report(run_dir, metrics, state["history"], summary, roc=roc,
+        write_report(run_dir, metrics, state.history, summary, roc=roc,
                      class_names=getattr(task, "class_names", ("benign", "malignant")),
                      sections=task.figures(run_dir, model, loaders, device))
-    return TrainResult(run_dir, metrics, state["history"], predictions, start_epoch,
-                       state["epoch"] - start_epoch, state["stopped"], state["best_epoch"],
+    return TrainResult(run_dir, metrics, state.history, predictions, start_epoch,
+                       state.epoch - start_epoch, state.stopped, state.best_epoch,
                        dist.rank, dist.size, final_sha)
 
 
@@ -649,24 +655,22 @@ def _record(history: dict, train_values: Mapping, val_values: Mapping, lr: float
     history.setdefault("lr", []).append(lr)
 
 
-def _save_checkpoint(path, task, model, best_model, optimizer, scheduler, state, settings,
-                     world_size) -> None:
-    last = _cpu_state(model)
-    _atomic_save({"task": task.name, "model": best_model, "last_model": last,
-                  "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                  **copy.deepcopy(state), "config": settings, "world_size": world_size,
-                  "sha256": state_sha256(last)}, path)
+def _save_checkpoint(path, task, model, best_model, optimizer, scheduler, state: _LoopState,
+                     settings, world_size) -> None:
+    save_checkpoint(path, {"task": task.name, "model": best_model, "last_model": cpu_state(model),
+                           "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                           **dataclasses.asdict(state), "config": settings,
+                           "world_size": world_size}, weights="last_model")
 
 
-def _log_epoch(run_dir: Path, state: Mapping, train_values: Mapping, val_values: Mapping,
+def _log_epoch(run_dir: Path, state: _LoopState, train_values: Mapping, val_values: Mapping,
                seconds: float, ranks: int) -> None:
-    record = {"epoch": state["epoch"], **{f"train_{k}": v for k, v in train_values.items()},
+    record = {"epoch": state.epoch, **{f"train_{k}": v for k, v in train_values.items()},
               **{f"val_{k}": v for k, v in val_values.items()}, "seconds": round(seconds, 3),
               "ranks": ranks}
-    with (run_dir / _LOG).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_log(run_dir, record)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                       if k not in ("epoch", "seconds", "ranks"))
-    log.info("epoch %d: %s (%.1f s on %d rank(s))%s", state["epoch"], shown, seconds, ranks,
-             "; early stop" if state["stopped"] else "")
+    log.info("epoch %d: %s (%.1f s on %d rank(s))%s", state.epoch, shown, seconds, ranks,
+             "; early stop" if state.stopped else "")

@@ -1,12 +1,11 @@
-"""load_weights (local checkpoints only) and the small classifier trainer fit_classifier."""
+"""load_weights (local checkpoints only)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from augengine.errors import ConfigError, InputError
-from augengine.models import fit_classifier, load_weights, resnet18, resnet50
+from augengine.errors import InputError
+from augengine.models import load_weights, resnet18, resnet50
 
 
 @pytest.fixture(scope="module")
@@ -87,78 +86,3 @@ def test_strict_false_tolerates_extra_and_missing_keys(tmp_path, source):
         load_weights(resnet18(num_classes=2), path)
     target = load_weights(resnet18(num_classes=2), path, strict=False)
     assert torch.equal(target.fc.weight, source.fc.weight)
-
-
-# ------------------------------------------------------------------------------------------------
-# fit_classifier on a store the test writes itself
-# ------------------------------------------------------------------------------------------------
-
-def _write_store(path, n=16, size=64, manifest_rows=None, bad_label_rows=()):
-    """Zarr v3 group images (n, size, size) uint8 + labels (n,) int8 and manifest.parquet.
-
-    Class 0: dark speckle; class 1: the same with a bright disc in the middle. Rows listed in
-    ``bad_label_rows`` get label 7 (invalid for two classes).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import zarr
-
-    rng = np.random.default_rng(7)
-    labels = np.arange(n) % 2
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2
-    images = rng.integers(0, 60, size=(n, size, size)).astype(np.uint8)
-    images[labels == 1] = np.where(disc, 220, images[labels == 1]).astype(np.uint8)
-    labels = labels.astype(np.int8)
-    labels[list(bad_label_rows)] = 7
-    group = zarr.open_group(path, mode="w", zarr_format=3)
-    stored = group.create_array("images", shape=images.shape, dtype="uint8", chunks=(1, size, size))
-    stored[:] = images
-    group.create_array("labels", shape=labels.shape, dtype="int8", chunks=(n,))[:] = labels
-    rows = np.arange(n) if manifest_rows is None else np.asarray(manifest_rows)
-    pq.write_table(pa.table({"index": rows, "label": rows % 2}),
-                   path / "manifest.parquet")
-    return path
-
-
-def test_fit_classifier_loss_falls_and_checkpoint_loads(tmp_path):
-    # Rows 8 and 9 carry an invalid label but are not in the manifest: they must be skipped.
-    store = _write_store(tmp_path / "tiny.zarr", n=10, size=32, manifest_rows=range(8),
-                         bad_label_rows=(8, 9))
-    result = fit_classifier(store, tmp_path / "out" / "clf.pth", arch="resnet18", epochs=3,
-                            batch_size=4, learning_rate=0.003, seed=0)
-    losses = result.epoch_losses
-    assert len(losses) == 3 and len(result.epoch_accuracies) == 3
-    # Seeds 0-4 all end below half of the first epoch's loss here; 0.75 leaves room for platforms.
-    assert losses[-1] < 0.75 * losses[0], f"training loss did not fall: {losses}"
-    assert result.out_path.is_file()
-    model = load_weights(resnet18(num_classes=2), result.out_path).eval()
-    checkpoint = torch.load(result.out_path, weights_only=True)
-    assert checkpoint["arch"] == "resnet18" and checkpoint["num_classes"] == 2
-    assert checkpoint["epoch_losses"] == list(losses)
-    assert model.fc.out_features == 2
-
-
-def test_fit_classifier_is_reproducible_with_its_seed(tmp_path):
-    store = _write_store(tmp_path / "tiny.zarr", n=4, size=32)
-    runs = [fit_classifier(store, tmp_path / f"run{i}.pth", epochs=1, batch_size=4, seed=3)
-            for i in range(2)]
-    assert runs[0].epoch_losses == runs[1].epoch_losses, f"same seed, losses {runs}"
-
-
-def test_fit_classifier_rejects_labels_outside_the_classes(tmp_path):
-    store = _write_store(tmp_path / "bad.zarr", n=8, size=32, bad_label_rows=(5,))
-    with pytest.raises(InputError, match=r"bad\.zarr: sample 5 has label 7, outside \[0, 2\)"):
-        fit_classifier(store, tmp_path / "clf.pth", epochs=1)
-
-
-def test_fit_classifier_bad_store_and_parameters(tmp_path):
-    with pytest.raises(InputError, match="missing.zarr: store not found"):
-        fit_classifier(tmp_path / "missing.zarr", tmp_path / "clf.pth")
-    store = _write_store(tmp_path / "tiny.zarr", n=4, size=32, manifest_rows=[0, 9])
-    with pytest.raises(InputError, match="manifest index 9 outside the 4 stored images"):
-        fit_classifier(store, tmp_path / "clf.pth")
-    with pytest.raises(ConfigError, match="arch must be one of"):
-        fit_classifier(store, tmp_path / "clf.pth", arch="vgg19")
-    with pytest.raises(ConfigError, match="epochs must be > 0, got 0"):
-        fit_classifier(store, tmp_path / "clf.pth", epochs=0)

@@ -13,11 +13,11 @@ from augengine import store
 from augengine.errors import ConfigError, InputError
 from augengine.models import resnet18
 from augengine.nst import generate, plan_pairs
-from augengine.nst import training
 from augengine.nst.quality import ssim
 from augengine.nst.inference import load_checkpoint, load_style_net
-from augengine.nst.training import CHECKPOINT, train_feedforward
 from augengine.models.weights import state_sha256
+from augengine.train import nst_decoder
+from augengine.train.nst_decoder import CHECKPOINT, train_feedforward
 
 #: Small settings shared by every run: ResNet-18 to layer2 on 32 x 32 images, 8 pairs per epoch
 #: (one random same-class reference per image), two steps of 4 per epoch.
@@ -105,7 +105,7 @@ def test_resume_continues_from_the_saved_epoch_with_identical_state(
     def recompute(*args, **kwargs):
         raise AssertionError("relevance recomputed although it was cached")
 
-    monkeypatch.setattr(training, "_compute_relevance", recompute)
+    monkeypatch.setattr(nst_decoder, "_compute_relevance", recompute)
     resumed = _train(texture_store, tmp_path, epochs=3)
     assert (resumed.start_epoch, resumed.epochs_run) == (2, 1), (
         f"resume: expected to start after epoch 2 and run 1, got {resumed}"
@@ -202,7 +202,7 @@ def test_decoder_learns_to_reconstruct_the_content(texture_store, tmp_path):
 def test_encoder_weights_of_another_architecture_are_refused(texture_store, tmp_path):
     weights = tmp_path / "cls.pt"
     torch.save({"state_dict": resnet18(num_classes=2).state_dict(), "arch": "resnet18",
-                "num_classes": 2}, weights)                        # as fit_classifier saves
+                "num_classes": 2}, weights)                        # with recorded metadata
     with pytest.raises(ConfigError, match="resnet18"):
         train_feedforward(texture_store, tmp_path / "run", weights, epochs=1, lrp=False,
                           **{**TINY, "arch": "resnet50"})

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from augengine.nst.inference import load_style_net
-from augengine.nst.training import train_feedforward
-from tests.nst.test_training import TINY, make_texture_store, texture_images
+from augengine.train.nst_decoder import train_feedforward
+from tests.train.test_nst_decoder import TINY, make_texture_store, texture_images
 from tests.conftest import require_horovod
 
 pytestmark = pytest.mark.slow
