@@ -198,6 +198,25 @@ class Plan:
             return digest
         return hashlib.sha256(f"{digest}:{self.pairs_sha256}".encode()).hexdigest()
 
+    def input_stage(self):
+        """What the actors' chains start from (see :class:`augengine.runner.ShardWorker`): None
+        for plain inputs (each sample as read, :func:`input_frame`); the style-transfer stage
+        (:class:`augengine.nst.stage.StyleTransferStage`) for a job with an ``nst`` section."""
+        if self.config.nst is None:
+            return None
+        from augengine.nst.stage import StyleTransferStage
+
+        return StyleTransferStage(self.refs, self.config.nst, self.config.seed)
+
+
+def check_model_files(config: JobConfig) -> None:
+    """Fail in one line, before planning or starting any actor, when a model file the job names
+    (an NST checkpoint, classifier or encoder weights) is missing or corrupt."""
+    if config.nst is not None:
+        from augengine.nst.stage import check_nst_files
+
+        check_nst_files(config.nst)
+
 
 def file_stamp(path: str) -> list[int] | None:
     """``[size in bytes, mtime in ns]`` of a file, or None when it is missing."""

@@ -28,7 +28,7 @@ from augengine.errors import ConfigError, RunError, one_line
 from augengine.manifest import ManifestRow
 from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
                                 start_chain)
-from augengine.plan import Plan, WorkItem, input_frame, make_plan
+from augengine.plan import Plan, WorkItem, check_model_files, input_frame, make_plan
 
 ACTOR_MAX_RESTARTS = 3
 ACTOR_MAX_TASK_RETRIES = 3
@@ -365,10 +365,7 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
     shard is recorded (tests use it to kill an actor mid-run).
     """
     started = time.perf_counter()
-    if config.nst is not None:
-        from augengine.nst.stage import check_nst_files
-
-        check_nst_files(config.nst)
+    check_model_files(config)
     plan = make_plan(config)
     out = config.output
     store.check_output_path(out.path, [source.path for source in config.sources])
@@ -404,15 +401,6 @@ def run_job(config: JobConfig, address: str | None = None, progress: bool = True
                      store.quarantine_summary(unreadable + quarantined))
 
 
-def _input_stage(plan: Plan):
-    """The actors' input stage (see :class:`ShardWorker`): None for plain inputs."""
-    if plan.config.nst is None:
-        return None
-    from augengine.nst.stage import StyleTransferStage
-
-    return StyleTransferStage(plan.refs, plan.config.nst, plan.config.seed)
-
-
 def _shard_result(task, shard: int, path, finished: int):
     """The value of an actor's task, or the ``RunError`` (one line) naming the shard it was for."""
     import ray
@@ -437,7 +425,7 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
     workers, options = _actor_options(config, len(todo), memory)
     actor_class = ray.remote(ShardWorker).options(max_concurrency=2, **options)
     actors = [actor_class.remote(str(Path(out.path).resolve()), plan.chains, config.seed,
-                                 out.size, out.shard_size, _input_stage(plan),
+                                 out.size, out.shard_size, plan.input_stage(),
                                  registry.user_ops())
               for _ in range(workers)]
     queue = list(todo)

@@ -11,7 +11,8 @@ Each module under ``augengine/`` is parsed with ``ast`` (nothing is imported). T
    is its package's own: only modules inside ``pkg`` import it (``ops/_reconstruction_cuda.py``
    is imported by ``ops/reconstruction.py``; the reverse, which would close a circle, is rule 6).
 6. The imports form no circle: neither those that run when a module is first imported nor,
-   counting the imports inside functions too, any other.
+   counting the imports inside functions too, any other. Imports for type hints only (under
+   ``if TYPE_CHECKING:``) never run and close no circle; rules 1-5 still count them.
 
 Rules 1-5 count every import, including those inside functions (a lazy import is still a
 dependency). A finding that
@@ -47,6 +48,7 @@ class Import:
     name: str | None     # the name taken from it (``from module import name``), else None
     line: int
     at_import_time: bool
+    type_only: bool = False  # under ``if TYPE_CHECKING:``: never runs, so it closes no circle
 
     def __str__(self) -> str:
         what = self.module + (f" (name {self.name})" if self.name else "")
@@ -65,6 +67,14 @@ def _within(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def _type_only(node: ast.AST, parents: dict) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
 def _runs_at_import(node: ast.AST, parents: dict) -> bool:
     while node in parents:
         node = parents[node]
@@ -79,9 +89,11 @@ def _imports(importer: str, source: str, is_package: bool = False) -> list[Impor
     package = importer if is_package else importer.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
-        now = _runs_at_import(node, parents)
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        now, hint = _runs_at_import(node, parents), _type_only(node, parents)
         if isinstance(node, ast.Import):
-            found += [Import(importer, alias.name, None, node.lineno, now)
+            found += [Import(importer, alias.name, None, node.lineno, now, hint)
                       for alias in node.names if _within(alias.name, ("augengine",))]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -93,9 +105,9 @@ def _imports(importer: str, source: str, is_package: bool = False) -> list[Impor
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 if submodule in MODULES:   # ``from augengine import store``: the module itself
-                    found.append(Import(importer, submodule, None, node.lineno, now))
+                    found.append(Import(importer, submodule, None, node.lineno, now, hint))
                 else:
-                    found.append(Import(importer, base, alias.name, node.lineno, now))
+                    found.append(Import(importer, base, alias.name, node.lineno, now, hint))
     return found
 
 
@@ -156,7 +168,8 @@ def _cycle(at_import_time: bool) -> list[str] | None:
     """A circle of imports (the first found, as a path), or None."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for imp in IMPORTS:
-        if (imp.at_import_time or not at_import_time) and imp.module in graph \
+        if (imp.at_import_time or not at_import_time) and not imp.type_only \
+                and imp.module in graph \
                 and imp.module != imp.importer and (imp.importer, imp.module) not in ALLOWED:
             graph[imp.importer].add(imp.module)
     state: dict[str, int] = {}   # 1: on the current path, 2: done
@@ -201,3 +214,10 @@ def test_no_import_circles_through_function_level_imports():
 def test_the_parser_sees_each_form_of_import(source, expected):
     found = [str(imp) for imp in _imports("augengine.nst.example", source)]
     assert any(expected in text for text in found), found
+
+
+def test_type_hint_imports_are_marked_and_others_are_not():
+    source = ("from typing import TYPE_CHECKING\nfrom augengine import store\n"
+              "if TYPE_CHECKING:\n    from augengine.plan import WorkItem\n")
+    marked = {imp.module: imp.type_only for imp in _imports("augengine.nst.example", source)}
+    assert marked == {"augengine.store": False, "augengine.plan": True}, marked
