@@ -191,6 +191,10 @@ class OpSpec:
     domain_out: Literal["image", "same"] = "same"
     #: False for reconstruction/cropping (part of making an "original"), True for augmentations.
     augmentation: bool = True
+    #: The part of the op that its parameters do not change, ``shared(frame)``: with a cache,
+    #: computed once for the chains of one input that reach this op by the same prefix, and
+    #: given to ``apply(frame, params, output_size, shared)`` (which computes it when given None).
+    shared: Callable[[Frame], Any] | None = None
 
 
 def _geometric(fn: Callable[..., np.ndarray], mask_interp: Literal["exact", "nearest"],
@@ -219,15 +223,22 @@ def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
     return apply
 
 
-def _apply_bmode(frame: Frame, params: BmodeParams, output_size) -> Frame:
+def _bmode_envelope(frame: Frame) -> tuple:
+    """What every dynamic range of one RF frame shares: its pixel spacing, envelope and peak."""
     meta = frame.meta
     try:
         spacing = ops.geometry.rf_spacing_mm(meta["fs_hz"], meta["c_m_s"], meta["pitch_m"])
     except (KeyError, TypeError):
         raise InputError("RF sample lacks fs_hz, c_m_s or pitch_m in its metadata") from None
-    image = ops.bmode(frame.data, params.dynamic_range_db, axis=0)
+    return (spacing, *ops.envelope_peaks(frame.data, axis=0))
+
+
+def _apply_bmode(frame: Frame, params: BmodeParams, output_size, shared=None) -> Frame:
+    """``ops.bmode`` byte for byte, from the envelope the input's other dynamic ranges share."""
+    spacing, envelope, peaks = shared if shared is not None else _bmode_envelope(frame)
+    image = ops.compress_envelope(envelope, peaks, params.dynamic_range_db)
     return replace(frame, data=image, spacing_mm=spacing, domain="image",
-                   meta=dict(meta, dynamic_range_db=params.dynamic_range_db))
+                   meta=dict(frame.meta, dynamic_range_db=params.dynamic_range_db))
 
 
 def _dynamic_range(frame: Frame, params: _SradOptions) -> float:
@@ -305,7 +316,7 @@ OPS: dict[str, OpSpec] = {
     "identity": OpSpec(NoParams, lambda frame, params, size: frame, domain_in="any",
                        augmentation=False),
     "bmode": OpSpec(BmodeParams, _apply_bmode, domain_in="rf", domain_out="image",
-                    augmentation=False),
+                    augmentation=False, shared=_bmode_envelope),
     "roi_crop": OpSpec(RoiCropParams, _apply_roi_crop, augmentation=False),
     "scan_convert": OpSpec(ScanConvertParams, _apply_scan_convert, augmentation=False),
     "resize": OpSpec(ResizeParams, _apply_resize, augmentation=False),
@@ -423,17 +434,26 @@ def describe_chain(chain: list[tuple[str, dict]]) -> str:
 
 def _run_ops(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
              cache: dict | None) -> Frame:
-    """Apply ``chain`` one op at a time; ``cache`` holds each result keyed by its chain prefix."""
+    """Apply ``chain`` one op at a time; ``cache`` holds each result keyed by its chain prefix,
+    and an op's :attr:`OpSpec.shared` part keyed by the prefix before it and the op's name."""
     key: tuple = ()
     for op, params in chain:
-        key = key + ((op, json.dumps(params, sort_keys=True)),)
+        prefix, key = key, key + ((op, json.dumps(params, sort_keys=True)),)
         if cache is not None and key in cache:
             frame = cache[key]
+            continue
+        spec = OPS[op]
+        model = spec.params.model_validate(params)
+        if spec.shared is None:
+            frame = spec.apply(frame, model, output_size)
         else:
-            spec = OPS[op]
-            frame = spec.apply(frame, spec.params.model_validate(params), output_size)
-            if cache is not None:
-                cache[key] = frame
+            shared_key = prefix + ((op, None),)
+            if cache is not None and shared_key not in cache:
+                cache[shared_key] = spec.shared(frame)
+            frame = spec.apply(frame, model, output_size,
+                               None if cache is None else cache[shared_key])
+        if cache is not None:
+            cache[key] = frame
     return frame
 
 
@@ -455,7 +475,8 @@ def apply_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[
 
     A final bicubic ``resize`` to ``output_size`` is appended when the chain does not already end
     at that size, and recorded. ``cache`` (keyed by the chain prefix) lets the variants of one
-    input sample share their common prefix, e.g. one ``bmode`` per dynamic range.
+    input sample share their common prefix, e.g. one ``bmode`` per dynamic range, and the part
+    of an op its parameters do not change (:attr:`OpSpec.shared`), e.g. one envelope for them.
 
     This is the per-sample replay of a manifest row, and the reference the batched path
     (:func:`start_chain` + :func:`finish_chains`) reproduces byte for byte.

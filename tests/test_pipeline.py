@@ -87,6 +87,28 @@ def test_prefix_cache_shares_common_work():
     np.testing.assert_array_equal(out_b.data, uncached.data)
 
 
+def test_dynamic_ranges_of_one_input_share_its_envelope(rng, monkeypatch):
+    """bmode at 40, 50 and 60 dB on one cached input computes the envelope once, and each image
+    is still ``ops.bmode`` byte for byte (as the uncached replay of the row makes it)."""
+    from augengine import ops
+
+    calls = []
+    envelope_peaks = ops.envelope_peaks
+    monkeypatch.setattr(ops, "envelope_peaks",
+                        lambda *args, **kwargs: calls.append(1) or envelope_peaks(*args, **kwargs))
+    rf = (rng.standard_normal((128, 16)) * 1000).astype(np.int16)
+    frame = Frame(rf, None, None, "rf", {"fs_hz": 40e6, "c_m_s": 1540.0, "pitch_m": 3e-4})
+    cache: dict = {}
+    for dr in (40, 50, 60):
+        out, _ = apply_chain(frame, [("bmode", {"dynamic_range_db": dr})], (128, 16), cache)
+        np.testing.assert_array_equal(out.data, ops.bmode(rf, dr),
+                                      err_msg=f"DR {dr}: cached bmode differs from ops.bmode")
+        assert out.meta["dynamic_range_db"] == dr and out.spacing_mm is not None
+    assert len(calls) == 1, f"expected one envelope for three dynamic ranges, got {len(calls)}"
+    apply_chain(frame, [("bmode", {"dynamic_range_db": 50})], (128, 16))
+    assert len(calls) == 2, "without a cache (the replay of one row) bmode computes its own"
+
+
 def test_roi_crop_without_mask_or_spacing_is_a_clear_error():
     frame = square_frame()
     with pytest.raises(InputError, match="needs an ROI"):

@@ -2,7 +2,8 @@
 
 NumPy in -> NumPy out; CuPy in -> CuPy out where a GPU path exists.
 """
-from augengine.ops.reconstruction import bmode, envelope, log_compress
+from augengine.ops.reconstruction import (bmode, compress_envelope, envelope, envelope_peaks,
+                                         log_compress)
 from augengine.ops.geometry import (
     affine_batch,
     flip,
@@ -26,7 +27,9 @@ from augengine.ops.despeckle import (srad, srad_bmode, srad_series, srad_series_
 __all__ = [
     "affine_batch",
     "bmode",
+    "compress_envelope",
     "envelope",
+    "envelope_peaks",
     "flip",
     "flip_batch",
     "gaussian_blur",

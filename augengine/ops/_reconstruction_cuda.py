@@ -1,4 +1,5 @@
-"""CUDA back end of :mod:`augengine.ops.reconstruction`: envelope, log compression, B-mode.
+"""CUDA back end of :mod:`augengine.ops.reconstruction`: envelope, log compression, B-mode
+(the envelope with its peaks, then the compression at each dynamic range).
 
 Same semantics as the NumPy functions there, which validate the parameters and resolve ``axis``
 to an array axis before handing CuPy arrays over (CuPy is imported only then). Both FFTs run in
@@ -140,21 +141,21 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None,
     return _grey_levels(env, frame_size, log_max, dynamic_range_db)
 
 
-def bmode_cuda(rf, dynamic_range_db: float, axis: int):
-    """B-mode uint8 image from RF on the GPU: envelope, per-frame maximum, log compression.
+def envelope_peaks_cuda(rf, axis: int):
+    """Envelope and each frame's maximum on the GPU, the all-zero check done:
+    :func:`augengine.ops.reconstruction.envelope_peaks`.
 
     Parameters
     ----------
     rf : cupy.ndarray (..., depth, lines), integer or float (int16 for OASBUD)
         Raw RF; frames are the last two axes.
-    dynamic_range_db : float
-        ``DR`` in dB, validated (> 0).
     axis : int
         Array axis of fast time (``rf.ndim - 2`` for depth-major frames).
 
     Returns
     -------
-    cupy.ndarray of uint8, same shape as ``rf``
+    envelope : cupy.ndarray, same shape as ``rf`` (float64 for float64 RF, float32 otherwise)
+    peaks : cupy.ndarray, same dtype, shape ``rf.shape[:-2] + (1, 1)`` (1-D ``rf``: ``(1,)``)
 
     Raises
     ------
@@ -163,16 +164,14 @@ def bmode_cuda(rf, dynamic_range_db: float, axis: int):
 
     Notes
     -----
-    The envelope kernel also reduces each frame's maximum (one atomic per block), so the
-    pipeline makes one pass over the envelope for the maximum and one for the dB mapping;
-    int16 RF in, uint8 out, no host copy of samples.
+    The envelope kernel also reduces each frame's maximum (one atomic per block), so no pass over
+    the envelope is spent on it; the maxima (a few bytes per frame) are the only device-to-host
+    copy, for the checks. int16 RF in, no host copy of samples.
 
     Example
     -------
-    >>> image = bmode_cuda(cupy.asarray(rf_int16), 50.0, axis=1)  # doctest: +SKIP
+    >>> env, peaks = envelope_peaks_cuda(cupy.asarray(rf_int16), axis=1)  # doctest: +SKIP
     """
-    import cupy
-
     env, frame_max = _analytic_envelope(rf, axis, with_max=True)
     high = frame_max.get()
     if not np.isfinite(high).all():
@@ -180,7 +179,21 @@ def bmode_cuda(rf, dynamic_range_db: float, axis: int):
     if (high == 0).any():
         where = _where(high == 0, env.shape[:-2], env.ndim)
         raise InputError(f"envelope is all zeros (Amax = 0){where}")
-    return _grey_levels(env, _frames(env.shape)[1], cupy.log10(frame_max), dynamic_range_db)
+    return env, frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
+
+
+def compress_envelope_cuda(env, peaks, dynamic_range_db: float):
+    """uint8 grey levels of an :func:`envelope_peaks_cuda` result at one dynamic range: one log
+    of the peaks and one mapping launch (``log_compress_u8``), no host sync.
+
+    Example
+    -------
+    >>> image = compress_envelope_cuda(env, peaks, 50.0)                 # doctest: +SKIP
+    """
+    import cupy
+
+    return _grey_levels(env, _frames(env.shape)[1], cupy.log10(peaks).reshape(-1),
+                        dynamic_range_db)
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -209,13 +209,21 @@ def log_compress(envelope, dynamic_range_db, reference=None):
             " pass the magnitude of the analytic signal"
         )
     if reference is None:
-        if (a_max == 0).any():
-            where = frame_label(tuple(np.argwhere(a_max == 0)[0]), env.ndim)
-            raise InputError(f"envelope is all zeros (Amax = 0){where}")
+        _check_not_all_zero(a_max, env.ndim)
         log_max = np.log(a_max.astype(dtype))
     else:
         log_max = dtype.type(math.log(reference))
+    return _grey_levels(env, log_max, dynamic_range, dtype)
 
+
+def _check_not_all_zero(a_max: np.ndarray, ndim: int) -> None:
+    if (a_max == 0).any():
+        where = frame_label(tuple(np.argwhere(a_max == 0)[0]), ndim)
+        raise InputError(f"envelope is all zeros (Amax = 0){where}")
+
+
+def _grey_levels(env: np.ndarray, log_max, dynamic_range: float, dtype: np.dtype) -> np.ndarray:
+    """Eq. (1) on NumPy: uint8 grey levels of ``env`` given ``ln A_max`` (per frame or scalar)."""
     # Natural log with 1/ln(10) folded into the scale: NumPy's SIMD ln is 2-4x faster than log10.
     with np.errstate(divide="ignore"):  # ln(0) = -inf is wanted: it clips to grey level 0
         grey = np.log(env, dtype=dtype)
@@ -259,11 +267,88 @@ def bmode(rf, dynamic_range_db, axis: int = 0):
     ((2048, 128), dtype('uint8'), 255)
     """
     dynamic_range = check_dynamic_range(dynamic_range_db)
+    return compress_envelope(*envelope_peaks(rf, axis), dynamic_range)
+
+
+def envelope_peaks(rf, axis: int = 0):
+    """The part of :func:`bmode` that does not depend on the dynamic range: the envelope and each
+    frame's maximum ``A_max``, checked as :func:`bmode` checks them.
+
+    Parameters
+    ----------
+    rf : ndarray (..., depth, lines), integer or float
+        Raw RF; leading axes are frames (see :func:`envelope`).
+    axis : {0, 1}, optional
+        Time axis within the frame (0: rows are depth samples).
+
+    Returns
+    -------
+    envelope : ndarray, same shape as ``rf``
+        ``A`` as :func:`envelope` returns it (float32, float64 for float64 RF).
+    peaks : ndarray, same dtype
+        ``A_max`` of each frame, shape ``rf.shape[:-2] + (1, 1)`` (a 1-D ``rf``: ``(1,)``).
+
+    Raises
+    ------
+    ConfigError, InputError
+        As :func:`bmode`: NaN/Inf RF, an all-zero frame ("envelope is all zeros (Amax = 0)").
+
+    Notes
+    -----
+    Several dynamic ranges of one frame (the 40, 50 and 60 dB of seed 001) share this result:
+    ``compress_envelope(env, peaks, DR)`` for each is ``bmode(rf, DR)`` byte for byte, and on
+    a GPU costs one log and one mapping launch instead of the FFTs again. On CuPy the all-zero
+    check reads the peaks back (one small device-to-host copy, the only one).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> rf = (rng.standard_normal((256, 16)) * 1000).astype(np.int16)
+    >>> env, peaks = envelope_peaks(rf)
+    >>> all((compress_envelope(env, peaks, dr) == bmode(rf, dr)).all() for dr in (40, 50, 60))
+    True
+    """
     rf = _as_array(rf)
     _check_real_array(rf, "RF")
     time_axis = _time_axis(rf.ndim, axis)
     if is_cupy(rf):
-        from augengine.ops._reconstruction_cuda import bmode_cuda
+        from augengine.ops._reconstruction_cuda import envelope_peaks_cuda
 
-        return bmode_cuda(rf, dynamic_range, time_axis)
-    return log_compress(envelope(rf, axis), dynamic_range)
+        return envelope_peaks_cuda(rf, time_axis)
+    env = envelope(rf, axis)
+    frame_axes = tuple(range(-min(env.ndim, 2), 0))
+    a_max = env.max(axis=frame_axes, keepdims=True)
+    if not np.isfinite(a_max).all():  # finite RF whose square overflows float32
+        where = frame_label(tuple(np.argwhere(~np.isfinite(a_max))[0]), env.ndim)
+        raise InputError(f"envelope contains NaN or Inf{where}")
+    _check_not_all_zero(a_max, env.ndim)
+    return env, a_max
+
+
+def compress_envelope(envelope, peaks, dynamic_range_db):
+    """uint8 grey levels of an :func:`envelope_peaks` result at one dynamic range (Eq. 1 of seed
+    001, as :func:`log_compress` maps them, each frame against its own peak).
+
+    Parameters
+    ----------
+    envelope, peaks : ndarray
+        What :func:`envelope_peaks` returned (the peaks are not checked again).
+    dynamic_range_db : float
+        Threshold in dB (> 0).
+
+    Returns
+    -------
+    ndarray of uint8, same shape as ``envelope``
+
+    Examples
+    --------
+    >>> env, peaks = envelope_peaks(np.array([[4.0, -4.0], [0.0, 1.0]]))
+    >>> compress_envelope(env, peaks, 40).dtype
+    dtype('uint8')
+    """
+    dynamic_range = check_dynamic_range(dynamic_range_db)
+    if is_cupy(envelope):
+        from augengine.ops._reconstruction_cuda import compress_envelope_cuda
+
+        return compress_envelope_cuda(envelope, peaks, dynamic_range)
+    return _grey_levels(envelope, np.log(peaks), dynamic_range, envelope.dtype)

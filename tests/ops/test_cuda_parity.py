@@ -23,7 +23,8 @@ import pytest
 from augengine.errors import InputError
 from augengine.ops.despeckle import (srad, srad_bmode, srad_series, srad_series_bmode,
                                      srad_series_bmode_pick)
-from augengine.ops.reconstruction import bmode, envelope, log_compress
+from augengine.ops.reconstruction import (bmode, compress_envelope, envelope, envelope_peaks,
+                                          log_compress)
 from tests.conftest import CUDA, requires_gpu
 from tests.cuda_emulator import counting, emulated_cupy
 
@@ -289,6 +290,31 @@ def test_bmode_matches_on_random_rf(cp, rng, dtype):
     rf = (rng.standard_normal((5, 512, 48)) * 4000).astype(dtype)
     gpu = bmode(cp.asarray(rf), 50).get()
     assert_grey_close(gpu, bmode(rf, 50), f"bmode random {dtype.__name__} 5x512x48")
+
+
+def test_shared_envelope_is_bmode(cp, rng):
+    """Three dynamic ranges from one envelope: each is the device's own bmode bit for bit."""
+    rf = cp.asarray(simulated_rf(rng, 2, 256, 16))
+    env, peaks = envelope_peaks(rf)
+    for dr in (40, 50, 60):
+        image = compress_envelope(env, peaks, dr)
+        assert bool((image == bmode(rf, dr)).all()), f"DR {dr}: shared envelope differs from bmode"
+
+
+def test_shared_envelope_costs_one_sync(rng):
+    """The three dynamic ranges of one frame cost one FFT pair and one host sync (the peaks'
+    all-zero check); each range then only its log and its mapping launch."""
+    rf = simulated_rf(rng, 1, 128, 8)
+    with emulated_cupy() as cp:
+        device_rf = cp.asarray(rf)
+        with counting() as counts:
+            env, peaks = envelope_peaks(device_rf)
+            for dr in (40, 50, 60):
+                compress_envelope(env, peaks, dr)
+    assert counts.n_syncs == 1, f"expected 1 host sync, got {dict(counts.syncs)}"
+    launches = dict(counts.launches)
+    assert launches.get("cupy.rfft") == 1 and launches.get("log_compress_u8<float>") == 3, (
+        f"expected one rfft and three log_compress_u8 launches, got {launches}")
 
 
 def test_bmode_errors_match(cp, rng):

@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 
 from augengine.errors import ConfigError, InputError
-from augengine.ops import bmode, envelope, log_compress
+from augengine.ops import bmode, compress_envelope, envelope, envelope_peaks, log_compress
 from tests.conftest import BACKENDS
 
 FS_HZ = 40e6  # OASBUD sampling frequency
@@ -191,6 +191,32 @@ def test_bmode_batched_equals_per_frame(rng):
     for i in range(2):
         np.testing.assert_array_equal(batched[i], bmode(frames[i], 50),
                                       err_msg=f"frame {i}: batched bmode differs from per-frame")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_shared_envelope_is_bmode_byte_for_byte(rng, dtype):
+    """One envelope for several dynamic ranges (the demo job's 40/50/60 dB) gives each of them
+    exactly bmode's bytes, frame by frame."""
+    frames = np.stack([random_rf(rng, (256, 8)) * s for s in (1, 3)]).astype(dtype)
+    env, peaks = envelope_peaks(frames)
+    assert peaks.shape == (2, 1, 1), f"one peak per frame, got shape {peaks.shape}"
+    for dynamic_range_db in (40, 50, 60):
+        np.testing.assert_array_equal(
+            compress_envelope(env, peaks, dynamic_range_db), bmode(frames, dynamic_range_db),
+            err_msg=f"{dtype.__name__} DR {dynamic_range_db}: shared envelope differs from bmode")
+
+
+def test_shared_envelope_checks_as_bmode():
+    frames = np.ones((3, 8, 4), np.int16)
+    frames[2] = 0
+    with pytest.raises(InputError) as error:
+        envelope_peaks(frames)
+    assert _one_line(error) == "envelope is all zeros (Amax = 0) in frame 2"
+    values = np.ones((8, 4))
+    values[3, 2] = np.nan
+    with pytest.raises(InputError) as error:
+        envelope_peaks(values)
+    assert _one_line(error) == "RF contains NaN or Inf samples"
 
 
 def test_bmode_int16(rng):
