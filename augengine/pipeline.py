@@ -280,7 +280,8 @@ def _apply_roi_crop(frame: Frame, params: RoiCropParams, output_size) -> Frame:
     return replace(frame, data=frame.data[rows, cols], mask=frame.mask[rows, cols])
 
 
-def _apply_scan_convert(frame: Frame, params: ScanConvertParams, output_size) -> Frame:
+def _scan_convert_checked(frame: Frame, params: ScanConvertParams) -> None:
+    """Refuse, naming the sample's extent, a frame ``scan_convert`` cannot or must not convert."""
     if frame.spacing_mm is None:
         raise InputError("scan_convert needs the pixel spacing, which this sample lacks")
     shape = ops.geometry.scan_convert_shape(frame.data.shape, frame.spacing_mm,
@@ -291,25 +292,36 @@ def _apply_scan_convert(frame: Frame, params: ScanConvertParams, output_size) ->
         raise InputError(f"scan_convert: pixel_size_mm {pixel} would make a "
                          f"{shape[0]} x {shape[1]} image of this {extent} mm sample; each side "
                          f"must be <= {MAX_SIDE} pixels (give a larger pixel_size_mm)")
+
+
+def _scan_convert_spacing(frame: Frame, rows_out: int) -> tuple[float, float]:
+    """Square pixels of the size actually produced (the op documents how it picks the default)."""
+    pixel = frame.data.shape[0] * frame.spacing_mm[0] / rows_out
+    return pixel, pixel
+
+
+def _apply_scan_convert(frame: Frame, params: ScanConvertParams, output_size) -> Frame:
+    _scan_convert_checked(frame, params)
     data = ops.scan_convert(frame.data, frame.spacing_mm, params.pixel_size_mm, order=3)
     mask = None
     if frame.mask is not None:
         mask = ops.scan_convert(frame.mask, frame.spacing_mm, params.pixel_size_mm, order=0)
-    # Square pixels of the size actually produced (the op documents how it picks the default).
-    rows_mm = frame.data.shape[0] * frame.spacing_mm[0]
-    pixel = rows_mm / data.shape[0]
-    return replace(frame, data=data, mask=mask, spacing_mm=(pixel, pixel))
+    return replace(frame, data=data, mask=mask,
+                   spacing_mm=_scan_convert_spacing(frame, data.shape[0]))
+
+
+def _resize_spacing(frame: Frame, size: tuple[int, int]) -> tuple[float, float] | None:
+    if frame.spacing_mm is None:
+        return None
+    return (frame.spacing_mm[0] * frame.data.shape[0] / size[0],
+            frame.spacing_mm[1] * frame.data.shape[1] / size[1])
 
 
 def _apply_resize(frame: Frame, params: ResizeParams, output_size) -> Frame:
     size = tuple(params.size or output_size)
     data = ops.resize(frame.data, size, order=3)
     mask = None if frame.mask is None else ops.resize(frame.mask, size, order=0)
-    spacing = None
-    if frame.spacing_mm is not None:
-        spacing = (frame.spacing_mm[0] * frame.data.shape[0] / size[0],
-                   frame.spacing_mm[1] * frame.data.shape[1] / size[1])
-    return replace(frame, data=data, mask=mask, spacing_mm=spacing)
+    return replace(frame, data=data, mask=mask, spacing_mm=_resize_spacing(frame, size))
 
 
 OPS: dict[str, OpSpec] = {
@@ -600,7 +612,8 @@ def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas, twin
 #: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
 #: bmode, roi_crop, scan_convert and resize are not here: their results' shapes differ per
 #: input (and the variants of one input share them through the cache), so they run per input
-#: in :func:`start_chain`, together with every op before the last of them in a chain.
+#: in :func:`start_chain`, together with every op before the last of them in a chain; the
+#: head's trailing scan_convert and resize then run batched across inputs (:data:`HEAD_BATCHED`).
 BATCHED: dict[str, BatchedOp] = {
     "identity": BatchedOp(lambda data, mask, params, metas: (data, mask), moves_pixels=False),
     "rotate90": BatchedOp(_batched_exact(ops.rotate90_batch, "k")),
@@ -626,14 +639,64 @@ BATCHED: dict[str, BatchedOp] = {
 }
 
 
+def _stack_frames(frames: list[Frame]) -> tuple[Any, Any]:
+    """The data and the masks (or None) of same-shaped ``frames``, each stacked (B, H, W)."""
+    data = get_array_module(frames[0].data).stack([f.data for f in frames])
+    if frames[0].mask is None:
+        return data, None
+    return data, _stack_on(get_array_module(frames[0].mask), [f.mask for f in frames])
+
+
+def _unstack(frames: list[Frame], data, mask, spacing) -> list[Frame]:
+    return [replace(f, data=data[b], mask=None if mask is None else mask[b], spacing_mm=spacing)
+            for b, f in enumerate(frames)]
+
+
+def _scan_convert_frames(frames: list[Frame], params: ScanConvertParams,
+                         output_size) -> list[Frame]:
+    """:func:`_apply_scan_convert` of frames of one shape and spacing, in one batch."""
+    frame = frames[0]
+    _scan_convert_checked(frame, params)
+    data, mask = _stack_frames(frames)
+    data = ops.scan_convert_batch(data, frame.spacing_mm, params.pixel_size_mm, order=3)
+    if mask is not None:
+        mask = ops.scan_convert_batch(mask, frame.spacing_mm, params.pixel_size_mm, order=0)
+    return _unstack(frames, data, mask, _scan_convert_spacing(frame, data.shape[1]))
+
+
+def _resize_frames(frames: list[Frame], params: ResizeParams, output_size) -> list[Frame]:
+    """:func:`_apply_resize` of frames of one shape and spacing, in one batch."""
+    size = tuple(params.size or output_size)
+    data, mask = _stack_frames(frames)
+    data = ops.resize_batch(data, size, order=3)
+    mask = None if mask is None else ops.resize_batch(mask, size, order=0)
+    return _unstack(frames, data, mask, _resize_spacing(frames[0], size))
+
+
+#: Head ops (run per input, before the batched tail) that a shard still runs in batches: the
+#: frames of all its inputs that reach the op with the same parameters, shape and spacing (the
+#: variants of one input that share the prefix count once) go through one call,
+#: ``apply(frames, params, output_size) -> frames``, image for image the bytes of the op's
+#: :class:`OpSpec`. These resample with weights computed on the host from the shapes alone
+#: (``W_rows @ image @ W_cols.T``), so on CuPy a batch costs the launches of one image. A chain's
+#: head runs per input up to the trailing run of these ops (:func:`start_chain`); that run waits
+#: for the shard (:func:`finish_chains`).
+HEAD_BATCHED: dict[str, Callable[[list[Frame], Any, tuple[int, int]], list[Frame]]] = {
+    "scan_convert": _scan_convert_frames,
+    "resize": _resize_frames,
+}
+
+
 @dataclass
 class ChainStart:
-    """One sample after the per-input head of its chain: the frame, the ops applied so far and
-    the tail that :func:`finish_chains` runs in batches."""
+    """One sample after the per-input head of its chain: the frame, the ops applied so far (with
+    ``pending``), the ops of the head still to run across the shard's inputs
+    (:data:`HEAD_BATCHED`) and the tail that :func:`finish_chains` runs in batches."""
 
     frame: Frame
     applied: list[tuple[str, dict]]
     tail: list[tuple[str, dict]]
+    pending: list[tuple[str, dict]] = field(default_factory=list)
 
 
 def start_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[int, int],
@@ -641,14 +704,68 @@ def start_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[
     """Run the head of a concrete chain on one input frame, as :func:`apply_chain` does.
 
     The head ends at the last op without a :data:`BATCHED` form (nothing when every op has
-    one); the rest, the tail, is left to :func:`finish_chains`. Every parameter of the tail is
-    validated here, so a bad value is this sample's error alone.
+    one); the rest, the tail, is left to :func:`finish_chains`. So is the head's trailing run of
+    :data:`HEAD_BATCHED` ops (``pending``), which :func:`finish_chains` runs across inputs. Every
+    parameter of the tail and of ``pending`` is validated here, so a bad value is this sample's
+    error alone.
     """
     split = max((i + 1 for i, (op, _) in enumerate(chain) if op not in BATCHED), default=0)
     head, tail = chain[:split], chain[split:]
     for op, params in tail:
         OPS[op].params.model_validate(params)
-    return ChainStart(_run_ops(frame, head, output_size, cache), list(head), list(tail))
+    cut = split
+    while cut > 0 and head[cut - 1][0] in HEAD_BATCHED:
+        cut -= 1
+    frame = _run_ops(frame, head[:cut], output_size, cache)
+    # Validated after the ops before them ran, as the per-sample path meets them.
+    for op, params in head[cut:]:
+        OPS[op].params.model_validate(params)
+    return ChainStart(frame, list(head), list(tail), list(head[cut:]))
+
+
+def _head_key(frame: Frame, op: str, params: dict) -> tuple:
+    """Frames with equal keys run a :data:`HEAD_BATCHED` op as one batch."""
+    mask = None if frame.mask is None else (tuple(frame.mask.shape), str(frame.mask.dtype))
+    return (op, json.dumps(params, sort_keys=True), tuple(frame.data.shape),
+            str(frame.data.dtype), mask, frame.spacing_mm, frame.domain)
+
+
+def _finish_heads(starts: list[ChainStart], output_size: tuple[int, int]
+                  ) -> list[ChainStart | Exception]:
+    """Run every sample's ``pending`` head ops, position by position, one batch per
+    :func:`_head_key`; samples that reach an op with the same frame object (the variants of one
+    input, through the per-input cache) share one row of it and its result. Returns, per sample,
+    its start with the head done, or the exception it raised: a batch that raises runs again
+    frame by frame through the per-sample op, so each failure is the per-sample path's."""
+    current: list = [replace(s, pending=[]) for s in starts]
+    for position in range(max((len(s.pending) for s in starts), default=0)):
+        groups: dict[tuple, dict[int, list[int]]] = {}
+        for index, start in enumerate(starts):
+            if isinstance(current[index], Exception) or position >= len(start.pending):
+                continue
+            frame = current[index].frame
+            op, params = start.pending[position]
+            groups.setdefault(_head_key(frame, op, params), {}).setdefault(
+                id(frame), []).append(index)
+        for by_frame in groups.values():
+            sharing = list(by_frame.values())
+            op, params = starts[sharing[0][0]].pending[position]
+            model = OPS[op].params.model_validate(params)
+            frames = [current[members[0]].frame for members in sharing]
+            try:
+                made: list = HEAD_BATCHED[op](frames, model, output_size)
+            except Exception:  # noqa: BLE001 - find the culprit frame by frame below
+                made = []
+                for frame in frames:
+                    try:
+                        made.append(OPS[op].apply(frame, model, output_size))
+                    except Exception as error:  # noqa: BLE001 - reported per sample
+                        made.append(error)
+            for members, result in zip(sharing, made):
+                for index in members:
+                    current[index] = (result if isinstance(result, Exception)
+                                      else replace(current[index], frame=result))
+    return current
 
 
 def _tail_key(start: ChainStart) -> tuple:
@@ -699,17 +816,20 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
                   ) -> list[tuple[Frame, list[tuple[str, dict]]] | Exception]:
     """Run the tails of many samples' chains in batches and finish each as :func:`apply_chain`.
 
-    Samples are grouped by :func:`_tail_key`; each group runs each op of its tail once on a
+    First the heads' ``pending`` ops, batched across the samples (:func:`_finish_heads`). Then
+    samples are grouped by :func:`_tail_key`; each group runs each op of its tail once on a
     stack (B, H, W) with the per-sample parameters as vectors (:data:`BATCHED`). Then, per
     sample, the final resize to ``output_size`` where the chain did not reach it, and the uint8
     check. Returns, in the order of ``starts``, ``(frame, applied)`` or the exception that sample
     raised. A group whose batch raises runs again one sample at a time, so one bad sample never
     costs the others their outputs and each failure is reported as the per-sample path reports it.
     """
+    starts = _finish_heads(starts, output_size)
+    results: list = [start if isinstance(start, Exception) else None for start in starts]
     groups: dict[tuple, list[int]] = {}
     for index, start in enumerate(starts):
-        groups.setdefault(_tail_key(start), []).append(index)
-    results: list = [None] * len(starts)
+        if not isinstance(start, Exception):
+            groups.setdefault(_tail_key(start), []).append(index)
     for members in groups.values():
         chosen = [starts[i] for i in members]
         try:

@@ -303,3 +303,43 @@ def test_a_bad_sample_in_a_batch_costs_only_itself(rng):
     for sample in (0, 1, 3):
         expected, _ = apply_chain(frames[sample], chain, (40, 36))
         assert np.array_equal(results[sample][0].data, expected.data), f"sample {sample} differs"
+
+
+def test_the_heads_resampling_runs_once_per_shape_across_inputs(rng, monkeypatch):
+    import augengine.pipeline as pipeline
+
+    # Two shapes; the second frame shares the first's shape, the last lacks its spacing.
+    frames = speckle_frames(rng, 2) + speckle_frames(rng, 1, shape=(48, 30))
+    frames.append(Frame(frames[0].data, frames[0].mask, None, "image", {}))
+    head = [("scan_convert", {"pixel_size_mm": 0.08}), ("resize", {})]
+    # Two variants of each input sharing the head through the cache, as a one_of makes.
+    variants = [head, head + [("rotate", {"angle_deg": {"uniform": [-9, 9]}})]]
+    batches = []
+    for name in ("scan_convert", "resize"):
+        real = pipeline.HEAD_BATCHED[name]
+        monkeypatch.setitem(pipeline.HEAD_BATCHED, name, lambda fs, p, size, real=real, name=name:
+                            (batches.append((name, len(fs))), real(fs, p, size))[1])
+    cases, starts = [], []
+    for sample, frame in enumerate(frames):
+        cache = {}
+        for variant in variants:
+            concrete = realise_chain(variant, 10 * sample + len(variant))
+            cases.append((sample, frame, concrete))
+            starts.append(start_chain(frame, concrete, (32, 32), cache))
+    results = finish_chains(starts, (32, 32))
+    assert sorted(batches) == sorted([("scan_convert", 2), ("scan_convert", 1),
+                                      ("scan_convert", 1), ("resize", 2), ("resize", 1)]), (
+        f"expected one scan_convert and resize per shape, each input once, got {batches}")
+    for (sample, frame, concrete), result in zip(cases, results):
+        if sample == 3:
+            with pytest.raises(Exception) as expected_error:
+                apply_chain(frame, concrete, (32, 32))
+            assert isinstance(result, Exception) and one_line(result) == one_line(
+                expected_error.value), f"sample 3 (no spacing) should fail alone, got {result!r}"
+            continue
+        expected, applied = apply_chain(frame, concrete, (32, 32))
+        assert not isinstance(result, Exception), f"sample {sample}: raised {result!r}"
+        assert result[1] == applied, f"sample {sample}: applied {result[1]}, expected {applied}"
+        assert np.array_equal(result[0].data, expected.data), f"sample {sample}: data differs"
+        assert np.array_equal(result[0].mask, expected.mask), f"sample {sample}: mask differs"
+        assert result[0].spacing_mm == expected.spacing_mm, f"sample {sample}: spacing differs"

@@ -166,3 +166,25 @@ def test_batch_ops_refuse_a_single_image_and_a_short_vector(xp):
         ops.rotate_batch(xp.asarray(np.zeros((4, 4), np.uint8)), [1.0])
     with pytest.raises(ConfigError, match="3 images but 2 values of sigmas"):
         ops.gaussian_blur_batch(xp.asarray(np.zeros((3, 4, 4), np.uint8)), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("order", [3, 1, 0])
+def test_resize_and_scan_convert_batch_equal_each_image_alone(xp, on_gpu, rng, shape, order):
+    images, masks = stacks(rng, shape)
+    for stack in (images, masks, images.astype(np.float32)):
+        for size in [(23, 40), shape[::-1]]:
+            out = ops.resize_batch(xp.asarray(stack), size, order=order)
+            expected = [ops.resize(image, size, order=order) for image in stack]
+            assert_same_per_image(out, expected, f"resize to {size} order {order} "
+                                  f"{stack.dtype} {shape}", on_gpu)
+        spacing = (0.05, 0.3)
+        out = ops.scan_convert_batch(xp.asarray(stack), spacing, 0.1, order=order)
+        expected = [ops.scan_convert(image, spacing, 0.1, order=order) for image in stack]
+        assert_same_per_image(out, expected, f"scan_convert order {order} {stack.dtype} {shape}",
+                              on_gpu)
+
+
+def test_resize_batch_refuses_a_bad_size(xp):
+    with pytest.raises(ConfigError, match=r"size must be a pair \(H, W\) of integers >= 1"):
+        ops.resize_batch(xp.zeros((2, 8, 8), np.uint8), (0, 8))
