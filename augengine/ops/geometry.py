@@ -237,6 +237,16 @@ def _resample_matrix(n_in: int, n_out: int, order: int, dtype) -> np.ndarray:
     return weights.astype(dtype)
 
 
+def _size(size) -> tuple[int, int]:
+    """``size`` checked as an output ``(H, W)`` of :func:`resize`."""
+    if np.ndim(size) != 1 or len(size) != 2:
+        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {size!r}")
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+               for s in size):
+        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
 def resize(image, size, order: int = 3):
     """Resize an image or mask to ``size = (H, W)`` pixels.
 
@@ -285,12 +295,7 @@ def resize(image, size, order: int = 3):
     """
     image = check_image(image, "resize")
     order = _order(order)
-    if np.ndim(size) != 1 or len(size) != 2:
-        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {size!r}")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
-               for s in size):
-        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {tuple(size)}")
-    height, width = int(size[0]), int(size[1])
+    height, width = _size(size)
     xp = get_array_module(image)
     if order == 0:
         # Integer arithmetic: floor((2i + 1) h / 2H) is exact, even for a centre on a border.
@@ -707,11 +712,7 @@ def resize_batch(images, size, order: int = 3):
     order = _order(order)
     if not is_cupy(images):
         return np.stack([resize(image, size, order=order) for image in images])
-    if np.ndim(size) != 1 or len(size) != 2 or not all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
-            for s in size):
-        raise ConfigError(f"size must be a pair (H, W) of integers >= 1, got {size!r}")
-    height, width = int(size[0]), int(size[1])
+    height, width = _size(size)
     xp = get_array_module(images)
     _, rows_in, cols_in = images.shape
     if order == 0:
