@@ -69,6 +69,18 @@ __device__ __forceinline__ void block_sum2(double s1, double s2, double* __restr
     }
 }
 
+// Differences of pixel (i, j), value j0, to its north, south, west and east neighbours; the
+// border is clamped, so across it the difference is exactly zero.
+template <typename T>
+__device__ __forceinline__ void neighbour_diffs(const T* __restrict__ img, int H, int W, int i,
+                                                int j, T j0, T& dn, T& ds, T& dw, T& de)
+{
+    dn = load_clamped(img, H, W, i - 1, j) - j0;
+    ds = load_clamped(img, H, W, i + 1, j) - j0;
+    dw = load_clamped(img, H, W, i, j - 1) - j0;
+    de = load_clamped(img, H, W, i, j + 1) - j0;
+}
+
 __device__ __forceinline__ bool in_roi(int i, int j, int r0, int r1, int c0, int c1)
 {
     return i >= r0 && i < r1 && j >= c0 && j < c1;
@@ -332,10 +344,8 @@ srad_series_u8(const unsigned char* __restrict__ grey, int H, int W, T expand_sc
         for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
             const int i = (int)(p / W), j = (int)(p - (long long)i * W);
             const T j0 = work[p];
-            const T dn = load_clamped(work, H, W, i - 1, j) - j0;
-            const T ds = load_clamped(work, H, W, i + 1, j) - j0;
-            const T dw = load_clamped(work, H, W, i, j - 1) - j0;
-            const T de = load_clamped(work, H, W, i, j + 1) - j0;
+            T dn, ds, dw, de;
+            neighbour_diffs(work, H, W, i, j, j0, dn, ds, dw, de);
             const T s = ((ds * ds + dn * dn) + de * de) + dw * dw;
             const T l = ((ds + dn) + de) + dw;
             const T pn = T(4) * j0 + l;
@@ -350,10 +360,8 @@ srad_series_u8(const unsigned char* __restrict__ grey, int H, int W, T expand_sc
         for (long long p = tid; p < plane; p += SRAD_SERIES_THREADS) {
             const int i = (int)(p / W), j = (int)(p - (long long)i * W);
             const T j0 = work[p];
-            const T dn = load_clamped(work, H, W, i - 1, j) - j0;
-            const T ds = load_clamped(work, H, W, i + 1, j) - j0;
-            const T dw = load_clamped(work, H, W, i, j - 1) - j0;
-            const T de = load_clamped(work, H, W, i, j + 1) - j0;
+            T dn, ds, dw, de;
+            neighbour_diffs(work, H, W, i, j, j0, dn, ds, dw, de);
             const T c = coef[p];
             // Across the border the difference is exactly zero, so the clamped coefficient
             // only ever multiplies zero (as in srad_step).

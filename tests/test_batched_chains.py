@@ -165,19 +165,11 @@ def nst_example(tmp_path_factory):
     """jobs/nst_example.yaml on a small texture store whose images were made at 50 dB (so its
     srad step has a dynamic range) with a decoder trained for one epoch."""
     from augengine.train.nst_decoder import train_feedforward
-    from tests.train.test_nst_decoder import TINY, texture_images
+    from tests.train.test_nst_decoder import TINY, make_texture_store
 
     root = tmp_path_factory.mktemp("nst-example")
-    source = root / "originals.zarr"
-    images, labels = texture_images(3, 32)
-    store.create_store(source, len(images), (32, 32), len(images), False, "nst", {"name": "nst"})
-    store.write_shard(source, 0, images, labels, None)
-    made = json.dumps([{"op": "bmode", "dynamic_range_db": 50}])
-    store.finalize(source, [
-        {"index": i, "sample_id": f"t{i}:0", "input_id": f"t{i}", "source_id": f"t{i}",
-         "source_path": "textures", "reader": "test", "label": int(labels[i]), "variant": 0,
-         "chain": "bmode(50)", "ops": made, "seed": 0, "shard": 0, "has_mask": False,
-         "sha256": store.image_sha256(images[i])} for i in range(len(images))], [], len(images))
+    source = make_texture_store(root / "originals.zarr", n_per_class=3, size=32,
+                                made_by=({"op": "bmode", "dynamic_range_db": 50},))
     train_feedforward(source, root / "run", epochs=1, lrp=False,
                       **dict(TINY, pairing="within_class_all"))
 

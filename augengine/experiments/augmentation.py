@@ -24,8 +24,6 @@ content image, every style reference and every decoder-training image is a train
 """
 from __future__ import annotations
 
-import dataclasses
-
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +32,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from augengine.errors import InputError
-from augengine.experiments.common import (ExperimentConfig, Progress, describe_data, lesion_split,
-                                          log, prepare_data, repeats_done, score_cell, summarize,
-                                          train_arm, write_results)
+from augengine.experiments.common import (ExperimentConfig, Progress, describe_data,
+                                          known_fields, lesion_split, log, prepare_data,
+                                          repeats_done, score_cell, summarize, train_arm,
+                                          write_results)
 from augengine.experiments.data import (compose_store, data_summary, geometric_variants,
                                         reconstruction_steps, stage_store)
 
@@ -88,12 +87,7 @@ class StyleConfig(BaseModel):
     def _known_decoder_settings(cls, value):
         from augengine.train.nst_decoder import DecoderTrainConfig
 
-        allowed = {f.name for f in dataclasses.fields(DecoderTrainConfig)} - _OWN_DECODER
-        for name in value:
-            if name not in allowed:
-                raise ValueError(f"{name!r} is not a decoder setting (choose from "
-                                 f"{', '.join(sorted(allowed))})")
-        return value
+        return known_fields(value, DecoderTrainConfig, _OWN_DECODER, "a decoder setting")
 
     def decoder_settings(self) -> dict:
         return {**DECODER_SETTINGS, **self.decoder}

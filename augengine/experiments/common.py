@@ -67,12 +67,8 @@ class ExperimentConfig(BaseModel):
     def _known_training_settings(cls, value):
         from augengine.train.loop import TrainConfig
 
-        allowed = {f.name for f in dataclasses.fields(TrainConfig)} - _OWN_FIELDS
-        for name in value:
-            if name not in allowed:
-                raise ValueError(f"{name!r} is not a training setting an experiment may change "
-                                 f"(choose from {', '.join(sorted(allowed))})")
-        return value
+        return known_fields(value, TrainConfig, _OWN_FIELDS,
+                            "a training setting an experiment may change")
 
     def classifier_settings(self) -> dict:
         return {**EXPERIMENT_SETTINGS, **self.train}
@@ -242,3 +238,14 @@ def repeats_done(repeats: list, config: ExperimentConfig) -> str:
     if len(repeats) == config.repeats:
         return f"{config.repeats} repeat(s)"
     return f"{len(repeats)} of {config.repeats} repeats (run still going)"
+
+
+def known_fields(settings: dict, config_class, own: set[str], what: str) -> dict:
+    """``settings`` if each key is a field of the dataclass ``config_class`` that the experiment
+    does not set itself (``own``); else a ValueError naming the key, ``what`` it is not, and the
+    choices."""
+    allowed = {f.name for f in dataclasses.fields(config_class)} - own
+    for name in settings:
+        if name not in allowed:
+            raise ValueError(f"{name!r} is not {what} (choose from {', '.join(sorted(allowed))})")
+    return settings

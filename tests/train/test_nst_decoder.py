@@ -39,15 +39,17 @@ def texture_images(n_per_class: int = 4, size: int = 32, seed: int = 0):
     return pixels, np.repeat(np.array([0, 1], dtype=np.int8), n_per_class)
 
 
-def make_texture_store(path, n_per_class: int = 4, size: int = 32):
-    """A finished store (manifest and all) of :func:`texture_images`."""
+def make_texture_store(path, n_per_class: int = 4, size: int = 32, made_by: tuple = ()):
+    """A finished store (manifest and all) of :func:`texture_images`; ``made_by``: the ops each
+    image records as having made it (e.g. a bmode step, so an srad step knows its dynamic
+    range)."""
     images, labels = texture_images(n_per_class, size)
     n = len(images)
     store.create_store(path, n, (size, size), n, False, "nst-test", {"name": "nst-test"})
     store.write_shard(path, 0, images, labels, None)
     rows = [{"index": i, "sample_id": f"t{i}:0", "input_id": f"t{i}", "source_id": f"t{i}",
              "source_path": "phantom", "reader": "test", "label": int(labels[i]), "variant": 0,
-             "chain": "identity", "ops": "[]", "seed": 0, "shard": 0, "has_mask": False,
+             "chain": "identity", "ops": json.dumps(list(made_by)), "seed": 0, "shard": 0, "has_mask": False,
              "sha256": store.image_sha256(images[i])} for i in range(n)]
     store.finalize(path, rows, [], n)
     return path
