@@ -94,12 +94,14 @@ class Counts:
     the device: ``ndarray.get()``, ``float()``, ``int()``, ``bool()`` and ``__index__`` of a
     device array (each named apart), ``Device().synchronize()``, ``Event.synchronize()``.
     ``h2d``: host-to-device copies (``cupy.asarray`` of host data), counted apart: one transfer
-    each, not a wait for the kernels before it.
+    each, not a wait for the kernels before it. ``d2h_async``: device-to-host copies queued
+    without waiting (``get(blocking=False)``); the wait is the stream's ``synchronize()``, a sync.
     """
 
     launches: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     syncs: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     h2d: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    d2h_async: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def n_launches(self) -> int:
@@ -187,11 +189,14 @@ API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.from_dlpack", "cupy.n
                         "cupy.RawModule.get_function", "cupy.RawKernel.__call__",
                         "cupy.cuda.Device", "cupy.cuda.Device.synchronize", "cupy.cuda.Event",
                         "cupy.cuda.Event.record", "cupy.cuda.Event.synchronize",
-                        "cupy.cuda.get_elapsed_time", "cupy.cuda.runtime.getDeviceCount",
+                        "cupy.cuda.get_elapsed_time", "cupy.cuda.get_current_stream",
+                        "cupy.cuda.Stream.synchronize", "cupyx.empty_pinned",
+                        "cupy.cuda.runtime.getDeviceCount",
                         "cupy.cuda.runtime.getDeviceProperties", "cupy.random.default_rng")
 
 #: Attributes of ``cupy.ndarray`` the project reads (checked to exist on CuPy's).
-ATTRIBUTES: tuple[str, ...] = ("T", "dtype", "flags", "nbytes", "ndim", "shape", "size")
+ATTRIBUTES: tuple[str, ...] = ("T", "data", "dtype", "flags", "nbytes", "ndim", "shape", "size",
+                               "strides")
 
 
 def _stub(path: str, parameters: str):
@@ -334,7 +339,21 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
         self._a = device
 
     def get(self, stream=None, order="C", out=None, blocking=True):
+        if not blocking:
+            # Emulated kernels have already run, so the copy is made now; a fault surfaces at
+            # the stream's synchronize(), as the real copy's would.
+            _count("d2h_async", "ndarray.get")
+            if out is None:
+                return np.array(self._a, order=order)
+            out[...] = self._a
+            return out
         return self._to_host("ndarray.get", order, out)
+
+    @property
+    def data(self):
+        """``cupy.cuda.MemoryPointer`` of the array's first element: its ``ptr`` is what a
+        kernel reads through a table of pointers (emulated device memory is host memory)."""
+        return types.SimpleNamespace(ptr=self._a.ctypes.data)
 
     def _to_host(self, why: str, order="C", out=None):
         _count("syncs", why)
@@ -628,6 +647,27 @@ class _Event:
         _synchronize()
 
 
+class _Stream:
+    """``cupy.cuda.Stream``: the emulator runs kernels and copies at their call, so waiting for
+    a stream only reports a fault, as the real wait would."""
+
+    def synchronize(self):
+        _count("syncs", "Stream.synchronize")
+        _synchronize()
+
+
+_STREAM = _Stream()
+
+
+def get_current_stream(device_id=-1):
+    return _STREAM
+
+
+def empty_pinned(shape, dtype=float, order="C"):
+    """``cupyx.empty_pinned``: page-locked host memory is host memory here."""
+    return np.empty(shape, dtype=dtype, order=order)
+
+
 def get_elapsed_time(start_event, end_event) -> float:
     return (end_event.seconds - start_event.seconds) * 1e3
 
@@ -686,14 +726,16 @@ def modules() -> dict[str, types.ModuleType]:
     """``sys.modules`` entries that make ``import cupy`` (and the cupyx parts used) emulated."""
     runtime = types.SimpleNamespace(getDeviceCount=getDeviceCount,
                                     getDeviceProperties=getDeviceProperties)
-    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event,
-                                 get_elapsed_time=get_elapsed_time)
+    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event, Stream=_Stream,
+                                 get_elapsed_time=get_elapsed_time,
+                                 get_current_stream=get_current_stream)
     random = types.SimpleNamespace(default_rng=default_rng, Generator=_Generator)
     cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, from_dlpack=from_dlpack,
                    RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, random=random)
     scipy_ = types.ModuleType("cupyx.scipy")
     fakes = {"cupy": cupy, "cupyx": types.ModuleType("cupyx"), "cupyx.scipy": scipy_}
     fakes["cupyx"].scipy = scipy_
+    fakes["cupyx"].empty_pinned = empty_pinned
     for part, host in (("fft", scipy.fft), ("ndimage", scipy.ndimage), ("signal", scipy.signal)):
         setattr(scipy_, part, _mirror(f"cupyx.scipy.{part}", host))
         fakes[f"cupyx.scipy.{part}"] = getattr(scipy_, part)

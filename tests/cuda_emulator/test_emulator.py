@@ -302,7 +302,7 @@ def _parameters(signature: inspect.Signature):
 def test_signature_is_cupys(real_cupy, path):
     fakes = cuda_emulator.modules()
     parts = path.split(".")
-    root = ".".join(parts[:2]) if parts[0] == "cupyx" else parts[0]
+    root = ".".join(parts[:2]) if parts[:2] == ["cupyx", "scipy"] else parts[0]
     emulated = functools.reduce(getattr, parts[root.count(".") + 1 :], fakes[root])
     assert _parameters(inspect.signature(emulated)) == _parameters(_real_signature(path)), (
         f"{path}: emulated {inspect.signature(emulated)}, CuPy {_real_signature(path)}")
@@ -347,3 +347,34 @@ def test_counting_names_every_launch_sync_and_copy():
     assert outer.syncs["float()"] == 1 and outer.syncs["Device.synchronize"] == 1, (
         f"the outer block sees the inner block's work too: {outer.syncs}")
     assert outer.n_launches == sum(outer.launches.values()) > counts.n_launches == 2
+
+
+def test_an_async_copy_waits_at_the_streams_synchronize():
+    """get(blocking=False) into pinned memory queues the copy; the one wait is the stream's
+    synchronize(), counted as the sync."""
+    with emulated_cupy() as cupy, cuda_emulator.counting() as counts:
+        import cupyx
+
+        image = cupy.asarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+        pinned = cupyx.empty_pinned(image.shape, np.uint8)
+        image.get(out=pinned, blocking=False)
+        cupy.cuda.get_current_stream().synchronize()
+    np.testing.assert_array_equal(pinned, np.arange(6).reshape(2, 3))
+    assert counts.d2h_async == {"ndarray.get": 1}, counts.d2h_async
+    assert counts.syncs == {"Stream.synchronize": 1}, counts.syncs
+
+
+def test_a_kernel_reads_through_a_table_of_pointers(cp):
+    """``ndarray.data.ptr`` of views, gathered in a device table, as ragged kernels take them."""
+    module = RawModule(code=r"""
+extern "C" __global__ void first_of_each(const unsigned long long* ptrs, float* out, int n)
+{
+    const int i = threadIdx.x;
+    if (i < n) out[i] = *(const float*)ptrs[i];
+}""", name_expressions=["first_of_each"])
+    base = cp.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    views = [base[1, 2:], base[2:, 1:]]
+    table = cp.asarray(np.array([v.data.ptr for v in views], np.uint64))
+    out = cp.empty(2, np.float32)
+    module.get_function("first_of_each")((1,), (32,), (table, out, np.int32(2)))
+    np.testing.assert_array_equal(out.get(), [6.0, 9.0])
