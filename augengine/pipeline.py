@@ -46,15 +46,49 @@ def _check_image_size(size: tuple[int, int]) -> tuple[int, int]:
 ImageSize = Annotated[tuple[int, int], AfterValidator(_check_image_size)]
 
 
+@dataclass(frozen=True, eq=False)
+class DeferredCheck:
+    """A check an op made on the device without reading its values back: ``values`` (a device
+    array) holds this sample's entry at ``index``, and ``message(host_values[index])`` is the
+    error the op raises for it on its checking path, or None. A shard's checks are read back
+    with its images, in the one copy back, instead of costing a host sync where the op ran
+    (e.g. bmode's all-zero/NaN envelope check, :func:`_bmode_frames`)."""
+
+    values: Any
+    index: int
+    message: Callable[[np.ndarray], str | None]
+
+    def error(self, host_values: np.ndarray) -> InputError | None:
+        """The check's error given the host copy of :attr:`values`, or None."""
+        text = self.message(host_values[self.index])
+        return None if text is None else InputError(text)
+
+
+def settle(checks: tuple[DeferredCheck, ...]) -> InputError | None:
+    """The first failing check's error, reading the values back now (a host sync per distinct
+    array: for a sample that failed anyway, or outside a shard's copy back)."""
+    copies: dict[int, np.ndarray] = {}
+    for check in checks:
+        if id(check.values) not in copies:
+            values = check.values
+            copies[id(values)] = values.get() if is_cupy(values) else np.asarray(values)
+        error = check.error(copies[id(check.values)])
+        if error is not None:
+            return error
+    return None
+
+
 @dataclass
 class Frame:
-    """What flows through a chain: RF (depth, lines) or a uint8 image, its mask and spacing."""
+    """What flows through a chain: RF (depth, lines) or a uint8 image, its mask and spacing,
+    and the checks of its ops still to be read back from the device (:class:`DeferredCheck`)."""
 
     data: np.ndarray
     mask: np.ndarray | None
     spacing_mm: tuple[float, float] | None
     domain: Literal["rf", "image"]
     meta: dict[str, Any] = field(default_factory=dict)
+    checks: tuple[DeferredCheck, ...] = ()
 
     @classmethod
     def from_sample(cls, sample) -> Frame:
@@ -223,14 +257,18 @@ def _intensity(fn: Callable[..., np.ndarray], **kwargs_from_params):
     return apply
 
 
-def _bmode_envelope(frame: Frame) -> tuple:
-    """What every dynamic range of one RF frame shares: its pixel spacing, envelope and peak."""
+def _bmode_envelope_spacing(frame: Frame) -> tuple[float, float]:
+    """The pixel spacing of an RF frame's B-mode image, from its scan metadata."""
     meta = frame.meta
     try:
-        spacing = ops.geometry.rf_spacing_mm(meta["fs_hz"], meta["c_m_s"], meta["pitch_m"])
+        return ops.geometry.rf_spacing_mm(meta["fs_hz"], meta["c_m_s"], meta["pitch_m"])
     except (KeyError, TypeError):
         raise InputError("RF sample lacks fs_hz, c_m_s or pitch_m in its metadata") from None
-    return (spacing, *ops.envelope_peaks(frame.data, axis=0))
+
+
+def _bmode_envelope(frame: Frame) -> tuple:
+    """What every dynamic range of one RF frame shares: its pixel spacing, envelope and peak."""
+    return (_bmode_envelope_spacing(frame), *ops.envelope_peaks(frame.data, axis=0))
 
 
 def _apply_bmode(frame: Frame, params: BmodeParams, output_size, shared=None) -> Frame:
@@ -611,9 +649,9 @@ def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas, twin
 #: On NumPy, where a call costs no launch, the batch forms are chosen for CPU speed: rotate,
 #: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
 #: bmode, roi_crop, scan_convert and resize are not here: their results' shapes differ per
-#: input (and the variants of one input share them through the cache), so they run per input
-#: in :func:`start_chain`, together with every op before the last of them in a chain; the
-#: head's trailing scan_convert and resize then run batched across inputs (:data:`HEAD_BATCHED`).
+#: input, so a chain's head up to the last of them runs apart from its tail: per input in
+#: :func:`start_chain`, except its trailing run of :data:`HEAD_BATCHED` ops, which runs
+#: across the shard's inputs whatever their shapes.
 BATCHED: dict[str, BatchedOp] = {
     "identity": BatchedOp(lambda data, mask, params, metas: (data, mask), moves_pixels=False),
     "rotate90": BatchedOp(_batched_exact(ops.rotate90_batch, "k")),
@@ -639,51 +677,113 @@ BATCHED: dict[str, BatchedOp] = {
 }
 
 
-def _stack_frames(frames: list[Frame]) -> tuple[Any, Any]:
-    """The data and the masks (or None) of same-shaped ``frames``, each stacked (B, H, W)."""
-    data = get_array_module(frames[0].data).stack([f.data for f in frames])
-    if frames[0].mask is None:
-        return data, None
-    return data, _stack_on(get_array_module(frames[0].mask), [f.mask for f in frames])
+def _bmode_frames(frames: list[Frame], params: list[BmodeParams], output_size) -> list[Frame]:
+    """:func:`_apply_bmode` of each ``(frames[i], params[i])`` (a frame may come once per dynamic
+    range), each input's envelope computed once for all its ranges.
+
+    On NumPy frame by frame through :func:`_bmode_envelope` and :func:`_apply_bmode`, the
+    per-sample code itself. On CuPy the inputs of one RF shape and dtype share one
+    ``ops.envelope_peaks`` call (the frames stacked) and every (input, range) of them one
+    ``ops.compress_envelope_batch`` launch; the all-zero/NaN peak check is not read back here
+    (that would be a host sync per call) but deferred (:class:`DeferredCheck`) to the shard's
+    copy back, with ``ops.peaks_error`` giving the message the checking path raises."""
+    if not is_cupy(frames[0].data):
+        shared: dict[int, tuple] = {}
+        made = []
+        for frame, model in zip(frames, params):
+            if id(frame) not in shared:
+                shared[id(frame)] = _bmode_envelope(frame)
+            made.append(_apply_bmode(frame, model, output_size, shared[id(frame)]))
+        return made
+    xp = get_array_module(frames[0].data)
+    inputs = list({id(frame): frame for frame in frames}.values())
+    spacing = {id(frame): _bmode_envelope_spacing(frame) for frame in inputs}
+    groups: dict[tuple, list[Frame]] = {}
+    for frame in inputs:
+        groups.setdefault((tuple(frame.data.shape), str(frame.data.dtype)), []).append(frame)
+    made: list = [None] * len(frames)
+    for members in groups.values():
+        rf = members[0].data[None] if len(members) == 1 else xp.stack([f.data for f in members])
+        envelope, peaks = ops.envelope_peaks(rf, axis=0, check=False)
+        slot = {id(frame): i for i, frame in enumerate(members)}
+        wanted = [i for i, frame in enumerate(frames) if id(frame) in slot]
+        images = ops.compress_envelope_batch(
+            envelope, peaks, [slot[id(frames[i])] for i in wanted],
+            [params[i].dynamic_range_db for i in wanted])
+        for row, i in enumerate(wanted):
+            frame = frames[i]
+            check = DeferredCheck(peaks, slot[id(frame)], ops.peaks_error)
+            made[i] = replace(frame, data=images[row], spacing_mm=spacing[id(frame)],
+                              domain="image", checks=frame.checks + (check,),
+                              meta=dict(frame.meta, dynamic_range_db=params[i].dynamic_range_db))
+    return made
 
 
-def _unstack(frames: list[Frame], data, mask, spacing) -> list[Frame]:
-    return [replace(f, data=data[b], mask=None if mask is None else mask[b], spacing_mm=spacing)
-            for b, f in enumerate(frames)]
+def _roi_crop_frames(frames: list[Frame], params: list[RoiCropParams],
+                     output_size) -> list[Frame]:
+    """:func:`_apply_roi_crop` frame by frame: the box comes from the host mask and the crop is
+    a view, so there is nothing to batch on the device."""
+    return [_apply_roi_crop(frame, model, output_size) for frame, model in zip(frames, params)]
 
 
-def _scan_convert_frames(frames: list[Frame], params: ScanConvertParams,
+def _masks_resampled(frames: list[Frame], resample) -> list:
+    """Each frame's mask through ``resample(masks) -> masks`` (None where a frame has none)."""
+    having = [i for i, frame in enumerate(frames) if frame.mask is not None]
+    masks: list = [None] * len(frames)
+    for i, mask in zip(having, resample([frames[i].mask for i in having]) if having else []):
+        masks[i] = mask
+    return masks
+
+
+def _scan_convert_frames(frames: list[Frame], params: list[ScanConvertParams],
                          output_size) -> list[Frame]:
-    """:func:`_apply_scan_convert` of frames of one shape and spacing, in one batch."""
-    frame = frames[0]
-    _scan_convert_checked(frame, params)
-    data, mask = _stack_frames(frames)
-    data = ops.scan_convert_batch(data, frame.spacing_mm, params.pixel_size_mm, order=3)
-    if mask is not None:
-        mask = ops.scan_convert_batch(mask, frame.spacing_mm, params.pixel_size_mm, order=0)
-    return _unstack(frames, data, mask, _scan_convert_spacing(frame, data.shape[1]))
+    """:func:`_apply_scan_convert` of frames of any shapes and spacings in one
+    ``ops.scan_convert_many`` call (two launches on CuPy), masks nearest in another."""
+    pixel = params[0].pixel_size_mm  # not a vector: equal across the batch (_head_key)
+    for frame in frames:
+        _scan_convert_checked(frame, params[0])
+    spacings = [frame.spacing_mm for frame in frames]
+    data = ops.scan_convert_many([frame.data for frame in frames], spacings, pixel, order=3)
+    masks = _masks_resampled(frames, lambda masks: ops.scan_convert_many(
+        masks, [f.spacing_mm for f in frames if f.mask is not None], pixel, order=0))
+    return [replace(frame, data=image, mask=mask,
+                    spacing_mm=_scan_convert_spacing(frame, image.shape[0]))
+            for frame, image, mask in zip(frames, data, masks)]
 
 
-def _resize_frames(frames: list[Frame], params: ResizeParams, output_size) -> list[Frame]:
-    """:func:`_apply_resize` of frames of one shape and spacing, in one batch."""
-    size = tuple(params.size or output_size)
-    data, mask = _stack_frames(frames)
-    data = ops.resize_batch(data, size, order=3)
-    mask = None if mask is None else ops.resize_batch(mask, size, order=0)
-    return _unstack(frames, data, mask, _resize_spacing(frames[0], size))
+def _resize_frames(frames: list[Frame], params: list[ResizeParams], output_size) -> list[Frame]:
+    """:func:`_apply_resize` of frames of any shapes to one size in one ``ops.resize_many``
+    call (two launches on CuPy), masks nearest in another."""
+    size = tuple(params[0].size or output_size)  # not a vector (_head_key)
+    data = ops.resize_many([frame.data for frame in frames], [size], order=3)
+    masks = _masks_resampled(frames, lambda masks: ops.resize_many(masks, [size], order=0))
+    return [replace(frame, data=image, mask=mask, spacing_mm=_resize_spacing(frame, size))
+            for frame, image, mask in zip(frames, data, masks)]
 
 
-#: Head ops (run per input, before the batched tail) that a shard still runs in batches: the
-#: frames of all its inputs that reach the op with the same parameters, shape and spacing (the
-#: variants of one input that share the prefix count once) go through one call,
-#: ``apply(frames, params, output_size) -> frames``, image for image the bytes of the op's
-#: :class:`OpSpec`. These resample with weights computed on the host from the shapes alone
-#: (``W_rows @ image @ W_cols.T``), so on CuPy a batch costs the launches of one image. A chain's
-#: head runs per input up to the trailing run of these ops (:func:`start_chain`); that run waits
-#: for the shard (:func:`finish_chains`).
-HEAD_BATCHED: dict[str, Callable[[list[Frame], Any, tuple[int, int]], list[Frame]]] = {
-    "scan_convert": _scan_convert_frames,
-    "resize": _resize_frames,
+@dataclass(frozen=True)
+class HeadOp:
+    """How a head op runs across a shard's inputs: ``apply(frames, params, output_size) ->
+    frames``, image for image the bytes of its :class:`OpSpec` on NumPy, whatever the frames'
+    shapes (a frame may repeat, with other parameters). ``vector`` names the parameters that
+    may differ inside one batch."""
+
+    apply: Callable[[list[Frame], list[Any], tuple[int, int]], list[Frame]]
+    vector: tuple[str, ...] = ()
+
+
+#: Head ops (before a chain's batched tail) that a shard runs across its inputs: a chain's
+#: head runs per input (:func:`start_chain`) up to its trailing run of these ops, which waits
+#: for the shard (:func:`finish_chains`): op by op, one call per op and parameters (less
+#: ``vector``) for every input and variant that reaches it, the variants of one input that
+#: share the prefix counting once. On CuPy the demo head costs, per shard, one envelope per RF
+#: shape, one compression launch for every (frame, range), no device work for the crops (host
+#: boxes, views) and two launches for each of scan_convert and resize (ragged resampling).
+HEAD_BATCHED: dict[str, HeadOp] = {
+    "bmode": HeadOp(_bmode_frames, vector=("dynamic_range_db",)),
+    "roi_crop": HeadOp(_roi_crop_frames),
+    "scan_convert": HeadOp(_scan_convert_frames),
+    "resize": HeadOp(_resize_frames),
 }
 
 
@@ -724,43 +824,53 @@ def start_chain(frame: Frame, chain: list[tuple[str, dict]], output_size: tuple[
 
 
 def _head_key(frame: Frame, op: str, params: dict) -> tuple:
-    """Frames with equal keys run a :data:`HEAD_BATCHED` op as one batch."""
-    mask = None if frame.mask is None else (tuple(frame.mask.shape), str(frame.mask.dtype))
-    return (op, json.dumps(params, sort_keys=True), tuple(frame.data.shape),
-            str(frame.data.dtype), mask, frame.spacing_mm, frame.domain)
+    """Frames with equal keys run a :data:`HEAD_BATCHED` op as one batch: the same op, the same
+    parameters less its ``vector``, the same dtype, domain and presence of a mask."""
+    fixed = {k: v for k, v in params.items() if k not in HEAD_BATCHED[op].vector}
+    return (op, json.dumps(fixed, sort_keys=True), str(frame.data.dtype), frame.domain,
+            frame.mask is None)
+
+
+def _reported(frame: Frame, error: Exception) -> Exception:
+    """The error a sample reports when an op raised on ``frame``: a failing deferred check of
+    an earlier op wins, as that op raises first on the per-sample path (read back now: a sync,
+    on this error path only)."""
+    return settle(frame.checks) or error if frame.checks else error
 
 
 def _finish_heads(starts: list[ChainStart], output_size: tuple[int, int]
                   ) -> list[ChainStart | Exception]:
     """Run every sample's ``pending`` head ops, position by position, one batch per
-    :func:`_head_key`; samples that reach an op with the same frame object (the variants of one
-    input, through the per-input cache) share one row of it and its result. Returns, per sample,
-    its start with the head done, or the exception it raised: a batch that raises runs again
-    frame by frame through the per-sample op, so each failure is the per-sample path's."""
+    :func:`_head_key`; samples that reach an op with the same frame object and parameters (the
+    variants of one input, through the per-input cache or an earlier batch) share one entry of
+    it and its result. Returns, per sample, its start with the head done, or the exception it
+    raised: a batch that raises runs again frame by frame through the per-sample op, so each
+    failure is the per-sample path's."""
     current: list = [replace(s, pending=[]) for s in starts]
     for position in range(max((len(s.pending) for s in starts), default=0)):
-        groups: dict[tuple, dict[int, list[int]]] = {}
+        groups: dict[tuple, dict[tuple, list[int]]] = {}
         for index, start in enumerate(starts):
             if isinstance(current[index], Exception) or position >= len(start.pending):
                 continue
             frame = current[index].frame
             op, params = start.pending[position]
             groups.setdefault(_head_key(frame, op, params), {}).setdefault(
-                id(frame), []).append(index)
-        for by_frame in groups.values():
-            sharing = list(by_frame.values())
-            op, params = starts[sharing[0][0]].pending[position]
-            model = OPS[op].params.model_validate(params)
+                (id(frame), json.dumps(params, sort_keys=True)), []).append(index)
+        for by_entry in groups.values():
+            sharing = list(by_entry.values())
+            op = starts[sharing[0][0]].pending[position][0]
             frames = [current[members[0]].frame for members in sharing]
+            models = [OPS[op].params.model_validate(starts[members[0]].pending[position][1])
+                      for members in sharing]
             try:
-                made: list = HEAD_BATCHED[op](frames, model, output_size)
+                made: list = HEAD_BATCHED[op].apply(frames, models, output_size)
             except Exception:  # noqa: BLE001 - find the culprit frame by frame below
                 made = []
-                for frame in frames:
+                for frame, model in zip(frames, models):
                     try:
                         made.append(OPS[op].apply(frame, model, output_size))
                     except Exception as error:  # noqa: BLE001 - reported per sample
-                        made.append(error)
+                        made.append(_reported(frame, error))
             for members, result in zip(sharing, made):
                 for index in members:
                     current[index] = (result if isinstance(result, Exception)
@@ -823,6 +933,8 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
     check. Returns, in the order of ``starts``, ``(frame, applied)`` or the exception that sample
     raised. A group whose batch raises runs again one sample at a time, so one bad sample never
     costs the others their outputs and each failure is reported as the per-sample path reports it.
+    A frame returned may still carry :class:`DeferredCheck` s (CuPy): the caller reads them back
+    with the images and quarantines a sample whose check fails (or calls :func:`settle`).
     """
     starts = _finish_heads(starts, output_size)
     results: list = [start if isinstance(start, Exception) else None for start in starts]
@@ -843,5 +955,5 @@ def finish_chains(starts: list[ChainStart], output_size: tuple[int, int]
                          else _run_ops(start.frame, start.tail, output_size, None))
                 results[index] = _finish(frame, start.applied + start.tail, output_size)
             except Exception as error:  # noqa: BLE001 - reported per sample
-                results[index] = error
+                results[index] = _reported(start.frame, error)
     return results

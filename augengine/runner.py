@@ -47,22 +47,46 @@ def _on_device(frame: Frame, device: str) -> Frame:
     return replace(frame, data=cupy.asarray(frame.data))
 
 
-def _host(array) -> np.ndarray:
-    return array.get() if is_cupy(array) else array
-
-
-def _all_to_host(arrays: list) -> list:
-    """The finished (H, W) images and masks of a shard on the host: those on the device stacked
-    there and copied back in one transfer (one host sync per shard, not two per sample)."""
+def _all_to_host(arrays: list, extras: list = ()) -> tuple[list, list]:
+    """The finished (H, W) images and masks of a shard on the host, and ``extras`` (device
+    arrays, e.g. the values of :class:`~augengine.pipeline.DeferredCheck` s) likewise. The
+    arrays on the device are stacked there (one launch) and copied back asynchronously into
+    pinned memory, the extras beside them, and the host waits once: one sync per shard."""
     on_device = [i for i, array in enumerate(arrays) if is_cupy(array)]
-    if not on_device:
-        return arrays
+    if not on_device and not extras:
+        return arrays, []
     import cupy
+    import cupyx
 
+    def queued(array):
+        pinned = cupyx.empty_pinned(array.shape, array.dtype)
+        array.get(out=pinned, blocking=False)
+        return pinned
+
+    stacked = queued(cupy.stack([arrays[i] for i in on_device])) if on_device else []
+    extras = [queued(cupy.ascontiguousarray(array)) for array in extras]
+    cupy.cuda.get_current_stream().synchronize()
     arrays = list(arrays)
-    for i, array in zip(on_device, _host(cupy.stack([arrays[i] for i in on_device]))):
+    for i, array in zip(on_device, stacked):
         arrays[i] = array
-    return arrays
+    return arrays, extras
+
+
+def _failed_checks(frames: list[Frame]) -> tuple[list, Callable[[list], list]]:
+    """The distinct device arrays the :class:`~augengine.pipeline.DeferredCheck` s of ``frames``
+    read, and a function from their host copies to each frame's first failing check's error
+    (or None)."""
+    values = list({id(c.values): c.values for f in frames for c in f.checks}.values())
+    position = {id(array): i for i, array in enumerate(values)}
+
+    def errors(copies: list) -> list:
+        found = []
+        for frame in frames:
+            failing = (c.error(copies[position[id(c.values)]]) for c in frame.checks)
+            found.append(next((e for e in failing if e is not None), None))
+        return found
+
+    return values, errors
 
 
 def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
@@ -84,7 +108,9 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     (:func:`~augengine.pipeline.finish_chains`). The outputs, seeds and rows are those of
     :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
     input, or any error inside an op) is quarantined with its reason; the others are still made.
-    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back.
+    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back,
+    with the values of the ops' deferred checks (a sample whose check fails is quarantined with
+    the op's message), in one asynchronous copy and one wait per shard.
     ``checksums=False`` leaves the rows' ``sha256`` and ``mask_sha256`` None, for the writer
     to fill in (:func:`write_checksummed_shard`).
     """
@@ -120,8 +146,14 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
         (masks, slot) for slot in made if outcomes[slot][0].mask is not None]
     arrays = [outcomes[slot][0].data for slot in made] + [
         outcomes[slot][0].mask for slot in made if outcomes[slot][0].mask is not None]
-    for (target, slot), array in zip(targets, _all_to_host(arrays)):
-        target[slot] = array
+    check_values, check_errors = _failed_checks([outcomes[slot][0] for slot in made])
+    arrays, check_copies = _all_to_host(arrays, check_values)
+    failed = {slot: one_line(error) for slot, error in zip(made, check_errors(check_copies))
+              if error is not None}
+    for (target, slot), array in zip(targets, arrays):
+        if slot not in failed:
+            target[slot] = array
+    outcomes.update(failed)
     rows, quarantined = [], []
     for slot, item in enumerate(items):
         ref, variant, outcome = item.ref, item.variant, outcomes[slot]

@@ -5,18 +5,20 @@ emulator, the chain's kernel launches and host syncs per output image.
 The job is built and run by the runner's own pieces, so the figures follow whatever they do:
 ``make_plan`` on a BUSI-layout folder of N synthetic speckle images (half benign, half
 malignant, each with a lesion mask), ``StyleTransferInputs`` (setup: load, encoder statistics;
-``prepare``: style a shard's pairs), ``build_shard`` (the chain; its device->host copies, the
-runner's ``_host``, timed apart) and the actor's writer (``runner.write_checksummed_shard``:
+``prepare``: style a shard's pairs), ``build_shard`` (the chain; its device->host copy, the
+runner's ``_all_to_host``, timed apart) and the actor's writer (``runner.write_checksummed_shard``:
 checksums, then ``store.write_shard``) into a temporary store (without zarr: the floor of the
 same work, labelled, see ``_bare.py``). Stages are timed shard by shard after
 ``--warmup`` untimed shards (NVRTC compiles, cuDNN heuristics). On ``cuda`` each stage ends
 with a device synchronisation, so queued work is billed to the stage that queued it.
 
 Two chains: the job's ``srad_series`` post-step (10 SRAD iterations: 2 snapshots of 5), and
-``jobs/demo.yaml``'s steps on ``--demo-frames`` simulated RF frames (all 36 variants of each).
+``jobs/demo.yaml``'s steps on ``--demo-frames`` simulated RF frames (all 36 variants of each),
+built shard by shard as the runner builds them (``--demo-shard-size``, default the job's 128).
 Counters (``--device emulated`` only; tests/cuda_emulator ``counting``): launches = RawKernel
 launches plus CuPy calls on device arrays, syncs = host waits (``get``, ``float()``, device or
-event synchronize), h2d = host-to-device copies, each per output image; targets from issue 9:
+event or stream synchronize), h2d = host-to-device copies, each per output image (queued
+device-to-host copies are the one stream wait's, not syncs of their own); targets from issue 9:
 <= 0.5 launches per image, <= 1 sync per batch (a shard is the chain's batch).
 
 Without ``--checkpoint`` the decoder is randomly initialised in-process (ResNet-50 ``layer3`` by
@@ -102,24 +104,24 @@ def _synchronize(device: str) -> None:
 
 @contextlib.contextmanager
 def _timed_copies(device: str, seconds: dict):
-    """Time the runner's device->host copies (``runner._host``) into ``seconds``; on a GPU
+    """Time the runner's device->host copy (``runner._all_to_host``) into ``seconds``; on a GPU
     after a synchronisation, so the chain's queued kernels are not billed to the copy."""
     from augengine import runner
 
-    original = runner._host
+    original = runner._all_to_host
 
-    def host(array):
+    def copy_back(arrays, extras=()):
         _synchronize(device)
         start = time.perf_counter()
-        out = original(array)
+        out = original(arrays, extras)
         seconds["device_to_host"] += time.perf_counter() - start
         return out
 
-    runner._host = host
+    runner._all_to_host = copy_back
     try:
         yield
     finally:
-        runner._host = original
+        runner._all_to_host = original
 
 
 def _counted(device: str):
@@ -225,7 +227,8 @@ def production(args, work: Path, chain_device: str) -> dict:
 
 
 def demo_chain(args, work: Path, chain_device: str) -> dict:
-    """``jobs/demo.yaml``'s steps on ``--demo-frames`` simulated frames, in one shard."""
+    """``jobs/demo.yaml``'s steps on ``--demo-frames`` simulated frames, in shards of
+    ``--demo-shard-size`` (default: the job's own)."""
     import yaml
 
     from augengine import runner
@@ -237,19 +240,25 @@ def demo_chain(args, work: Path, chain_device: str) -> dict:
     job = yaml.safe_load((ROOT / "jobs" / "demo.yaml").read_text())
     job["sources"] = [{"reader": "oasbud", "path": str(work / "phantoms" / "phantoms.mat")}]
     job["output"].update(path=str(work / "demo.zarr"), size=[args.size, args.size])
+    if args.demo_shard_size:
+        job["output"]["shard_size"] = args.demo_shard_size
     config = parse_job(job)
     plan = make_plan(config)
-    items = [plan.work_item(i) for i in range(plan.n_samples)]
     with _counted(args.device) as counts:
         start = time.perf_counter()
-        built = runner.build_shard(items, plan.chains, config.seed, tuple(config.output.size),
-                                   len(items), chain_device)
+        for shard in range(plan.n_shards):
+            items = [plan.work_item(i) for i in plan.shard_indices(shard)]
+            built = runner.build_shard(items, plan.chains, config.seed,
+                                       tuple(config.output.size), config.output.shard_size,
+                                       chain_device)
+            if built[4]:
+                raise RuntimeError(f"demo chain: samples quarantined: {built[4][:2]}")
         _synchronize(args.device)
         seconds = time.perf_counter() - start
-    if built[4]:
-        raise RuntimeError(f"demo chain: samples quarantined: {built[4][:2]}")
-    return {"frames": args.demo_frames, "images": len(items), "chain_s": seconds,
-            "images_per_s": len(items) / seconds, "counters": _per_image(counts, len(items), 1)}
+    return {"frames": args.demo_frames, "images": plan.n_samples,
+            "shard_size": config.output.shard_size, "chain_s": seconds,
+            "images_per_s": plan.n_samples / seconds,
+            "counters": _per_image(counts, plan.n_samples, plan.n_shards)}
 
 
 def _report(summary: dict) -> None:
@@ -298,6 +307,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quality-checks", action="store_true")
     parser.add_argument("--demo-frames", type=int, default=0,
                         help="also run jobs/demo.yaml's chain on this many simulated frames")
+    parser.add_argument("--demo-shard-size", type=int, default=0,
+                        help="shard size of the demo chain's run (default: jobs/demo.yaml's)")
     parser.add_argument("--out", type=Path, help="write the summary here (JSON)")
     args = parser.parse_args(argv)
     write = store_or_floor()

@@ -50,3 +50,54 @@ def test_device_path_makes_the_cpu_samples(phantom_dir, tmp_path):
         assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.005 * diff.size, (
             f"sample {index} ({chain}): {np.count_nonzero(diff)} pixels differ, up to "
             f"{diff.max()} grey levels; expected <= 1 level on <= 0.5 % of the pixels")
+
+
+DEMO_STEPS = [
+    {"op": "bmode", "sweep": {"dynamic_range_db": [40, 50, 60]}},
+    {"op": "roi_crop", "sweep": {"margin_mm": [2, 5, 10]}},
+    {"op": "scan_convert"},
+    {"op": "resize"},
+    {"one_of": [{"op": "identity"}, {"op": "flip", "axis": "horizontal"},
+                {"op": "rotate", "angle_deg": {"uniform": [-15, 15]}},
+                {"op": "translate", "dy_px": {"uniform": [-4, 4]}, "dx_px": {"uniform": [-4, 4]}}]},
+]
+
+
+def test_an_all_zero_frame_is_quarantined_after_the_one_copy_back(phantom_dir, tmp_path):
+    """The demo head on the device defers bmode's all-zero check to the shard's copy back: the
+    shard waits for the device once, and the zeroed input's samples are quarantined with the
+    CPU path's message while the others are made."""
+    from augengine.runner import _load_input
+
+    config = parse_job({
+        "name": "device-demo", "seed": 5, "steps": DEMO_STEPS,
+        "sources": [{"reader": "oasbud", "path": str(phantom_dir / "phantoms.mat")}],
+        "output": {"path": str(tmp_path / "unused.zarr"), "size": [32, 32], "shard_size": 144},
+    })
+    plan = make_plan(config)
+    items = [plan.work_item(i) for i in range(plan.n_samples)]
+    zeroed = items[40].input_key
+
+    def load(item):
+        frame, made_by = _load_input(item)
+        if item.input_key == zeroed:
+            frame.data = np.zeros_like(frame.data)
+        return frame, made_by
+
+    cpu = build_shard(items, plan.chains, config.seed, (32, 32), 144, "cpu", load)
+    with cuda_emulator.emulated_cupy(), cuda_emulator.counting() as counts:
+        device = build_shard(items, plan.chains, config.seed, (32, 32), 144, "cuda", load)
+
+    expected = {(q["index"], q["reason"]) for q in cpu[4]}
+    assert len(expected) == 36 and all("envelope is all zeros" in r for _, r in expected), (
+        f"the CPU path should quarantine input {zeroed}'s 36 samples, got {sorted(expected)[:3]}")
+    assert {(q["index"], q["reason"]) for q in device[4]} == expected, (
+        f"device quarantine differs: {device[4][:3]} vs {cpu[4][:3]}")
+    assert counts.n_syncs == 1, f"expected one wait for the shard, got {dict(counts.syncs)}"
+    made = [row["index"] for row in cpu[3]]
+    assert [row["index"] for row in device[3]] == made
+    for index in made:
+        diff = np.abs(device[0][index].astype(int) - cpu[0][index].astype(int))
+        assert diff.max() <= 1, f"sample {index}: up to {diff.max()} grey levels from the CPU's"
+    for q in device[4]:
+        assert not device[0][q["index"]].any(), f"quarantined sample {q['index']} has pixels"
