@@ -7,7 +7,8 @@ rounded half to even and clipped to their range (uint8 in -> uint8 out), boolean
 boolean (``> 0.5`` after interpolation; exact with ``order=0``).
 
 Array-module generic: NumPy in -> NumPy out (``scipy.ndimage``), CuPy in -> CuPy out
-(``cupyx.scipy.ndimage``); :func:`resize` is a pair of matrix products, so it runs on either.
+(``cupyx.scipy.ndimage``); :func:`resize` is a pair of matrix products on NumPy and, on CuPy,
+the two kernels of :func:`resize_many`, which resizes a list of images of any shapes at once.
 """
 from __future__ import annotations
 
@@ -362,8 +363,8 @@ def resize_many(images, sizes, order: int = 3, stack: bool = False):
     Parameters
     ----------
     images : sequence of ndarray (h_j, w_j), one dtype, all NumPy or all CuPy
-        Images or masks; CuPy views with unit column stride (crops ``image[r0:r1, c0:c1]``)
-        are read in place.
+        Images or masks; CuPy views with unit column stride (crops ``image[r0:r1, c0:c1]``,
+        rows reversed) are read in place, other views copied first (one launch each).
     sizes : (int, int) or sequence of (int, int)
         Output ``(H_j, W_j)`` per image, or one pair for all.
     order : {0, 1, 3}, optional
@@ -393,8 +394,11 @@ def resize_many(images, sizes, order: int = 3, stack: bool = False):
     column. Sums run in float32 (float64 for float64 images) in tap order, rows first as
     ``W_rows @ image @ W_cols.T`` associates; uint8 results are rounded half to even and clipped
     in the second kernel. Cost: one host-to-device copy of all tables (job table, prefix offsets,
-    bands, source pointers and row strides), ``resize_rows`` and ``resize_cols`` (2 launches),
-    no synchronisation; the intermediate takes ``sum_j H_j w_j`` floats. Against NumPy's BLAS
+    bands, source pointers and row strides), ``resize_rows`` and ``resize_cols`` (2 launches,
+    each a grid-stride loop over all images' elements in which a thread finds its image by
+    binary search over the prefix offsets), no synchronisation; the intermediate takes
+    ``sum_j H_j w_j`` floats. Each output pixel is one thread's sum over its own taps, so an
+    image's bytes do not depend on the other images of the call. Against NumPy's BLAS
     sums the results agree to float32 rounding (uint8: at most one grey level, where a sum sits
     on a .5). Other dtypes (bool masks), order 0, and NumPy input go image by image through
     :func:`resize` (no launch on NumPy; on CuPy a gather per image for order 0).

@@ -220,6 +220,21 @@ def test_resize_many_of_mixed_shapes_equals_each_image_alone(xp, rng, dtype, ord
         assert_resized_close(got, ops.resize(image, size, order=order), what)
 
 
+def test_resize_many_reads_any_view(xp, rng):
+    """Rows reversed (a negative row stride, read in place), columns stepped and a transpose
+    (copied first): on CuPy each the bytes of resize of a contiguous copy (NumPy's BLAS may
+    sum a transposed operand in another order, so there the view itself is the reference)."""
+    frame = rng.integers(0, 256, (40, 50)).astype(np.float32)
+    device = xp.asarray(frame)
+    views = [(device[::-1, 3:40], frame[::-1, 3:40]), (device[::2, ::3], frame[::2, ::3]),
+             (device.T, frame.T)]
+    out = ops.resize_many([view for view, _ in views], [(17, 23), (30, 9), (41, 12)])
+    for j, ((_, image), got) in enumerate(zip(views, out)):
+        alone = host(ops.resize(image if xp is np else xp.asarray(np.ascontiguousarray(image)),
+                                got.shape))
+        assert np.array_equal(host(got), alone), f"view {j} {image.strides}: differs from a copy"
+
+
 @pytest.mark.parametrize("order", [3, 1, 0])
 def test_resize_many_of_masks_and_other_types_goes_image_by_image(xp, rng, order):
     for dtype in (bool, np.int16, np.uint8):
