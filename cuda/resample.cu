@@ -50,18 +50,18 @@ round_clip_u8(const T* __restrict__ x, long long total, unsigned char* __restric
 
 #define RESIZE_JOB_FIELDS 12
 enum ResizeJobField {
-    JOB_SRC = 0,      // source pointer (the bits of its device address)
-    JOB_ROW_STRIDE,   // source row stride [elements]
-    JOB_WIDTH_IN,     // w_j: columns of src_j and of tmp_j
-    JOB_WIDTH_OUT,    // W_j: columns of out_j
-    JOB_ROW_FIRST,    // offset in index of first_r (H_j ints)
-    JOB_ROW_COUNT,    // offset in index of count_r (H_j ints)
-    JOB_ROW_TAPS,     // offset in taps of Wr_j (H_j x K_r)
-    JOB_ROW_K,        // K_r
-    JOB_COL_FIRST,    // offset in index of first_c (W_j ints)
-    JOB_COL_COUNT,    // offset in index of count_c (W_j ints)
-    JOB_COL_TAPS,     // offset in taps of Wc_j (W_j x K_c)
-    JOB_COL_K,        // K_c
+    RESIZE_SRC = 0,     // source pointer (the bits of its device address)
+    RESIZE_ROW_STRIDE,  // source row stride [elements]
+    RESIZE_WIDTH_IN,    // w_j: columns of src_j and of tmp_j
+    RESIZE_WIDTH_OUT,   // W_j: columns of out_j
+    RESIZE_ROW_FIRST,   // offset in index of first_r (H_j ints)
+    RESIZE_ROW_COUNT,   // offset in index of count_r (H_j ints)
+    RESIZE_ROW_TAPS,    // offset in taps of Wr_j (H_j x K_r)
+    RESIZE_ROW_K,       // K_r
+    RESIZE_COL_FIRST,   // offset in index of first_c (W_j ints)
+    RESIZE_COL_COUNT,   // offset in index of count_c (W_j ints)
+    RESIZE_COL_TAPS,    // offset in taps of Wc_j (W_j x K_c)
+    RESIZE_COL_K,       // K_c
 };
 
 // The job j with starts[j] <= i < starts[j + 1] (starts[0] = 0 <= i < starts[count]).
@@ -99,14 +99,14 @@ resize_rows(const long long* __restrict__ jobs, const long long* __restrict__ st
         const int j = resize_job(starts, count, i);
         const long long* job = jobs + (long long)RESIZE_JOB_FIELDS * j;
         const long long e = i - starts[j];
-        const long long o = e / job[JOB_WIDTH_IN];
-        const long long c = e - o * job[JOB_WIDTH_IN];
-        const long long row_stride = job[JOB_ROW_STRIDE];
+        const long long o = e / job[RESIZE_WIDTH_IN];
+        const long long c = e - o * job[RESIZE_WIDTH_IN];
+        const long long row_stride = job[RESIZE_ROW_STRIDE];
         const Src* src = reinterpret_cast<const Src*>(
-            static_cast<unsigned long long>(job[JOB_SRC]));
-        const Src* column = src + (long long)index[job[JOB_ROW_FIRST] + o] * row_stride + c;
-        const int n = index[job[JOB_ROW_COUNT] + o];
-        const Acc* w = taps + job[JOB_ROW_TAPS] + o * job[JOB_ROW_K];
+            static_cast<unsigned long long>(job[RESIZE_SRC]));
+        const Src* column = src + (long long)index[job[RESIZE_ROW_FIRST] + o] * row_stride + c;
+        const int n = index[job[RESIZE_ROW_COUNT] + o];
+        const Acc* w = taps + job[RESIZE_ROW_TAPS] + o * job[RESIZE_ROW_K];
         Acc sum = Acc(0);
         for (int k = 0; k < n; ++k) sum += w[k] * static_cast<Acc>(column[k * row_stride]);
         tmp[i] = sum;
@@ -125,12 +125,12 @@ resize_cols(const long long* __restrict__ jobs, const long long* __restrict__ st
         const int j = resize_job(starts, count, i);
         const long long* job = jobs + (long long)RESIZE_JOB_FIELDS * j;
         const long long e = i - starts[j];
-        const long long o = e / job[JOB_WIDTH_OUT];
-        const long long p = e - o * job[JOB_WIDTH_OUT];
-        const Acc* row = tmp + starts_rows[j] + o * job[JOB_WIDTH_IN]
-                         + index[job[JOB_COL_FIRST] + p];
-        const int n = index[job[JOB_COL_COUNT] + p];
-        const Acc* w = taps + job[JOB_COL_TAPS] + p * job[JOB_COL_K];
+        const long long o = e / job[RESIZE_WIDTH_OUT];
+        const long long p = e - o * job[RESIZE_WIDTH_OUT];
+        const Acc* row = tmp + starts_rows[j] + o * job[RESIZE_WIDTH_IN]
+                         + index[job[RESIZE_COL_FIRST] + p];
+        const int n = index[job[RESIZE_COL_COUNT] + p];
+        const Acc* w = taps + job[RESIZE_COL_TAPS] + p * job[RESIZE_COL_K];
         Acc sum = Acc(0);
         for (int k = 0; k < n; ++k) sum += w[k] * row[k];
         out[i] = ResizeStore<Acc, Out>::cast(sum);
