@@ -6,6 +6,9 @@ the NumPy per-image op: bit for bit on NumPy and emulated CuPy (whose cupyx.scip
 SciPy's). On a real GPU cupyx resamples and filters with its own float rounding, so there a
 value may sit on the other side of a .5 and round one grey level away: at most 1 level, on at
 most 0.1 % of the pixels (at least one; as tests/ops/test_cuda_parity.py allows for log_compress).
+The resize family is the exception: on CuPy its kernels (resize_many's) sum in another order than
+NumPy's BLAS, so there the batch is compared bit for bit with the per-image op on the same
+backend, and both with NumPy within :func:`assert_resized_close`'s tolerance.
 """
 from __future__ import annotations
 

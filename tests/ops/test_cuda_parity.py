@@ -14,6 +14,8 @@ Tolerances, float32:
 - envelope: cuFFT vs pocketfft rounding, max |GPU - CPU| <= 1e-5 * max(envelope) (float64: 1e-12).
 - log_compress / bmode: log10f vs NumPy's log10 can flip a value sitting on a .5 boundary:
   at most 1 grey level apart, on at most 0.1 % of the pixels.
+- resize (band-sparse sums in tap order vs NumPy's BLAS matrix products): at most 1 grey level
+  apart, on at most 1 % of the pixels (tests/ops/test_batch.py checks floats and every shape).
 """
 from __future__ import annotations
 
