@@ -42,6 +42,12 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "resample.cu": (
         "round_clip_u8<float>",
         "round_clip_u8<double>",
+        "resize_rows<unsigned char, float>",
+        "resize_rows<float, float>",
+        "resize_rows<double, double>",
+        "resize_cols<float, unsigned char>",
+        "resize_cols<float, float>",
+        "resize_cols<double, double>",
         "affine_coordinates",
     ),
 }

@@ -7,10 +7,12 @@ rounded half to even and clipped to their range (uint8 in -> uint8 out), boolean
 boolean (``> 0.5`` after interpolation; exact with ``order=0``).
 
 Array-module generic: NumPy in -> NumPy out (``scipy.ndimage``), CuPy in -> CuPy out
-(``cupyx.scipy.ndimage``); :func:`resize` is a pair of matrix products, so it runs on either.
+(``cupyx.scipy.ndimage``); :func:`resize` is a pair of matrix products on NumPy and, on CuPy,
+the two kernels of :func:`resize_many`, which resizes a list of images of any shapes at once.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -273,10 +275,14 @@ def resize(image, size, order: int = 3):
     ``PIL.Image.resize(..., BICUBIC/BILINEAR)``. Order 0 picks input pixel
     ``floor((i + 0.5) h / H)``, like PIL's NEAREST (computed exactly; where an output centre
     falls exactly on an input pixel border PIL's float arithmetic may pick the pixel before).
-    Each axis is one matrix product with a dense
+    On NumPy each axis is one matrix product with a dense
     ``(H, h)`` weight matrix (memory ``H h + W w`` floats: fine for images up to a few thousand
-    pixels a side), in float32 (float64 for float64 input), so CuPy input runs on the GPU
-    unchanged. Float results match PIL's ``"F"`` mode to float32 precision. PIL's 8-bit mode
+    pixels a side), in float32 (float64 for float64 input). On CuPy, uint8, float32 and float64
+    images go through :func:`resize_many`'s two kernels (the same weights, band-sparse, summed in
+    tap order: within float32 rounding of NumPy's BLAS sums, so a uint8 pixel may land one grey
+    level away where a sum sits on a .5), so that an image alone and in any batch give the same
+    bytes; other dtypes use the matrix products. Float results match PIL's ``"F"`` mode to
+    float32 precision. PIL's 8-bit mode
     rounds and clips to [0, 255] between the two passes and we do not, so uint8 results differ by
     at most one grey level on smooth images, more where cubic overshoot hits 0 or 255 after the
     first pass (e.g. upscaled noise).
@@ -303,11 +309,256 @@ def resize(image, size, order: int = 3):
         rows = ((2 * np.arange(height) + 1) * image.shape[0]) // (2 * height)
         cols = ((2 * np.arange(width) + 1) * image.shape[1]) // (2 * width)
         return image[xp.asarray(rows[:, None]), xp.asarray(cols[None, :])]
+    if is_cupy(image) and np.dtype(image.dtype) in _RAGGED_TYPES:
+        # The kernels of resize_many, so that an image alone and in any batch give the same bytes.
+        return _resize_ragged([image], [(height, width)], order, stack=False)[0]
     dtype = work_dtype(image.dtype)
     weights_rows = xp.asarray(_resample_matrix(image.shape[0], height, order, dtype))
     weights_cols = xp.asarray(_resample_matrix(image.shape[1], width, order, dtype))
     result = weights_rows @ image.astype(dtype) @ weights_cols.T
     return restore_dtype(result, image.dtype)
+
+
+# --- ragged lists -----------------------------------------------------------------------------
+# A shard's crops have nearly all their own shapes (three ROI margins per frame, several frames),
+# so stacks of one shape would cost launches per shape; resize_many takes them all at once.
+
+#: dtypes :func:`resize_many` resamples on CuPy in its two kernels: ``(source, accumulator,
+#: result)`` C types of cuda/resample.cu's ``resize_rows`` and ``resize_cols``.
+_RAGGED_TYPES = {
+    np.dtype(np.uint8): ("unsigned char", "float", "unsigned char"),
+    np.dtype(np.float32): ("float", "float", "float"),
+    np.dtype(np.float64): ("double", "double", "double"),
+}
+
+#: Fields per job of the ragged kernels' job table (cuda/resample.cu's RESIZE_JOB_FIELDS).
+_RESIZE_JOB_FIELDS = 12
+
+
+def _sizes(sizes, count: int, op: str) -> list[tuple[int, int]]:
+    """``sizes`` as one checked ``(H, W)`` per image: a single pair is used for every image."""
+    if np.ndim(sizes) == 1 and len(sizes) == 2:
+        return [_size(sizes)] * count
+    if np.ndim(sizes) != 2 or len(sizes) != count:
+        raise ConfigError(f"{op}: {count} images but sizes {sizes!r}; give one (H, W) for all "
+                          "or one per image")
+    return [_size(size) for size in sizes]
+
+
+def _images(images, op: str) -> list:
+    """``images`` as a list of checked 2-D arrays of one array module and one dtype."""
+    images = [check_image(image, op) for image in images]
+    if len({is_cupy(image) for image in images}) > 1:
+        raise InputError(f"{op}: images mix NumPy and CuPy arrays; move them to one device")
+    dtypes = sorted({str(image.dtype) for image in images})
+    if len(dtypes) > 1:
+        raise InputError(f"{op}: images have different dtypes ({', '.join(dtypes)}); call it "
+                         "once per dtype")
+    return images
+
+
+def resize_many(images, sizes, order: int = 3, stack: bool = False):
+    """:func:`resize` of each image of a list of any shapes to its own size, in one call.
+
+    Parameters
+    ----------
+    images : sequence of ndarray (h_j, w_j), one dtype, all NumPy or all CuPy
+        Images or masks; CuPy views with unit column stride (crops ``image[r0:r1, c0:c1]``,
+        rows reversed) are read in place, other views copied first (one launch each).
+    sizes : (int, int) or sequence of (int, int)
+        Output ``(H_j, W_j)`` per image, or one pair for all.
+    order : {0, 1, 3}, optional
+        As :func:`resize` (3: bicubic, Keys ``a = -0.5`` with PIL's conventions; 0 for masks).
+    stack : bool, optional
+        Return one ``(B, H, W)`` array (all sizes must be equal) instead of a list.
+
+    Returns
+    -------
+    list of ndarray (H_j, W_j), or ndarray (B, H, W) with ``stack``; dtype of the images
+        Image for image ``resize(images[j], sizes[j], order)``, bit for bit (on CuPy, the
+        per-image :func:`resize` runs these kernels too). On CuPy the list holds views of one
+        flat buffer.
+
+    Notes
+    -----
+    On CuPy, for orders 1 and 3 and uint8, float32 or float64 images, the separable resampling of
+    :func:`resize` runs as two kernels for the whole list (cuda/resample.cu):
+
+    .. math::
+
+        t_j[o, c] = \\sum_k W^r_j[o, k]\\, s_j[f^r_j[o] + k, c], \\qquad
+        y_j[o, p] = \\sum_k W^c_j[p, k]\\, t_j[o, f^c_j[p] + k]
+
+    with the weights of ``_resample_matrix`` (computed on the host, cached per
+    ``(h, H, order)``) stored as bands: first tap ``f``, tap count and taps per output row or
+    column. Sums run in float32 (float64 for float64 images) in tap order, rows first as
+    ``W_rows @ image @ W_cols.T`` associates; uint8 results are rounded half to even and clipped
+    in the second kernel. Cost: one host-to-device copy of all tables (job table, prefix offsets,
+    bands, source pointers and row strides), ``resize_rows`` and ``resize_cols`` (2 launches,
+    each a grid-stride loop over all images' elements in which a thread finds its image by
+    binary search over the prefix offsets), no synchronisation; the intermediate takes
+    ``sum_j H_j w_j`` floats. Each output pixel is one thread's sum over its own taps, so an
+    image's bytes do not depend on the other images of the call. Against NumPy's BLAS
+    sums the results agree to float32 rounding (uint8: at most one grey level, where a sum sits
+    on a .5). Other dtypes (bool masks), order 0, and NumPy input go image by image through
+    :func:`resize` (no launch on NumPy; on CuPy a gather per image for order 0).
+
+    Examples
+    --------
+    >>> frame = np.full((60, 50), 9, np.uint8)
+    >>> crops = [frame[10:40, 5:45], frame[:, 20:], frame[3:8, 3:9]]
+    >>> [out.shape for out in resize_many(crops, [(24, 24), (12, 30), (24, 24)])]
+    [(24, 24), (12, 30), (24, 24)]
+    >>> resize_many(crops, (16, 16), stack=True).shape
+    (3, 16, 16)
+    """
+    images = _images(images, "resize_many")
+    order = _order(order)
+    sizes = _sizes(sizes, len(images), "resize_many")
+    if stack and len(set(sizes)) > 1:
+        raise ConfigError(f"resize_many: stack=True needs one size for all images, got "
+                          f"{len(set(sizes))} different sizes")
+    if not images:
+        if stack:
+            raise InputError("resize_many: no images to stack")
+        return []
+    if is_cupy(images[0]) and order > 0 and np.dtype(images[0].dtype) in _RAGGED_TYPES:
+        return _resize_ragged(images, sizes, order, stack)
+    results = [resize(image, size, order=order) for image, size in zip(images, sizes)]
+    return get_array_module(images[0]).stack(results) if stack else results
+
+
+def scan_convert_many(images, spacings_mm, pixel_size_mm=None, order: int = 3) -> list:
+    """:func:`scan_convert` of each image of a list of any shapes on its own grid: one
+    :func:`resize_many` call (on CuPy two launches for the list), image for image the bytes of
+    :func:`scan_convert`.
+
+    Parameters
+    ----------
+    images : sequence of ndarray (depth_j, lines_j), one dtype
+    spacings_mm : (float, float) or sequence of (float, float)
+        ``(axial_mm, lateral_mm)`` per image, or one pair for all.
+    pixel_size_mm : float, optional
+        As :func:`scan_convert` (default per image: ``sqrt(axial * lateral)``).
+    order : {0, 1, 3}, optional
+
+    Returns
+    -------
+    list of ndarray (H'_j, W'_j), dtype of the images
+        Sizes from :func:`scan_convert_shape`.
+
+    >>> outs = scan_convert_many([np.zeros((2000, 100), np.uint8), np.zeros((1000, 60),
+    ...                           np.uint8)], (0.02, 0.2), pixel_size_mm=0.1)
+    >>> [out.shape for out in outs]
+    [(400, 200), (200, 120)]
+    """
+    images = _images(images, "scan_convert_many")
+    if np.ndim(spacings_mm) < 2:
+        spacings = [spacings_mm] * len(images)
+    else:
+        spacings = check_per_image(spacings_mm, len(images), "spacings_mm", "scan_convert_many")
+    sizes = [scan_convert_shape(image.shape, spacing, pixel_size_mm)
+             for image, spacing in zip(images, spacings)]
+    return resize_many(images, sizes, order=order)
+
+
+@functools.lru_cache(maxsize=256)
+def _band_weights(n_in: int, n_out: int, order: int, dtype: str):
+    """``_resample_matrix(n_in, n_out, order, dtype)`` as bands: per output index the first
+    non-zero tap and the tap count, int32 (n_out,), and the taps (n_out, K), zero-padded to
+    the widest band K. Cached: a shard resizes the same few shapes over and over."""
+    weights = _resample_matrix(n_in, n_out, order, np.dtype(dtype))
+    nonzero = weights != 0
+    first = nonzero.argmax(axis=1)
+    count = n_in - nonzero[:, ::-1].argmax(axis=1) - first
+    width = int(count.max())
+    tap = np.arange(width)
+    inside = tap[None, :] < count[:, None]
+    columns = np.minimum(first[:, None] + tap[None, :], n_in - 1)
+    taps = np.where(inside, np.take_along_axis(weights, columns, axis=1), 0).astype(dtype)
+    bands = first.astype(np.int32), count.astype(np.int32), np.ascontiguousarray(taps)
+    for array in bands:
+        array.flags.writeable = False
+    return bands
+
+
+def _resize_tables(images, sizes, order: int, work) -> tuple[np.ndarray, dict]:
+    """The host side of :func:`_resize_ragged`: every table its kernels read, packed into one
+    byte buffer (each section 8-byte aligned), and the sections' ``(start, stop, dtype)``."""
+    count = len(images)
+    jobs = np.empty((count, _RESIZE_JOB_FIELDS), np.int64)
+    starts_rows = np.zeros(count + 1, np.int64)
+    starts_cols = np.zeros(count + 1, np.int64)
+    index, taps, bands = [], [], {}
+    lengths = {"index": 0, "taps": 0}
+
+    def band(n_in, n_out):
+        """(first offset, count offset, taps offset, K) of one axis' band, added once."""
+        if (n_in, n_out) not in bands:
+            first, counts, weights = _band_weights(n_in, n_out, order, np.dtype(work).name)
+            bands[n_in, n_out] = (lengths["index"], lengths["index"] + n_out, lengths["taps"],
+                                  weights.shape[1])
+            index.extend((first, counts))
+            taps.append(weights.ravel())
+            lengths["index"] += 2 * n_out
+            lengths["taps"] += weights.size
+        return bands[n_in, n_out]
+
+    for j, (image, (height, width)) in enumerate(zip(images, sizes)):
+        rows_in, cols_in = image.shape
+        jobs[j, 1:4] = image.strides[0] // image.dtype.itemsize, cols_in, width
+        jobs[j, 4:8] = band(rows_in, height)
+        jobs[j, 8:12] = band(cols_in, width)
+        starts_rows[j + 1] = starts_rows[j] + height * cols_in
+        starts_cols[j + 1] = starts_cols[j] + height * width
+    # Device addresses are below 2**63 in practice, but they are unsigned: store their bits.
+    jobs.view(np.uint64)[:, 0] = [image.data.ptr for image in images]
+    sections = {"jobs": jobs, "starts_rows": starts_rows, "starts_cols": starts_cols,
+                "index": np.concatenate(index), "taps": np.concatenate(taps)}
+    layout, parts, offset = {}, [], 0
+    for name, array in sections.items():
+        raw = array.reshape(-1).view(np.uint8)
+        pad = -raw.size % 8
+        layout[name] = (offset, offset + raw.size, array.dtype)
+        parts.extend((raw, np.zeros(pad, np.uint8)))
+        offset += raw.size + pad
+    return np.concatenate(parts), layout
+
+
+def _resize_ragged(images, sizes, order: int, stack: bool):
+    """:func:`resize_many` on CuPy (orders 1 and 3, dtypes of :data:`_RAGGED_TYPES`): one
+    host-to-device copy of the tables, ``resize_rows`` and ``resize_cols`` over all images."""
+    import cupy
+
+    from augengine.ops._cuda import get_kernel
+
+    dtype = np.dtype(images[0].dtype)
+    source, accumulator, result = _RAGGED_TYPES[dtype]
+    work = work_dtype(dtype)
+    # The kernels step along a row one element at a time; any other view is copied first.
+    images = [image if image.strides[1] == dtype.itemsize and image.strides[0] % dtype.itemsize
+              == 0 else cupy.ascontiguousarray(image) for image in images]
+    packed, layout = _resize_tables(images, sizes, order, work)
+    device = cupy.asarray(packed)
+    tables = {name: device[start:stop].view(kind) for name, (start, stop, kind) in layout.items()}
+    count = np.int32(len(images))
+    total_rows = sum(height * image.shape[1] for image, (height, _) in zip(images, sizes))
+    total_cols = sum(height * width for height, width in sizes)
+    tmp = cupy.empty(total_rows, work)
+    out = cupy.empty(total_cols, dtype)
+    for kernel, total, args in (
+            (f"resize_rows<{source}, {accumulator}>", total_rows,
+             (tables["jobs"], tables["starts_rows"], count, tables["index"], tables["taps"], tmp)),
+            (f"resize_cols<{accumulator}, {result}>", total_cols,
+             (tables["jobs"], tables["starts_rows"], tables["starts_cols"], count,
+              tables["index"], tables["taps"], tmp, out))):
+        blocks = max(1, min(-(-total // RESAMPLE_THREADS), 1 << 20))
+        get_kernel("resample.cu", kernel)((blocks,), (RESAMPLE_THREADS,), args)
+    if stack:
+        return out.reshape(len(images), *sizes[0])
+    ends = np.cumsum([height * width for height, width in sizes])
+    return [out[end - height * width:end].reshape(height, width)
+            for end, (height, width) in zip(ends.tolist(), sizes)]
 
 
 def rotate90(image, k: int = 1):
@@ -697,12 +948,11 @@ def resize_batch(images, size, order: int = 3):
     """:func:`resize` of every image of a stack (B, h, w) to the same ``size = (H, W)``:
     (B, H, W), image for image the bytes of :func:`resize`.
 
-    On CuPy one call for the stack: ``W_rows @ stack @ W_cols.T`` broadcasts over the batch
-    (the cast, two matrix products and one round/clip to uint8: four launches for the batch
-    instead of four per image); order 0 one gather. On NumPy image by image through
-    :func:`resize`, where a call costs no launch: a stacked matmul may take another BLAS
-    blocking than the per-image one and so differ in the last bit (it did not on the cases
-    tried here, but nothing promises it), while the per-image call is the reference itself.
+    On CuPy one :func:`resize_many` call with ``stack=True`` (two launches for the stack);
+    order 0 one gather. On NumPy image by image through :func:`resize`, where a call costs no
+    launch: a stacked matmul may take another BLAS blocking than the per-image one and so differ
+    in the last bit (it did not on the cases tried here, but nothing promises it), while the
+    per-image call is the reference itself.
 
     >>> stack = np.full((2, 30, 41), 7, np.uint8)
     >>> resize_batch(stack, (224, 224)).shape
@@ -710,20 +960,16 @@ def resize_batch(images, size, order: int = 3):
     """
     images = check_stack(images, "resize_batch")
     order = _order(order)
+    height, width = _size(size)
     if not is_cupy(images):
         return np.stack([resize(image, size, order=order) for image in images])
-    height, width = _size(size)
-    xp = get_array_module(images)
-    _, rows_in, cols_in = images.shape
     if order == 0:
+        xp = get_array_module(images)
+        _, rows_in, cols_in = images.shape
         rows = ((2 * np.arange(height) + 1) * rows_in) // (2 * height)
         cols = ((2 * np.arange(width) + 1) * cols_in) // (2 * width)
         return images[:, xp.asarray(rows[:, None]), xp.asarray(cols[None, :])]
-    dtype = work_dtype(images.dtype)
-    weights_rows = xp.asarray(_resample_matrix(rows_in, height, order, dtype))
-    weights_cols = xp.asarray(_resample_matrix(cols_in, width, order, dtype))
-    result = weights_rows @ images.astype(dtype) @ weights_cols.T
-    return restore_dtype(result, images.dtype)
+    return resize_many(list(images), (height, width), order=order, stack=True)
 
 
 def scan_convert_batch(images, spacing_mm, pixel_size_mm=None, order: int = 3):
