@@ -755,8 +755,8 @@ def _resize_frames(frames: list[Frame], params: list[ResizeParams], output_size)
     """:func:`_apply_resize` of frames of any shapes to one size in one ``ops.resize_many``
     call (two launches on CuPy), masks nearest in another."""
     size = tuple(params[0].size or output_size)  # not a vector (_head_key)
-    data = ops.resize_many([frame.data for frame in frames], [size], order=3)
-    masks = _masks_resampled(frames, lambda masks: ops.resize_many(masks, [size], order=0))
+    data = ops.resize_many([frame.data for frame in frames], size, order=3)
+    masks = _masks_resampled(frames, lambda masks: ops.resize_many(masks, size, order=0))
     return [replace(frame, data=image, mask=mask, spacing_mm=_resize_spacing(frame, size))
             for frame, image, mask in zip(frames, data, masks)]
 

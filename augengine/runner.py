@@ -64,7 +64,8 @@ def _all_to_host(arrays: list, extras: list = ()) -> tuple[list, list]:
         return pinned
 
     stacked = queued(cupy.stack([arrays[i] for i in on_device])) if on_device else []
-    extras = [queued(cupy.ascontiguousarray(array)) for array in extras]
+    extras = [queued(array if array.flags.c_contiguous else cupy.ascontiguousarray(array))
+              for array in extras]
     cupy.cuda.get_current_stream().synchronize()
     arrays = list(arrays)
     for i, array in zip(on_device, stacked):
@@ -103,8 +104,9 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     chain starts from plus the ops that made it (none for a plain input; the style transfer for
     NST). Each
     input is loaded once and the per-input head of every chain runs on it with the variants
-    sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the tails run
-    in batches across the shard, one call per op per group of same-structured chains
+    sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the heads'
+    reconstruction and resampling ops run across the shard's inputs and the tails in batches,
+    one call per op per group of same-structured chains
     (:func:`~augengine.pipeline.finish_chains`). The outputs, seeds and rows are those of
     :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
     input, or any error inside an op) is quarantined with its reason; the others are still made.
