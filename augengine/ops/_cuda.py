@@ -43,6 +43,10 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "round_clip_u8<float>",
         "round_clip_u8<double>",
         "affine_coordinates",
+        "warp_affine<unsigned char>",
+        "warp_affine<bool>",
+        "warp_affine<float>",
+        "warp_affine<double>",
     ),
 }
 
