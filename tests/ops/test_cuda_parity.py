@@ -360,9 +360,10 @@ def assert_same_bytes(gpu, cpu, what):
         f"{what}: {gpu.dtype} {gpu.shape}, expected {cpu.dtype} {cpu.shape}")
     bits = f"u{gpu.dtype.itemsize}"
     differ = np.argwhere(gpu.view(bits) != cpu.view(bits))
+    first = tuple(int(i) for i in differ[0]) if len(differ) else None
     assert differ.size == 0, (
-        f"{what}: {len(differ)} of {gpu.size} pixels differ, first at {tuple(differ[0])}: "
-        f"{gpu[tuple(differ[0])]} instead of {cpu[tuple(differ[0])]} (expected bitwise equal)")
+        f"{what}: {len(differ)} of {gpu.size} pixels differ, first at {first}: "
+        f"{gpu[first]!r} instead of {cpu[first]!r} (expected bitwise equal)")
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, bool])
