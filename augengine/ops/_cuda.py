@@ -42,7 +42,6 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "resample.cu": (
         "round_clip_u8<float>",
         "round_clip_u8<double>",
-        "affine_coordinates",
         "warp_affine<unsigned char>",
         "warp_affine<bool>",
         "warp_affine<float>",
