@@ -24,8 +24,8 @@ round_clip_u8(const T* __restrict__ x, long long total, unsigned char* __restric
 // warp_affine: geometry.affine_batch's resampling of a stack and its masks in one pass.
 //
 // Per output pixel (b, row, col) of a (count, H, W) stack, the sampling position in image b is,
-// in double as scipy.ndimage evaluates it (ni_interpolation.c; cupyx rounds its weights
-// differently):
+// in double as scipy.ndimage evaluates it (ni_interpolation.c; cupyx.scipy.ndimage weighs
+// and sums in another order and, for float output, in float, so it may differ in the last bit):
 //   general (zoom_shift == 0):  r = (t0 + row a00) + col a01,  c = (t1 + row a10) + col a11
 //     (NI_GeometricTransform's affine branch: affine_transform with a 2-D matrix);
 //   diagonal (zoom_shift != 0): r = (row + s0) a00,  c = (col + s1) a11, s = t / diag(A)

@@ -50,7 +50,8 @@ def _warp(image, matrix, offset, order: int, fill: float):
     ``matrix`` (2, 2), or (2,) for a diagonal one: scipy.ndimage then evaluates the position as
     ``(o + offset / matrix) * matrix`` (its zoom_shift), which may differ in the last bit.
     On CuPy, orders 0 and 1 run :func:`_warp_stack_cuda` on a stack of one, so an image warped
-    alone and in a batch give the same bytes; order 3 (its B-spline prefilter) cupyx.
+    alone and in a batch give the same bytes (scipy's); order 3, which needs a B-spline
+    prefilter pass first, runs cupyx's ``affine_transform``.
     """
     if is_cupy(image) and order < 3:
         return _warp_stack_cuda(image[None], np.asarray(matrix, np.float64)[None],
@@ -521,8 +522,8 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0, masks=None):
     offsets : array-like (B, 2) of float
         ``t_b`` in pixels.
     order : {0, 1}, optional
-        0 nearest (masks), 1 linear (default). Cubic is refused: its B-spline prefilter is a
-        pass over each whole image, not a per-pixel sum.
+        0 nearest (masks), 1 linear (default). Cubic is refused: it needs a B-spline
+        prefilter pass over each image before the warp (the per-image ops run it).
     fill : float, optional
         Value of output pixels that map outside the input.
     masks : ndarray (B, H, W) of bool or uint8, optional
