@@ -404,6 +404,22 @@ def test_warp_batch_with_masks_is_bitwise_scipy(cp, rng, dtype, mask_dtype):
                               f"{what}: its {np.dtype(mask_dtype).name} mask")
 
 
+@pytest.mark.parametrize("order", [1, 0])
+def test_warp_alone_equals_in_batch_on_the_device(cp, rng, order):
+    """One image warped alone on CuPy gives the bytes it gets inside a batch (a sample's
+    replay relies on it), on the GPU too: both are warp_affine, the alone one on a stack of 1."""
+    from augengine import ops
+
+    images = warp_images(rng, np.uint8, (4, 19, 23))
+    for name in ("rotate", "translate", "scale"):
+        values = [value for op_name, value in WARP_CASES if op_name == name][:4]
+        batch = getattr(ops, f"{name}_batch")(cp.asarray(images), values, order=order).get()
+        for b, value in enumerate(values):
+            alone = getattr(ops, name)(cp.asarray(images[b]), value, order=order).get()
+            assert_same_bytes(batch[b], alone, f"{name}_batch {value} order {order}: image {b} "
+                              "of 4 against the image alone")
+
+
 def test_warp_of_a_view_and_of_int16_match_scipy(cp, rng):
     """A non-contiguous stack (copied first) and an int16 one (through a float32 copy)."""
     from augengine import ops
