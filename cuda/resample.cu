@@ -139,14 +139,51 @@ resize_cols(const long long* __restrict__ jobs, const long long* __restrict__ st
 
 // --- end of ragged resize -----------------------------------------------------------------
 
-// affine_coordinates: the sampling positions of geometry.affine_batch for a chunk of B images,
-// out (3, B, H, W) double: (b, t_b0 + A_b00 row + A_b01 col, t_b1 + A_b10 row + A_b11 col),
-// evaluated in that order (as the NumPy expression of the reference, and as scipy.ndimage's
-// affine_transform does), where CuPy would run some fourteen element-wise kernels.
-// matrices (B, 2, 2) and offsets (B, 2) double. Launch as round_clip_u8.
-extern "C" __global__ void __launch_bounds__(RESAMPLE_THREADS)
-affine_coordinates(const double* __restrict__ matrices, const double* __restrict__ offsets,
-                   int count, int H, int W, double* __restrict__ out)
+// warp_affine: geometry.affine_batch's resampling of a stack and its masks in one pass.
+//
+// Per output pixel (b, row, col) of a (count, H, W) stack, the sampling position in image b is,
+// in double as scipy.ndimage evaluates it (ni_interpolation.c; cupyx.scipy.ndimage weighs
+// and sums in another order and, for float output, in float, so it may differ in the last bit):
+//   general (zoom_shift == 0):  r = (t0 + row a00) + col a01,  c = (t1 + row a10) + col a11
+//     (NI_GeometricTransform's affine branch: affine_transform with a 2-D matrix);
+//   diagonal (zoom_shift != 0): r = (row + s0) a00,  c = (col + s1) a11, s = t / diag(A)
+//     computed on the host (NI_ZoomShift: affine_transform with a 1-D matrix).
+// maps (count, 6) double: a00 a01 a10 a11 t0 t1 (t0 t1 hold s0 s1 when zoom_shift).
+//
+// mode "constant" (scipy >= 1.6): a position with r outside [0, H-1] or c outside [0, W-1]
+// (NaN included) gives fill; no tap outside the image is ever weighed. Inside:
+//   order 1: r0 = floor(r), x = r - r0, weights w0 = 1 - x and w1 = 1 - w0 (spline weights of
+//     ni_splines.c: the last weight is 1 minus the others, not x), tap r0 + 1 mirrored to
+//     H - 2 when r0 = H - 1 (its weight is then 0); the same along c; t = sum over the taps
+//     (r0, c0), (r0, c1), (r1, c0), (r1, c1) in that order of ((double)pixel * wr) * wc,
+//     accumulated from 0.0 in double;
+//   order 0: t = pixel (floor(r + 0.5), floor(c + 0.5)).
+// The input is read as its own type (no float copy); t is stored as the per-image op stores
+// its float32/float64 result: float and double as is, uint8 as rint((float)t) clipped to
+// [0, 255] (geometry's restore_dtype, as round_clip_u8 above), bool as (float)t > 0.5f.
+// masks (count, H, W) of bool or uint8 bytes, when has_masks: nearest with fill 0, which copies
+// the byte at (floor(r + 0.5), floor(c + 0.5)) or writes 0, as order 0 then restore_dtype do.
+//
+// Compiled with --fmad=false (augengine.ops._cuda.OPTIONS), so each product and sum is rounded
+// as in scipy's C. Launch: 1-D grid-stride over count * H * W pixels, RESAMPLE_THREADS threads.
+
+template <typename T> __device__ __forceinline__ T warp_store(double t);
+template <> __device__ __forceinline__ float warp_store<float>(double t) { return (float)t; }
+template <> __device__ __forceinline__ double warp_store<double>(double t) { return t; }
+template <> __device__ __forceinline__ bool warp_store<bool>(double t) { return (float)t > 0.5f; }
+template <> __device__ __forceinline__ unsigned char warp_store<unsigned char>(double t)
+{
+    float v = rint((float)t);
+    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    return (unsigned char)v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(RESAMPLE_THREADS)
+warp_affine(const T* __restrict__ images, const double* __restrict__ maps, int zoom_shift,
+            int count, int H, int W, int order, double fill, T* __restrict__ out,
+            int has_masks, const unsigned char* __restrict__ masks,
+            unsigned char* __restrict__ masks_out)
 {
     const long long plane = (long long)H * W;
     const long long total = plane * count;
@@ -156,10 +193,41 @@ affine_coordinates(const double* __restrict__ matrices, const double* __restrict
         const long long p = i - b * plane;
         const double row = (double)(p / W);
         const double col = (double)(p - (p / W) * W);
-        const double* a = matrices + 4LL * b;
-        const double* t = offsets + 2LL * b;
-        out[i] = (double)b;
-        out[total + i] = (t[0] + a[0] * row) + a[1] * col;
-        out[2 * total + i] = (t[1] + a[2] * row) + a[3] * col;
+        const double* m = maps + 6LL * b;
+        double r, c;
+        if (zoom_shift) {
+            r = (row + m[4]) * m[0];
+            c = (col + m[5]) * m[3];
+        } else {
+            r = (m[4] + row * m[0]) + col * m[1];
+            c = (m[5] + row * m[2]) + col * m[3];
+        }
+        const bool inside = r >= 0.0 && r <= (double)(H - 1) && c >= 0.0 && c <= (double)(W - 1);
+        const long long base = b * plane;
+        const long long nearest = inside
+            ? (long long)floor(r + 0.5) * W + (long long)floor(c + 0.5) : 0;
+        double t = fill;
+        if (inside && order == 0) {
+            t = 0.0;
+            t += (double)images[base + nearest];
+        } else if (inside) {
+            const double fr = floor(r), fc = floor(c);
+            const long long r0 = (long long)fr, c0 = (long long)fc;
+            const long long r1 = r0 + 1 < H ? r0 + 1 : (H > 1 ? H - 2 : 0);
+            const long long c1 = c0 + 1 < W ? c0 + 1 : (W > 1 ? W - 2 : 0);
+            const double wr0 = 1.0 - (r - fr), wr1 = 1.0 - wr0;
+            const double wc0 = 1.0 - (c - fc), wc1 = 1.0 - wc0;
+            const T* image = images + base;
+            double v;
+            t = 0.0;
+            v = (double)image[r0 * W + c0]; v *= wr0; v *= wc0; t += v;
+            v = (double)image[r0 * W + c1]; v *= wr0; v *= wc1; t += v;
+            v = (double)image[r1 * W + c0]; v *= wr1; v *= wc0; t += v;
+            v = (double)image[r1 * W + c1]; v *= wr1; v *= wc1; t += v;
+        }
+        out[i] = warp_store<T>(t);
+        if (has_masks) {
+            masks_out[i] = inside ? masks[base + nearest] : (unsigned char)0;
+        }
     }
 }

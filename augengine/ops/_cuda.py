@@ -48,7 +48,10 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "resize_cols<float, unsigned char>",
         "resize_cols<float, float>",
         "resize_cols<double, double>",
-        "affine_coordinates",
+        "warp_affine<unsigned char>",
+        "warp_affine<bool>",
+        "warp_affine<float>",
+        "warp_affine<double>",
     ),
 }
 

@@ -47,7 +47,17 @@ def _pair(value, name: str, positive: bool = False) -> tuple[float, float]:
 
 
 def _warp(image, matrix, offset, order: int, fill: float):
-    """``out[o] = image[matrix @ o + offset]`` in pixel-centre coordinates, ``fill`` outside."""
+    """``out[o] = image[matrix @ o + offset]`` in pixel-centre coordinates, ``fill`` outside.
+
+    ``matrix`` (2, 2), or (2,) for a diagonal one: scipy.ndimage then evaluates the position as
+    ``(o + offset / matrix) * matrix`` (its zoom_shift), which may differ in the last bit.
+    On CuPy, orders 0 and 1 run :func:`_warp_stack_cuda` on a stack of one, so an image warped
+    alone and in a batch give the same bytes (scipy's); order 3, which needs a B-spline
+    prefilter pass first, runs cupyx's ``affine_transform``.
+    """
+    if is_cupy(image) and order < 3:
+        return _warp_stack_cuda(image[None], np.asarray(matrix, np.float64)[None],
+                                np.asarray(offset, np.float64)[None], order, fill)[0][0]
     xp = get_array_module(image)
     work = image.astype(work_dtype(image.dtype))
     result = ndimage(xp).affine_transform(
@@ -752,13 +762,8 @@ def _zoom(factor, shape) -> tuple[np.ndarray, np.ndarray]:
 # (augengine.pipeline.finish_chains). Every function below gives, image for image, the bytes of
 # its per-image op above; tests/ops/test_batch.py checks it on NumPy and on emulated CuPy.
 
-#: Pixels per map_coordinates call of :func:`affine_batch`: its float64 coordinates take
-#: 24 bytes per pixel, so a chunk needs about 100 MiB (80 images of 224 x 224).
-AFFINE_CHUNK_PIXELS = 1 << 22
-
-
-def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
-    """Warp each image of a stack with its own affine map: one resampling call per chunk.
+def affine_batch(images, matrices, offsets, order: int = 1, fill=0, masks=None):
+    """Warp each image of a stack, and its mask, with the image's own affine map.
 
     Parameters
     ----------
@@ -768,29 +773,31 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     offsets : array-like (B, 2) of float
         ``t_b`` in pixels.
     order : {0, 1}, optional
-        0 nearest (masks), 1 linear (default). Cubic is refused: its B-spline would mix
-        neighbouring images of the stack (its weights at integer positions are 1/6, 4/6, 1/6).
+        0 nearest (masks), 1 linear (default). Cubic is refused: it needs a B-spline
+        prefilter pass over each image before the warp (the per-image ops run it).
     fill : float, optional
         Value of output pixels that map outside the input.
+    masks : ndarray (B, H, W) of bool or uint8, optional
+        The images' lesion masks, warped by the same maps nearest (order 0) with fill 0.
 
     Returns
     -------
-    ndarray (B, H, W), same dtype
+    ndarray (B, H, W), same dtype; ``(images_out, masks_out)`` when ``masks`` is given
         ``out[b, o] = images[b, A_b o + t_b]``, integers rounded half to even and clipped as the
-        per-image ops do.
+        per-image ops do; ``masks_out`` has the dtype of ``masks``.
 
     Notes
     -----
-    ``map_coordinates`` on the whole stack with the coordinates ``(b, A_b o + t_b)``: the batch
-    coordinate is an exact integer, so its linear weights are exactly 1 and 0 and each output
-    pixel is the same float32 sum as ``affine_transform`` of image ``b`` alone; the coordinates
-    are evaluated in float64 in the order scipy.ndimage evaluates them
-    (``t + A[:, 0] row + A[:, 1] col``). tests/ops/test_batch.py checks it bit for bit against
-    :func:`rotate`, :func:`translate` and :func:`scale`, with NumPy (scipy's
-    ``map_coordinates`` weighs the same taps as its ``affine_transform`` and ``zoom_shift``)
-    and with emulated CuPy. With
-    CuPy each chunk of :data:`AFFINE_CHUNK_PIXELS` is one kernel launch (a shard of 128 images
-    of 224 x 224 is two); on NumPy the ``*_batch`` ops below go image by image instead.
+    scipy.ndimage.affine_transform's arithmetic (a 2-D matrix, mode ``"constant"``): the
+    position ``(t_b0 + A_b00 row) + A_b01 col`` (columns likewise) in float64, ``fill`` where it
+    falls outside ``[0, H-1] x [0, W-1]``, no tap outside the image weighed. On CuPy one kernel
+    launch for the images and their masks (``warp_affine`` of cuda/resample.cu, see there),
+    which reads the images as their dtype (uint8, bool, float32, float64; other dtypes through
+    a float32 copy) and rounds like scipy, so it gives scipy's bytes (tests/ops/test_batch.py
+    and tests/ops/test_cuda_parity.py check it). On NumPy image by image through
+    ``scipy.ndimage.affine_transform``: a call costs no launch there, and one 3-D
+    ``map_coordinates`` over the stack (8 taps per pixel, plus the coordinates) ran 2-3x slower
+    than image by image on this project's CPUs (32 images of 224 x 224).
 
     Examples
     --------
@@ -800,74 +807,114 @@ def affine_batch(images, matrices, offsets, order: int = 1, fill=0):
     [[5.0, 0.0], [7.0, 0.0]]
     """
     images = check_stack(images, "affine_batch")
-    order = _order(order)
-    if order > 1:
-        raise ConfigError(f"affine_batch: order must be 0 or 1, got {order}")
+    order = _affine_order(order, "affine_batch")
     fill = check_number(fill, "fill")
-    count, height, width = images.shape
+    count = images.shape[0]
     matrices = np.asarray(matrices, dtype=np.float64).reshape(count, 2, 2)
     offsets = np.asarray(offsets, dtype=np.float64).reshape(count, 2)
-    xp = get_array_module(images)
-    work = images.astype(work_dtype(images.dtype))
-    step = max(1, AFFINE_CHUNK_PIXELS // (height * width))
+    if masks is not None:
+        masks = _check_masks(masks, images, "affine_batch")
     if is_cupy(images):
-        return restore_dtype(_affine_batch_cuda(work, matrices, offsets, order, fill, step),
-                              images.dtype)
-    result = xp.empty_like(work)
-    rows = xp.arange(height, dtype=np.float64)[None, :, None]
-    cols = xp.arange(width, dtype=np.float64)[None, None, :]
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        a = xp.asarray(matrices[start:stop])[:, :, :, None, None]
-        t = xp.asarray(offsets[start:stop])[:, :, None, None]
-        coordinates = xp.empty((3, stop - start, height, width), dtype=np.float64)
-        coordinates[0] = xp.arange(stop - start, dtype=np.float64)[:, None, None]
-        coordinates[1] = t[:, 0] + a[:, 0, 0] * rows + a[:, 0, 1] * cols
-        coordinates[2] = t[:, 1] + a[:, 1, 0] * rows + a[:, 1, 1] * cols
-        result[start:stop] = ndimage(xp).map_coordinates(
-            work[start:stop], coordinates, order=order, mode="constant", cval=fill)
-    return restore_dtype(result, images.dtype)
+        out, masks_out = _warp_stack_cuda(images, matrices, offsets, order, fill, masks)
+        return out if masks is None else (out, masks_out)
+    out = np.stack([_warp(image, matrix, offset, order, fill)
+                    for image, matrix, offset in zip(images, matrices, offsets)])
+    if masks is None:
+        return out
+    return out, np.stack([_warp(mask, matrix, offset, 0, 0.0)
+                          for mask, matrix, offset in zip(masks, matrices, offsets)])
 
 
-def _affine_batch_cuda(work, matrices, offsets, order: int, fill: float, step: int):
-    """:func:`affine_batch`'s resampling on CuPy: per chunk of ``step`` images, the coordinates
-    in one launch (``affine_coordinates`` of cuda/resample.cu) and one ``map_coordinates``."""
+def _affine_order(order, op: str) -> int:
+    order = _order(order)
+    if order > 1:
+        raise ConfigError(f"{op}: order must be 0 or 1, got {order}")
+    return order
+
+
+def _check_masks(masks, images, op: str):
+    """``masks`` checked as the (B, H, W) bool or uint8 masks of ``images``, on their device."""
+    masks = check_image(masks, op, "mask stack", "(B, H, W)")
+    if tuple(masks.shape) != tuple(images.shape):
+        raise InputError(f"{op}: masks of shape {tuple(masks.shape)} for images of shape "
+                         f"{tuple(images.shape)}")
+    if np.dtype(masks.dtype) not in (np.dtype(bool), np.dtype(np.uint8)):
+        raise InputError(f"{op}: masks must be bool or uint8, got dtype {masks.dtype}")
+    if is_cupy(masks) != is_cupy(images):
+        raise InputError(f"{op}: masks and images must both be NumPy or both CuPy arrays")
+    return masks
+
+
+#: Image dtypes ``warp_affine`` reads directly, with its instantiation's C type.
+_WARP_TYPES = {np.dtype(np.uint8): "unsigned char", np.dtype(bool): "bool",
+               np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def _warp_stack_cuda(images, matrices: np.ndarray, offsets: np.ndarray, order: int,
+                     fill: float, masks=None):
+    """The warp of a CuPy stack (B, H, W) and of its masks (or None): ``(out, masks_out)``
+    (``masks_out`` None without masks), in one launch of ``warp_affine`` (cuda/resample.cu).
+
+    ``matrices`` (B, 2, 2), or (B, 2) for diagonal maps, and ``offsets`` (B, 2) are host
+    float64, as :func:`_warp` takes them one by one: a diagonal map is evaluated as
+    ``(o + offset / diagonal) * diagonal``, scipy's zoom_shift, with the quotient computed here
+    as scipy computes it. One host-to-device copy of the maps, no sync."""
     import cupy
-    import cupyx.scipy.ndimage
 
     from augengine.ops._cuda import get_kernel
 
-    count, height, width = work.shape
-    kernel = get_kernel("resample.cu", "affine_coordinates")
-    parts = []
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        coordinates = cupy.empty((3, stop - start, height, width), dtype=np.float64)
-        blocks = max(1, min(-(-coordinates.size // 3 // RESAMPLE_THREADS), 1 << 20))
-        kernel((blocks,), (RESAMPLE_THREADS,), (
-            cupy.asarray(np.ascontiguousarray(matrices[start:stop])),
-            cupy.asarray(np.ascontiguousarray(offsets[start:stop])), np.int32(stop - start),
-            np.int32(height), np.int32(width), coordinates))
-        parts.append(cupyx.scipy.ndimage.map_coordinates(
-            work[start:stop], coordinates, order=order, mode="constant", cval=fill))
-    return parts[0] if len(parts) == 1 else cupy.concatenate(parts)
+    count, height, width = images.shape
+    dtype = np.dtype(images.dtype)
+    work = images if dtype in _WARP_TYPES else images.astype(np.float32)
+    work = work if work.flags.c_contiguous else cupy.ascontiguousarray(work)
+    zoom_shift = matrices.ndim == 2
+    if zoom_shift:
+        zeros = np.zeros((count, 2))
+        maps = np.concatenate([matrices[:, :1], zeros, matrices[:, 1:], offsets / matrices], 1)
+    else:
+        maps = np.concatenate([matrices.reshape(count, 4), offsets], 1)
+    out = cupy.empty(work.shape, work.dtype)
+    if masks is None:
+        masks_in, masks_out = cupy.empty(0, np.uint8), cupy.empty(0, np.uint8)
+    else:
+        masks_in = masks if masks.flags.c_contiguous else cupy.ascontiguousarray(masks)
+        masks_out = cupy.empty(masks.shape, masks.dtype)
+    blocks = max(1, min(-(-work.size // RESAMPLE_THREADS), 1 << 20))
+    get_kernel("resample.cu", f"warp_affine<{_WARP_TYPES[np.dtype(work.dtype)]}>")(
+        (blocks,), (RESAMPLE_THREADS,), (
+            work, cupy.asarray(np.ascontiguousarray(maps)), np.int32(zoom_shift),
+            np.int32(count), np.int32(height), np.int32(width), np.int32(order),
+            np.float64(fill), out, np.int32(masks is not None), masks_in, masks_out))
+    if work.dtype != dtype:
+        out = restore_dtype(out, dtype)
+    return out, None if masks is None else masks_out
 
 
-def _one_call(images, per_image, values, matrices_and_offsets, order, fill):
-    """A CuPy stack in one :func:`affine_batch` call; a NumPy stack image by image through the
-    per-image op, because scipy.ndimage takes one matrix per call and its 3-D
-    ``map_coordinates`` (8 taps per pixel instead of 4, plus the coordinates) ran 2-3x slower
-    than ``affine_transform`` image by image on this project's CPUs (32 images of 224 x 224)."""
-    if not is_cupy(images):
-        return np.stack([per_image(image, value, order=order, fill=fill)
-                         for image, value in zip(images, values)])
-    matrices, offsets = matrices_and_offsets()
-    return affine_batch(images, matrices, offsets, order, fill)
+def _batch_warp(op, images, values, masks, maps, order, fill):
+    """A ``*_batch`` op of ``op`` (:func:`rotate`, :func:`translate` or :func:`scale`): on CuPy
+    one :func:`_warp_stack_cuda` launch for the stack and its masks, with the (matrices,
+    offsets) ``maps()`` gives; on NumPy image by image through ``op``, masks through ``op``
+    with order 0 (as :func:`affine_batch` says why)."""
+    name = f"{op.__name__}_batch"
+    if masks is not None:
+        masks = _check_masks(masks, images, name)
+    if is_cupy(images):
+        order = _affine_order(order, name)
+        fill = check_number(fill, "fill")
+        out, masks_out = _warp_stack_cuda(images, *maps(), order, fill, masks)
+    else:
+        out = np.stack([op(image, value, order=order, fill=fill)
+                        for image, value in zip(images, values)])
+        masks_out = None if masks is None else np.stack(
+            [op(mask, value, order=0) for mask, value in zip(masks, values)])
+    return out if masks is None else (out, masks_out)
 
 
-def rotate_batch(images, angles_deg, order: int = 1, fill=0):
-    """:func:`rotate` of each image of a stack (B, H, W) by its own angle ``angles_deg[b]``:
-    on CuPy one :func:`affine_batch` call, on NumPy image by image; same bytes either way.
+def rotate_batch(images, angles_deg, order: int = 1, fill=0, masks=None):
+    """:func:`rotate` of each image of a stack (B, H, W) by its own angle ``angles_deg[b]``,
+    and of its mask (``masks`` (B, H, W) bool or uint8, nearest, fill 0) when given: then
+    returns ``(images_out, masks_out)``. On CuPy one launch for both (orders 0 and 1), on NumPy
+    image by image; the bytes of :func:`rotate` either way.
 
     >>> stack = np.arange(18).reshape(2, 3, 3)
     >>> bool((rotate_batch(stack, [0, 90], order=0)[1] == rotate(stack[1], 90, order=0)).all())
@@ -878,14 +925,15 @@ def rotate_batch(images, angles_deg, order: int = 1, fill=0):
 
     def maps():
         matrices, offsets = zip(*(_rotation(angle, images.shape[1:]) for angle in angles))
-        return list(matrices), list(offsets)
+        return np.stack(matrices), np.stack(offsets)
 
-    return _one_call(images, rotate, angles, maps, order, fill)
+    return _batch_warp(rotate, images, angles, masks, maps, order, fill)
 
 
-def translate_batch(images, shifts_px, order: int = 1, fill=0):
+def translate_batch(images, shifts_px, order: int = 1, fill=0, masks=None):
     """:func:`translate` of each image of a stack (B, H, W) by its own ``shifts_px[b] =
-    (dy, dx)``: on CuPy one :func:`affine_batch` call, on NumPy image by image; same bytes.
+    (dy, dx)``, and of its mask when given (as :func:`rotate_batch`); the bytes of
+    :func:`translate`.
 
     >>> translate_batch(np.array([[[1, 2, 3]], [[1, 2, 3]]]), [(0, 1), (0, -1)]).tolist()
     [[[0, 1, 2]], [[2, 3, 0]]]
@@ -894,14 +942,15 @@ def translate_batch(images, shifts_px, order: int = 1, fill=0):
     shifts = check_per_image(shifts_px, images.shape[0], "shifts_px", "translate_batch")
 
     def maps():
-        return [np.eye(2)] * len(shifts), [_translation(shift) for shift in shifts]
+        return np.ones((len(shifts), 2)), np.stack([_translation(shift) for shift in shifts])
 
-    return _one_call(images, translate, shifts, maps, order, fill)
+    return _batch_warp(translate, images, shifts, masks, maps, order, fill)
 
 
-def scale_batch(images, factors, order: int = 1, fill=0):
+def scale_batch(images, factors, order: int = 1, fill=0, masks=None):
     """:func:`scale` of each image of a stack (B, H, W) by its own ``factors[b]`` (a number or a
-    (rows, cols) pair): on CuPy one :func:`affine_batch` call, on NumPy image by image.
+    (rows, cols) pair), and of its mask when given (as :func:`rotate_batch`); the bytes of
+    :func:`scale`.
 
     >>> bool((scale_batch(np.ones((2, 5, 5)), [1.0, 0.5], order=0)[1, 0] == 0).all())
     True
@@ -911,9 +960,9 @@ def scale_batch(images, factors, order: int = 1, fill=0):
 
     def maps():
         zooms = [_zoom(factor, images.shape[1:]) for factor in factors]
-        return [np.diag(diagonal) for diagonal, _ in zooms], [offset for _, offset in zooms]
+        return np.stack([diagonal for diagonal, _ in zooms]), np.stack([o for _, o in zooms])
 
-    return _one_call(images, scale, factors, maps, order, fill)
+    return _batch_warp(scale, images, factors, masks, maps, order, fill)
 
 
 def rotate90_batch(images, k: int = 1):

@@ -71,6 +71,15 @@ def test_geometric_batch_equals_each_image_alone(xp, on_gpu, rng, shape, op, bat
         expected = [op(image, value, order=order) for image, value in zip(stack, values)]
         assert_same_per_image(out, expected, f"{op.__name__} order {order} {stack.dtype} {shape}",
                               on_gpu)
+    for mask_stack in (masks, masks.astype(np.uint8)):
+        out, masks_out = batch_op(xp.asarray(images), values, order=order,
+                                  masks=xp.asarray(mask_stack))
+        what = f"{op.__name__} order {order} with {mask_stack.dtype} masks {shape}"
+        assert_same_per_image(out, [op(image, value, order=order)
+                                    for image, value in zip(images, values)], what, on_gpu)
+        assert_same_per_image(masks_out, [op(mask, value, order=0)
+                                          for mask, value in zip(mask_stack, values)],
+                              f"{what}: the masks", on_gpu)
 
 
 def per_image_maps(op, values, shape):
@@ -110,22 +119,38 @@ def test_one_affine_call_equals_each_image_alone(xp, on_gpu, rng, shape, op, dra
         assert_same_per_image(out, expected,
                               f"affine_batch as {op.__name__} order {order} {stack.dtype} {shape}",
                               on_gpu)
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_affine_chunks_give_the_same_bytes(xp, rng, shape, monkeypatch):
-    images, _ = stacks(rng, shape)
-    angles = list(rng.uniform(-30, 30, len(images)))
-    matrices, offsets = per_image_maps(ops.rotate, angles, shape)
-    whole = host(ops.affine_batch(xp.asarray(images), matrices, offsets))
-    monkeypatch.setattr(ops.geometry, "AFFINE_CHUNK_PIXELS", 2 * shape[0] * shape[1])
-    chunked = host(ops.affine_batch(xp.asarray(images), matrices, offsets))
-    assert np.array_equal(chunked, whole), "chunks of 2 images differ from one chunk of 7"
+    out, masks_out = ops.affine_batch(xp.asarray(images), matrices, offsets, order=order,
+                                      masks=xp.asarray(masks))
+    what = f"affine_batch as {op.__name__} order {order} with masks {shape}"
+    assert_same_per_image(out, [op(image, value, order=order)
+                                for image, value in zip(images, values)], what, on_gpu)
+    assert_same_per_image(masks_out, [op(mask, value, order=0)
+                                      for mask, value in zip(masks, values)],
+                          f"{what}: the masks", on_gpu)
 
 
 def test_affine_batch_refuses_cubic(xp):
     with pytest.raises(ConfigError, match="order must be 0 or 1"):
         ops.affine_batch(xp.asarray(np.zeros((2, 4, 4))), [np.eye(2)] * 2, [(0, 0)] * 2, order=3)
+
+
+@pytest.mark.parametrize("masks, words", [
+    (np.zeros((2, 4, 5), bool), r"masks of shape \(2, 4, 5\) for images of shape \(2, 4, 4\)"),
+    (np.zeros((2, 4, 4), np.float32), "masks must be bool or uint8, got dtype float32"),
+    (np.zeros((4, 4), bool), r"expected a mask stack \(B, H, W\), got shape \(4, 4\)"),
+])
+def test_affine_batches_refuse_bad_masks(xp, masks, words):
+    images = xp.asarray(np.zeros((2, 4, 4), np.uint8))
+    calls = {
+        "affine_batch": lambda m: ops.affine_batch(images, [np.eye(2)] * 2, [(0, 0)] * 2,
+                                                   masks=m),
+        "rotate_batch": lambda m: ops.rotate_batch(images, [0.0, 1.0], masks=m),
+        "translate_batch": lambda m: ops.translate_batch(images, [(0, 1)] * 2, masks=m),
+        "scale_batch": lambda m: ops.scale_batch(images, [1.0, 2.0], masks=m),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InputError, match=f"{name}: {words}"):
+            call(xp.asarray(masks))
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -330,6 +330,153 @@ def test_bmode_errors_match(cp, rng):
         bmode(cp.asarray(bad), 50)
 
 
+# --- affine warps --------------------------------------------------------------------------------
+# cuda/resample.cu's warp_affine replicates scipy.ndimage's 'constant' mode arithmetic for orders
+# 0 and 1 (position, floor, weights, the order of the products and sums), so CuPy gives NumPy's
+# bytes: bitwise equal, on the emulator and on a GPU (double products and sums compiled with
+# --fmad=false round as the CPU's do).
+
+WARP_CASES = [
+    ("rotate", 90.0), ("rotate", 180.0), ("rotate", -90.0), ("rotate", 33.3), ("rotate", -171.0),
+    ("translate", (2.0, -3.0)), ("translate", (0.5, -0.5)), ("translate", (-1.5, 7.25)),
+    ("translate", (40.0, 0.0)), ("translate", (0.0, -25.5)), ("translate", (-0.0, 0.0)),
+    ("scale", 0.5), ("scale", 1.7), ("scale", (0.8, 1.3)), ("scale", 3.0),
+]
+
+
+def warp_images(rng, dtype, shape=(3, 17, 24)):
+    """A stack of ``dtype`` with its range's extremes and, for floats, negative values."""
+    if dtype == np.uint8:
+        images = rng.integers(0, 256, shape).astype(np.uint8)
+        images[0, 0, :3] = [0, 255, 255]
+    elif dtype == bool:
+        images = rng.random(shape) < 0.4
+    else:
+        images = rng.uniform(-50.0, 300.0, shape).astype(dtype)
+    return images
+
+
+def assert_same_bytes(gpu, cpu, what):
+    """Bitwise equal arrays, else the image (first axis), the count and the first pixel named."""
+    assert gpu.dtype == cpu.dtype and gpu.shape == cpu.shape, (
+        f"{what}: {gpu.dtype} {gpu.shape}, expected {cpu.dtype} {cpu.shape}")
+    bits = f"u{gpu.dtype.itemsize}"
+    differ = np.argwhere(gpu.view(bits) != cpu.view(bits))
+    first = tuple(int(i) for i in differ[0]) if len(differ) else None
+    assert differ.size == 0, (
+        f"{what}: {len(differ)} of {gpu.size} pixels differ, first at {first}: "
+        f"{gpu[first]!r} instead of {cpu[first]!r} (expected bitwise equal)")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, bool])
+@pytest.mark.parametrize("order", [1, 0])
+def test_warp_of_one_image_is_bitwise_scipy(cp, rng, dtype, order):
+    """rotate, translate and scale of one image on CuPy (warp_affine, a stack of one) against
+    scipy.ndimage: right angles, whole and half pixel shifts, shifts beyond the edge, fills."""
+    from augengine import ops
+
+    images = warp_images(rng, dtype)
+    for (name, value), fill in zip(WARP_CASES, [0, 17.25, 300, -2.5, 255] * 3):
+        op = getattr(ops, name)
+        for b, image in enumerate(images):
+            gpu = op(cp.asarray(image), value, order=order, fill=fill).get()
+            assert_same_bytes(gpu, op(image, value, order=order, fill=fill),
+                              f"{name} {value} order {order} fill {fill} "
+                              f"{np.dtype(dtype).name} image {b} 17x24")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("mask_dtype", [bool, np.uint8])
+def test_warp_batch_with_masks_is_bitwise_scipy(cp, rng, dtype, mask_dtype):
+    """rotate_batch, translate_batch and scale_batch with masks on CuPy against the NumPy
+    per-image ops (the image linear, its mask nearest with fill 0), image by image."""
+    from augengine import ops
+
+    images = warp_images(rng, dtype, (4, 19, 23))
+    masks = (rng.random(images.shape) < 0.5).astype(mask_dtype)
+    for name in ("rotate", "translate", "scale"):
+        values = [value for op_name, value in WARP_CASES if op_name == name][:4]
+        op = getattr(ops, name)
+        out, masks_out = getattr(ops, f"{name}_batch")(
+            cp.asarray(images), values, fill=7.5, masks=cp.asarray(masks))
+        for b, value in enumerate(values):
+            what = f"{name}_batch {value} {np.dtype(dtype).name} image {b}"
+            assert_same_bytes(out[b].get(), op(images[b], value, fill=7.5), what)
+            assert_same_bytes(masks_out[b].get(), op(masks[b], value, order=0),
+                              f"{what}: its {np.dtype(mask_dtype).name} mask")
+
+
+@pytest.mark.parametrize("order", [1, 0])
+def test_warp_alone_equals_in_batch_on_the_device(cp, rng, order):
+    """One image warped alone on CuPy gives the bytes it gets inside a batch (a sample's
+    replay relies on it), on the GPU too: both are warp_affine, the alone one on a stack of 1."""
+    from augengine import ops
+
+    images = warp_images(rng, np.uint8, (4, 19, 23))
+    for name in ("rotate", "translate", "scale"):
+        values = [value for op_name, value in WARP_CASES if op_name == name][:4]
+        batch = getattr(ops, f"{name}_batch")(cp.asarray(images), values, order=order).get()
+        for b, value in enumerate(values):
+            alone = getattr(ops, name)(cp.asarray(images[b]), value, order=order).get()
+            assert_same_bytes(batch[b], alone, f"{name}_batch {value} order {order}: image {b} "
+                              "of 4 against the image alone")
+
+
+def test_warp_of_a_view_and_of_int16_match_scipy(cp, rng):
+    """A non-contiguous stack (copied first) and an int16 one (through a float32 copy)."""
+    from augengine import ops
+
+    images = rng.integers(-3000, 3000, (3, 16, 21)).astype(np.int16)
+    angles = [10.0, -35.0, 90.0]
+    gpu = ops.rotate_batch(cp.asarray(images), angles).get()
+    assert_same_bytes(gpu, np.stack([ops.rotate(i, a) for i, a in zip(images, angles)]),
+                      "rotate_batch int16 3x16x21")
+    flipped = cp.asarray(images.astype(np.uint8))[:, ::-1]
+    gpu = ops.rotate_batch(flipped, angles).get()
+    assert_same_bytes(gpu, np.stack([ops.rotate(i, a) for i, a in
+                                     zip(images.astype(np.uint8)[:, ::-1], angles)]),
+                      "rotate_batch of a flipped view")
+
+
+@pytest.mark.parametrize("name, values", [
+    ("rotate_batch", [12.0, -90.0, 45.5, 0.0]),
+    ("translate_batch", [(0.5, 1.0), (-30.0, 2.0), (0.0, 0.0), (3.25, -1.75)]),
+    ("scale_batch", [0.7, 1.3, (1.0, 2.0), 1.0]),
+])
+def test_warp_batch_and_masks_are_one_launch(rng, name, values):
+    """Images and masks of a uint8 stack: one warp_affine launch together, the maps one
+    host-to-device copy, no sync and no float copy of the stack."""
+    from augengine import ops
+
+    images = rng.integers(0, 256, (4, 20, 18), dtype=np.uint8)
+    masks = rng.random(images.shape) < 0.5
+    with emulated_cupy() as cp:
+        device, device_masks = cp.asarray(images), cp.asarray(masks)
+        with counting() as counts:
+            out, masks_out = getattr(ops, name)(device, values, masks=device_masks)
+        assert (out.dtype, masks_out.dtype) == (np.uint8, bool)
+    assert dict(counts.launches) == {"warp_affine<unsigned char>": 1}, counts.launches
+    assert counts.n_syncs == 0 and counts.n_h2d == 1, (counts.syncs, counts.h2d)
+
+
+def test_warp_of_one_image_is_one_launch_and_cubic_stays_cupyx(rng):
+    """A per-image rotate of order 0 or 1 is the batch's kernel on a stack of one; order 3
+    keeps cupyx's affine_transform (its B-spline prefilter)."""
+    from augengine import ops
+
+    image = rng.uniform(0.0, 1.0, (20, 18)).astype(np.float32)
+    with emulated_cupy() as cp:
+        device = cp.asarray(image)
+        with counting() as linear:
+            ops.rotate(device, 20.0)
+        with counting() as cubic:
+            cubic_out = ops.rotate(device, 20.0, order=3).get()
+    assert dict(linear.launches) == {"warp_affine<float>": 1}, linear.launches
+    assert cubic.launches["cupy.affine_transform"] == 1, cubic.launches  # the emulator's name
+    np.testing.assert_array_equal(cubic_out, ops.rotate(image, 20.0, order=3),
+                                  err_msg="rotate order 3 on emulated CuPy")
+
+
 # --- resampling --------------------------------------------------------------------------------
 
 
