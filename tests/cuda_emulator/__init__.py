@@ -318,8 +318,19 @@ def _unwrap(value, allow_host: bool = False):
     return value
 
 
+def _unchanged(args, kwargs) -> bool:
+    """CuPy's ``ascontiguousarray`` of a C-contiguous array of the wanted dtype returns the
+    array itself and runs no kernel."""
+    if not args or not isinstance(args[0], ndarray):
+        return False
+    dtype = kwargs.get("dtype", args[1] if len(args) > 1 else None)
+    return args[0]._a.flags.c_contiguous and (dtype is None or args[0].dtype == dtype)
+
+
 def _device_call(function, args, kwargs, allow_host: bool = False, name: str | None = None):
     name = name or function.__name__
+    if name == "ascontiguousarray" and _unchanged(args, kwargs):
+        return args[0]
     if name not in NO_KERNEL:
         _count("launches", f"cupy.{name}")
     return _wrap(function(*_unwrap(args, allow_host), **_unwrap(kwargs, allow_host)))

@@ -378,3 +378,13 @@ extern "C" __global__ void first_of_each(const unsigned long long* ptrs, float* 
     out = cp.empty(2, np.float32)
     module.get_function("first_of_each")((1,), (32,), (table, out, np.int32(2)))
     np.testing.assert_array_equal(out.get(), [6.0, 9.0])
+
+
+def test_ascontiguousarray_of_a_contiguous_array_is_no_launch():
+    """As in CuPy, which returns the array itself; a view that needs a copy is a launch."""
+    with emulated_cupy() as cupy, cuda_emulator.counting() as counts:
+        image = cupy.asarray(np.ones((4, 6), np.float32))
+        same = cupy.ascontiguousarray(image)
+        copied = cupy.ascontiguousarray(image[:, ::2])
+    assert same is image and copied.shape == (4, 3)
+    assert counts.launches == {"cupy.ascontiguousarray": 1}, counts.launches
