@@ -979,8 +979,14 @@ def rotate90_batch(images, k: int = 1):
     return xp.ascontiguousarray(xp.rot90(images, int(k) % 4, axes=(1, 2)))
 
 
-def flip_batch(images, axis):
+def flip_batch(images, axis, masks=None):
     """:func:`flip` of every image of a stack (B, H, W) about the same ``axis``; exact.
+
+    With ``masks`` (B, H, W) bool or uint8, returns ``(images, masks)``, both flipped. On CuPy
+    a stack of a dtype ``warp_affine`` reads (uint8, bool, float32, float64) is flipped with
+    its masks in one launch of it: the map ``(row, W - 1 - col)`` (or ``(H - 1 - row, col)``)
+    lands on whole pixels, which nearest sampling copies exactly; other dtypes, and NumPy, copy
+    a reversed view.
 
     >>> flip_batch(np.array([[[1, 2], [3, 4]]]), "horizontal").tolist()
     [[[2, 1], [4, 3]]]
@@ -989,8 +995,23 @@ def flip_batch(images, axis):
     key = axis.lower() if isinstance(axis, str) else axis
     if isinstance(key, bool) or key not in _FLIP_AXES:
         raise ConfigError(f"axis must be 0, 1, 'vertical' or 'horizontal', got {axis!r}")
+    if masks is not None:
+        masks = _check_masks(masks, images, "flip_batch")
     xp = get_array_module(images)
-    return xp.ascontiguousarray(xp.flip(images, _FLIP_AXES[key] + 1))
+    if is_cupy(images) and np.dtype(images.dtype) in _WARP_TYPES:
+        count, height, width = images.shape
+        flipped_axis = _FLIP_AXES[key]
+        matrix = np.diag([-1.0, 1.0] if flipped_axis == 0 else [1.0, -1.0])
+        offset = [height - 1.0, 0.0] if flipped_axis == 0 else [0.0, width - 1.0]
+        out, masks_out = _warp_stack_cuda(images, np.repeat(matrix[None], count, 0),
+                                          np.repeat(np.array([offset]), count, 0), 0, 0.0,
+                                          masks)
+        return out if masks is None else (out, masks_out)
+
+    def flipped(stack):
+        return xp.ascontiguousarray(xp.flip(stack, _FLIP_AXES[key] + 1))
+
+    return flipped(images) if masks is None else (flipped(images), flipped(masks))
 
 
 def resize_batch(images, size, order: int = 3):

@@ -184,9 +184,13 @@ def test_rotate90_batch_equals_each_image_alone(xp, rng, shape, k):
 @pytest.mark.parametrize("axis", ["horizontal", "vertical", 0, 1])
 def test_flip_batch_equals_each_image_alone(xp, rng, axis):
     images, masks = stacks(rng, (31, 47))
-    for stack in (images, masks):
+    for stack in (images, masks, images.astype(np.float32), images.astype(np.int16)):
         out = ops.flip_batch(xp.asarray(stack), axis)
-        assert_same_per_image(out, [ops.flip(image, axis) for image in stack], f"flip {axis}")
+        assert_same_per_image(out, [ops.flip(image, axis) for image in stack],
+                              f"flip {axis} of {stack.dtype}")
+    out, moved = ops.flip_batch(xp.asarray(images), axis, masks=xp.asarray(masks))
+    assert_same_per_image(out, [ops.flip(image, axis) for image in images], f"flip {axis}")
+    assert_same_per_image(moved, [ops.flip(mask, axis) for mask in masks], f"flip {axis} masks")
 
 
 def test_batch_ops_refuse_a_single_image_and_a_short_vector(xp):

@@ -520,3 +520,16 @@ def test_resize_many_is_two_launches_and_one_copy_without_sync(rng):
         assert step.max() <= 1 and np.count_nonzero(step) <= expected.size // 100, (
             f"crop {j}: {np.count_nonzero(step)} of {expected.size} pixels differ from NumPy's "
             f"resize by up to {step.max()} grey levels (at most {expected.size // 100} by 1)")
+
+
+def test_flip_batch_with_masks_is_one_launch_on_the_device(rng):
+    from augengine.ops import geometry
+
+    images = rng.integers(0, 256, (5, 16, 20)).astype(np.uint8)
+    masks = rng.random((5, 16, 20)) < 0.3
+    with emulated_cupy() as cupy:
+        stack, mask_stack = cupy.asarray(images), cupy.asarray(masks)
+        with counting() as counts:
+            geometry.flip_batch(stack, "horizontal", masks=mask_stack)
+    assert counts.launches == {"warp_affine<unsigned char>": 1}, counts.launches
+    assert counts.n_syncs == 0, counts.syncs
