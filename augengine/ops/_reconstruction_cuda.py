@@ -21,6 +21,7 @@ import numpy as np
 from augengine.errors import InputError
 from augengine.ops._cuda import get_kernel
 from augengine.ops._util import frame_label
+from augengine.ops.reconstruction import peaks_error
 
 # Launch geometry of cuda/bmode.cu: TILE x TILE tiles on (TILE, TILE_ROWS) blocks; ITEMS
 # elements per thread in analytic_magnitude_lines.
@@ -141,9 +142,9 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None,
     return _grey_levels(env, frame_size, log_max, dynamic_range_db)
 
 
-def envelope_peaks_cuda(rf, axis: int):
-    """Envelope and each frame's maximum on the GPU, the all-zero check done:
-    :func:`augengine.ops.reconstruction.envelope_peaks`.
+def envelope_peaks_cuda(rf, axis: int, check: bool = True):
+    """Envelope and each frame's maximum on the GPU, checked by :func:`peaks_error` unless
+    ``check`` is False: :func:`augengine.ops.reconstruction.envelope_peaks`.
 
     Parameters
     ----------
@@ -151,6 +152,9 @@ def envelope_peaks_cuda(rf, axis: int):
         Raw RF; frames are the last two axes.
     axis : int
         Array axis of fast time (``rf.ndim - 2`` for depth-major frames).
+    check : bool, optional
+        True: copy the peaks to the host (one sync) and raise :func:`peaks_error`'s message.
+        False: no copy and no sync; the caller checks ``peaks_error(peaks.get())`` later.
 
     Returns
     -------
@@ -160,7 +164,8 @@ def envelope_peaks_cuda(rf, axis: int):
     Raises
     ------
     InputError
-        NaN/Inf in float RF ("RF contains NaN or Inf samples"); an all-zero frame.
+        With ``check``: a non-finite peak ("RF contains NaN or Inf samples"), an all-zero frame
+        ("envelope is all zeros (Amax = 0)"), " in frame i" appended for stacked frames.
 
     Notes
     -----
@@ -173,27 +178,62 @@ def envelope_peaks_cuda(rf, axis: int):
     >>> env, peaks = envelope_peaks_cuda(cupy.asarray(rf_int16), axis=1)  # doctest: +SKIP
     """
     env, frame_max = _analytic_envelope(rf, axis, with_max=True)
-    high = frame_max.get()
-    if not np.isfinite(high).all():
-        raise InputError("RF contains NaN or Inf samples")
-    if (high == 0).any():
-        where = _where(high == 0, env.shape[:-2], env.ndim)
-        raise InputError(f"envelope is all zeros (Amax = 0){where}")
-    return env, frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
+    peaks = frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
+    if check:
+        message = peaks_error(peaks.get())
+        if message is not None:
+            raise InputError(message)
+    return env, peaks
 
 
-def compress_envelope_cuda(env, peaks, dynamic_range_db: float):
-    """uint8 grey levels of an :func:`envelope_peaks_cuda` result at one dynamic range: one log
-    of the peaks and one mapping launch (``log_compress_u8``), no host sync.
+def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):
+    """uint8 grey levels of :func:`envelope_peaks_cuda` results, output ``p`` being frame
+    ``frames[p]`` at ``dynamic_ranges_db[p]``, in ONE launch (``compress_envelope_u8``).
+
+    Parameters
+    ----------
+    env : cupy.ndarray (..., depth, lines), float32 or float64, C-contiguous
+        Envelope; a frame is the last two axes (1-D: the whole array).
+    peaks : cupy.ndarray, one value per frame of ``env`` (any shape of that size)
+        ``A_max`` of each frame, as :func:`envelope_peaks_cuda` returns it (not checked again).
+    frames : sequence of int, length P
+        Frame (flat index over ``env``'s leading axes) of each output, validated.
+    dynamic_ranges_db : sequence of float, length P
+        ``DR`` of each output in dB, validated (> 0).
+
+    Returns
+    -------
+    cupy.ndarray of uint8, shape ``(P, frame_size)``
+        The caller reshapes it.
+
+    Notes
+    -----
+    ``g = rint(clip(255 + (20*255/DR) (log10 A - log10 A_max), 0, 255))`` with ``log10 A_max``
+    taken in the kernel, in the envelope's precision and before the mapping, as
+    ``cupy.log10(peaks)`` and ``log_compress_u8`` took it in two launches. The (frame, scale)
+    table of the P outputs is one host-to-device copy of 16 bytes per output; no host sync.
 
     Example
     -------
-    >>> image = compress_envelope_cuda(env, peaks, 50.0)                 # doctest: +SKIP
+    >>> images = compress_envelope_cuda(env, peaks, [0, 0, 0], [40.0, 50.0, 60.0])  # doctest: +SKIP
     """
     import cupy
 
-    return _grey_levels(env, _frames(env.shape)[1], cupy.log10(peaks).reshape(-1),
-                        dynamic_range_db)
+    real = env.dtype
+    if peaks.dtype != real or not peaks.flags.c_contiguous:
+        peaks = cupy.ascontiguousarray(peaks, dtype=real)
+    _, frame_size = _frames(env.shape)
+    table = np.empty(len(frames), dtype=[("frame", np.int64), ("scale", np.float64)])
+    table["frame"] = frames
+    table["scale"] = [20.0 * 255.0 / dr for dr in dynamic_ranges_db]
+    out = cupy.empty((len(frames), frame_size), dtype=np.uint8)
+    get_kernel("bmode.cu", f"compress_envelope_u8<{_CTYPES[real]}>")(
+        (_blocks(frame_size, _THREADS), min(len(frames), _MAX_GRID_YZ)),
+        (_THREADS,),
+        (env, peaks, np.int64(frame_size), cupy.asarray(table.view(np.int64)),
+         np.int64(len(frames)), out),
+    )
+    return out
 
 
 # --- helpers -----------------------------------------------------------------------------------
