@@ -10,7 +10,9 @@ weighting, magnitude + per-frame maximum, dB mapping to uint8).
 The only device-to-host transfers are the per-frame maxima (and minima for
 :func:`log_compress_cuda`), a few bytes per frame that the NaN/Inf, negative and all-zero checks
 need to raise the same errors as NumPy, and ``isfinite(rf).all()`` for float RF in
-:func:`envelope_cuda`.
+:func:`envelope_cuda`. :func:`envelope_peaks_cuda` and :func:`compress_envelope_cuda` copy
+nothing back: ``envelope_peaks`` there copies the peaks for its check (``peaks_error``), unless
+``check=False`` leaves that to the caller.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import numpy as np
 from augengine.errors import InputError
 from augengine.ops._cuda import get_kernel
 from augengine.ops._util import frame_label
-from augengine.ops.reconstruction import peaks_error
 
 # Launch geometry of cuda/bmode.cu: TILE x TILE tiles on (TILE, TILE_ROWS) blocks; ITEMS
 # elements per thread in analytic_magnitude_lines.
@@ -142,9 +143,10 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None,
     return _grey_levels(env, frame_size, log_max, dynamic_range_db)
 
 
-def envelope_peaks_cuda(rf, axis: int, check: bool = True):
-    """Envelope and each frame's maximum on the GPU, checked by :func:`peaks_error` unless
-    ``check`` is False: :func:`augengine.ops.reconstruction.envelope_peaks`.
+def envelope_peaks_cuda(rf, axis: int):
+    """Envelope and each frame's maximum on the GPU, unchecked and without a host sync: the
+    device part of :func:`augengine.ops.reconstruction.envelope_peaks`, which checks the peaks
+    (``peaks_error(peaks.get())``) unless asked not to.
 
     Parameters
     ----------
@@ -152,38 +154,26 @@ def envelope_peaks_cuda(rf, axis: int, check: bool = True):
         Raw RF; frames are the last two axes.
     axis : int
         Array axis of fast time (``rf.ndim - 2`` for depth-major frames).
-    check : bool, optional
-        True: copy the peaks to the host (one sync) and raise :func:`peaks_error`'s message.
-        False: no copy and no sync; the caller checks ``peaks_error(peaks.get())`` later.
 
     Returns
     -------
     envelope : cupy.ndarray, same shape as ``rf`` (float64 for float64 RF, float32 otherwise)
     peaks : cupy.ndarray, same dtype, shape ``rf.shape[:-2] + (1, 1)`` (1-D ``rf``: ``(1,)``)
-
-    Raises
-    ------
-    InputError
-        With ``check``: a non-finite peak ("RF contains NaN or Inf samples"), an all-zero frame
-        ("envelope is all zeros (Amax = 0)"), " in frame i" appended for stacked frames.
+        NaN or Inf where the RF of a frame has a NaN/Inf sample (the maximum of bit patterns
+        orders NaN above Inf), 0 for an all-zero frame.
 
     Notes
     -----
     The envelope kernel also reduces each frame's maximum (one atomic per block), so no pass over
-    the envelope is spent on it; the maxima (a few bytes per frame) are the only device-to-host
-    copy, for the checks. int16 RF in, no host copy of samples.
+    the envelope is spent on it; the maxima (a few bytes per frame) are all a check needs to copy
+    back. int16 RF in, no host copy of samples.
 
     Example
     -------
     >>> env, peaks = envelope_peaks_cuda(cupy.asarray(rf_int16), axis=1)  # doctest: +SKIP
     """
     env, frame_max = _analytic_envelope(rf, axis, with_max=True)
-    peaks = frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
-    if check:
-        message = peaks_error(peaks.get())
-        if message is not None:
-            raise InputError(message)
-    return env, peaks
+    return env, frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
 
 
 def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):

@@ -321,7 +321,11 @@ def envelope_peaks(rf, axis: int = 0, check: bool = True):
     if is_cupy(rf):
         from augengine.ops._reconstruction_cuda import envelope_peaks_cuda
 
-        return envelope_peaks_cuda(rf, time_axis, check)
+        env, peaks = envelope_peaks_cuda(rf, time_axis)
+        message = peaks_error(peaks.get()) if check else None  # the only sync
+        if message is not None:
+            raise InputError(message)
+        return env, peaks
     env = envelope(rf, axis)
     frame_axes = tuple(range(-min(env.ndim, 2), 0))
     a_max = env.max(axis=frame_axes, keepdims=True)
@@ -408,9 +412,9 @@ def compress_envelope(envelope, peaks, dynamic_range_db):
     """
     dynamic_range = check_dynamic_range(dynamic_range_db)
     if is_cupy(envelope):
-        from augengine.ops._reconstruction_cuda import _frames, compress_envelope_cuda
+        from augengine.ops._reconstruction_cuda import compress_envelope_cuda
 
-        frames = _frames(envelope.shape)[0]
+        frames = math.prod(envelope.shape[:-2])  # 1 for a single frame or line
         out = compress_envelope_cuda(envelope, peaks, range(frames), [dynamic_range] * frames)
         return out.reshape(envelope.shape)
     return _grey_levels(envelope, np.log(peaks), dynamic_range, envelope.dtype)
