@@ -248,19 +248,25 @@ struct CompressEntry {
 
 // out[p] = log_compress_u8 of env[table[p].frame] against log10(peaks[table[p].frame]) with
 // scale table[p].scale, for the P outputs p of a (P, frame_size) uint8 array. env is
-// (frames, frame_size), peaks (frames,). Each thread takes the log10 of a peak once per output it
-// visits, in T, as cupy.log10(peaks) did before the mapping launch; the expression order is
-// log_compress_u8's, so one output equals log_compress_u8 with that log_max bit for bit.
+// (frames, frame_size), peaks (frames,). Thread 0 of a block takes the log10 of the peak once per
+// output, in T, as cupy.log10(peaks) did before the mapping launch (one log10 per block and
+// output, not one more per pixel: the per-pixel log10 is most of this kernel's time); the
+// expression order is log_compress_u8's, so an output equals log_compress_u8 with that log_max
+// bit for bit. Every thread of a block runs the same outputs, so the barriers are uniform.
 template <typename T>
 __global__ void compress_envelope_u8(const T* __restrict__ env, const T* __restrict__ peaks,
                                      long long frame_size, const CompressEntry* __restrict__ table,
                                      long long P, unsigned char* __restrict__ out)
 {
+    __shared__ T shared_log_max;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long p = blockIdx.y; p < P; p += gridDim.y) {
         const long long frame = table[p].frame;
         const T scale = (T)table[p].scale;
-        const T log_max = log10(peaks[frame]);
+        if (threadIdx.x == 0) shared_log_max = log10(peaks[frame]);
+        __syncthreads();
+        const T log_max = shared_log_max;
+        __syncthreads();  // read by all before thread 0 writes the next output's
         const T* src = env + frame * frame_size;
         unsigned char* dst = out + p * frame_size;
         for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < frame_size;

@@ -182,8 +182,9 @@ def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):
 
     Parameters
     ----------
-    env : cupy.ndarray (..., depth, lines), float32 or float64, C-contiguous
-        Envelope; a frame is the last two axes (1-D: the whole array).
+    env : cupy.ndarray (..., depth, lines), float32 or float64
+        Envelope; a frame is the last two axes (1-D: the whole array). A strided view is
+        copied to a contiguous array first (one more launch).
     peaks : cupy.ndarray, one value per frame of ``env`` (any shape of that size)
         ``A_max`` of each frame, as :func:`envelope_peaks_cuda` returns it (not checked again).
     frames : sequence of int, length P
@@ -210,6 +211,8 @@ def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):
     import cupy
 
     real = env.dtype
+    if not env.flags.c_contiguous:  # the kernel reads frames as flat runs of frame_size
+        env = cupy.ascontiguousarray(env)
     if peaks.dtype != real or not peaks.flags.c_contiguous:
         peaks = cupy.ascontiguousarray(peaks, dtype=real)
     _, frame_size = _frames(env.shape)
@@ -218,7 +221,7 @@ def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):
     table["scale"] = [20.0 * 255.0 / dr for dr in dynamic_ranges_db]
     out = cupy.empty((len(frames), frame_size), dtype=np.uint8)
     get_kernel("bmode.cu", f"compress_envelope_u8<{_CTYPES[real]}>")(
-        (_blocks(frame_size, _THREADS), min(len(frames), _MAX_GRID_YZ)),
+        (_blocks(frame_size, _THREADS), max(1, min(len(frames), _MAX_GRID_YZ))),
         (_THREADS,),
         (env, peaks, np.int64(frame_size), cupy.asarray(table.view(np.int64)),
          np.int64(len(frames)), out),

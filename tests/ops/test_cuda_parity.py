@@ -341,6 +341,9 @@ def test_compress_envelope_batch_is_compress_envelope(cp, rng, dtype):
                                      "batch differs from single compress_envelope")
         assert_grey_close(host[p], cpu[p], f"{dtype.__name__} output {p} (frame {frame}, {dr} dB)"
                                            " against NumPy")
+    strided = compress_envelope_batch(env[::2], peaks[::2], [1, 0], [60, 40]).get()
+    np.testing.assert_array_equal(strided, host[[3, 0]],
+                                  err_msg=f"{dtype.__name__}: frames 2 and 0 of a strided view")
 
 
 def test_compress_envelope_batch_is_one_launch(rng):
