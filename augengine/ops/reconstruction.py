@@ -471,8 +471,7 @@ def compress_envelope_batch(envelope, peaks, frames, dynamic_ranges):
         return out.reshape((len(frames),) + envelope.shape[1:])
     out = np.empty((len(frames),) + envelope.shape[1:], dtype=np.uint8)
     for p, (frame, dynamic_range) in enumerate(zip(frames, dynamic_ranges)):
-        out[p] = _grey_levels(envelope[frame], np.log(peaks[frame]), dynamic_range,
-                              envelope.dtype)
+        out[p] = compress_envelope(envelope[frame], peaks[frame], dynamic_range)
     return out
 
 
