@@ -11,12 +11,15 @@
 //   analytic_magnitude_* A = sqrt(x^2 + H{x}^2), transposed back to the RF layout, with an
 //                        optional per-frame maximum (block reduction + one atomicMax per block)
 //   log_compress_u8      g = rint(clip(255 + (20*255/DR) (log10 A - log10 A_max), 0, 255))
+//   compress_envelope_u8 the same mapping for P outputs at once, each a (frame, DR) pair read
+//                        from a table, log10 A_max taken in the kernel from the frame's peak
 //
 // The module is compiled with --fmad=false and evaluates each expression in the same order as
 // augengine/ops/reconstruction.py, so only the FFT and log10 implementations differ from NumPy.
 //
 // Transposing kernels: block (32, 8), a 32x32 tile per block, grid (ceil(Q/32), ceil(n/32),
-// min(P, 65535)) with a loop over P. Elementwise kernels: 1-D grid of 256-thread blocks.
+// min(P, 65535)) with a loop over P. Elementwise kernels: 1-D grid of 256-thread blocks;
+// compress_envelope_u8: 256-thread blocks, grid (blocks over one frame, min(outputs, 65535)).
 
 #define TILE 32
 #define TILE_ROWS 8
@@ -233,5 +236,47 @@ __global__ void log_compress_u8(const T* __restrict__ env, long long total, long
         g = g + T(255);
         g = g < T(0) ? T(0) : (g > T(255) ? T(255) : g);
         out[i] = (unsigned char)rint(g);
+    }
+}
+
+// One output of compress_envelope_u8: the frame it maps and its scale 20*255/DR in double (the
+// host's float64 value; the kernel rounds it to T, as the host rounds a scalar argument).
+struct CompressEntry {
+    long long frame;
+    double scale;
+};
+
+// out[p] = log_compress_u8 of env[table[p].frame] against log10(peaks[table[p].frame]) with
+// scale table[p].scale, for the P outputs p of a (P, frame_size) uint8 array. env is
+// (frames, frame_size), peaks (frames,). Thread 0 of a block takes the log10 of the peak once per
+// output, in T, as cupy.log10(peaks) did before the mapping launch (one log10 per block and
+// output, not one more per pixel: the per-pixel log10 is most of this kernel's time); the
+// expression order is log_compress_u8's, so an output equals log_compress_u8 with that log_max
+// bit for bit. Every thread of a block runs the same outputs, so the barriers are uniform.
+template <typename T>
+__global__ void compress_envelope_u8(const T* __restrict__ env, const T* __restrict__ peaks,
+                                     long long frame_size, const CompressEntry* __restrict__ table,
+                                     long long P, unsigned char* __restrict__ out)
+{
+    __shared__ T shared_log_max;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long p = blockIdx.y; p < P; p += gridDim.y) {
+        const long long frame = table[p].frame;
+        const T scale = (T)table[p].scale;
+        if (threadIdx.x == 0) shared_log_max = log10(peaks[frame]);
+        __syncthreads();
+        const T log_max = shared_log_max;
+        __syncthreads();  // read by all before thread 0 writes the next output's
+        const T* src = env + frame * frame_size;
+        unsigned char* dst = out + p * frame_size;
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < frame_size;
+             i += stride) {
+            T g = log10(src[i]);
+            g = g - log_max;
+            g = g * scale;
+            g = g + T(255);
+            g = g < T(0) ? T(0) : (g > T(255) ? T(255) : g);
+            dst[i] = (unsigned char)rint(g);
+        }
     }
 }

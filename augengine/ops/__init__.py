@@ -4,6 +4,7 @@ NumPy in -> NumPy out; CuPy in -> CuPy out where a GPU path exists.
 """
 from augengine.ops.reconstruction import (bmode, compress_envelope, envelope, envelope_peaks,
                                          log_compress)
+from augengine.ops.reconstruction import compress_envelope_batch, peaks_error
 from augengine.ops.geometry import (
     affine_batch,
     flip,
@@ -32,6 +33,7 @@ __all__ = [
     "affine_batch",
     "bmode",
     "compress_envelope",
+    "compress_envelope_batch",
     "envelope",
     "envelope_peaks",
     "flip",
@@ -41,6 +43,7 @@ __all__ = [
     "jpeg",
     "jpeg_batch",
     "log_compress",
+    "peaks_error",
     "resize",
     "resize_batch",
     "resize_many",

@@ -38,6 +38,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "analytic_magnitude_transposed<double>",
         "log_compress_u8<float>",
         "log_compress_u8<double>",
+        "compress_envelope_u8<float>",
+        "compress_envelope_u8<double>",
     ),
     "resample.cu": (
         "round_clip_u8<float>",

@@ -10,7 +10,9 @@ weighting, magnitude + per-frame maximum, dB mapping to uint8).
 The only device-to-host transfers are the per-frame maxima (and minima for
 :func:`log_compress_cuda`), a few bytes per frame that the NaN/Inf, negative and all-zero checks
 need to raise the same errors as NumPy, and ``isfinite(rf).all()`` for float RF in
-:func:`envelope_cuda`.
+:func:`envelope_cuda`. :func:`envelope_peaks_cuda` and :func:`compress_envelope_cuda` copy
+nothing back: ``envelope_peaks`` there copies the peaks for its check (``peaks_error``), unless
+``check=False`` leaves that to the caller.
 """
 from __future__ import annotations
 
@@ -142,8 +144,9 @@ def log_compress_cuda(env, dynamic_range_db: float, reference: float | None,
 
 
 def envelope_peaks_cuda(rf, axis: int):
-    """Envelope and each frame's maximum on the GPU, the all-zero check done:
-    :func:`augengine.ops.reconstruction.envelope_peaks`.
+    """Envelope and each frame's maximum on the GPU, unchecked and without a host sync: the
+    device part of :func:`augengine.ops.reconstruction.envelope_peaks`, which checks the peaks
+    (``peaks_error(peaks.get())``) unless asked not to.
 
     Parameters
     ----------
@@ -156,44 +159,74 @@ def envelope_peaks_cuda(rf, axis: int):
     -------
     envelope : cupy.ndarray, same shape as ``rf`` (float64 for float64 RF, float32 otherwise)
     peaks : cupy.ndarray, same dtype, shape ``rf.shape[:-2] + (1, 1)`` (1-D ``rf``: ``(1,)``)
-
-    Raises
-    ------
-    InputError
-        NaN/Inf in float RF ("RF contains NaN or Inf samples"); an all-zero frame.
+        NaN or Inf where the RF of a frame has a NaN/Inf sample (the maximum of bit patterns
+        orders NaN above Inf), 0 for an all-zero frame.
 
     Notes
     -----
     The envelope kernel also reduces each frame's maximum (one atomic per block), so no pass over
-    the envelope is spent on it; the maxima (a few bytes per frame) are the only device-to-host
-    copy, for the checks. int16 RF in, no host copy of samples.
+    the envelope is spent on it; the maxima (a few bytes per frame) are all a check needs to copy
+    back. int16 RF in, no host copy of samples.
 
     Example
     -------
     >>> env, peaks = envelope_peaks_cuda(cupy.asarray(rf_int16), axis=1)  # doctest: +SKIP
     """
     env, frame_max = _analytic_envelope(rf, axis, with_max=True)
-    high = frame_max.get()
-    if not np.isfinite(high).all():
-        raise InputError("RF contains NaN or Inf samples")
-    if (high == 0).any():
-        where = _where(high == 0, env.shape[:-2], env.ndim)
-        raise InputError(f"envelope is all zeros (Amax = 0){where}")
     return env, frame_max.reshape(env.shape[:-2] + (1,) * min(env.ndim, 2))
 
 
-def compress_envelope_cuda(env, peaks, dynamic_range_db: float):
-    """uint8 grey levels of an :func:`envelope_peaks_cuda` result at one dynamic range: one log
-    of the peaks and one mapping launch (``log_compress_u8``), no host sync.
+def compress_envelope_cuda(env, peaks, frames, dynamic_ranges_db):
+    """uint8 grey levels of :func:`envelope_peaks_cuda` results, output ``p`` being frame
+    ``frames[p]`` at ``dynamic_ranges_db[p]``, in ONE launch (``compress_envelope_u8``).
+
+    Parameters
+    ----------
+    env : cupy.ndarray (..., depth, lines), float32 or float64
+        Envelope; a frame is the last two axes (1-D: the whole array). A strided view is
+        copied to a contiguous array first (one more launch).
+    peaks : cupy.ndarray, one value per frame of ``env`` (any shape of that size)
+        ``A_max`` of each frame, as :func:`envelope_peaks_cuda` returns it (not checked again).
+    frames : sequence of int, length P
+        Frame (flat index over ``env``'s leading axes) of each output, validated.
+    dynamic_ranges_db : sequence of float, length P
+        ``DR`` of each output in dB, validated (> 0).
+
+    Returns
+    -------
+    cupy.ndarray of uint8, shape ``(P, frame_size)``
+        The caller reshapes it.
+
+    Notes
+    -----
+    ``g = rint(clip(255 + (20*255/DR) (log10 A - log10 A_max), 0, 255))`` with ``log10 A_max``
+    taken in the kernel, in the envelope's precision and before the mapping, as
+    ``cupy.log10(peaks)`` and ``log_compress_u8`` took it in two launches. The (frame, scale)
+    table of the P outputs is one host-to-device copy of 16 bytes per output; no host sync.
 
     Example
     -------
-    >>> image = compress_envelope_cuda(env, peaks, 50.0)                 # doctest: +SKIP
+    >>> images = compress_envelope_cuda(env, peaks, [0, 0, 0], [40.0, 50.0, 60.0])  # doctest: +SKIP
     """
     import cupy
 
-    return _grey_levels(env, _frames(env.shape)[1], cupy.log10(peaks).reshape(-1),
-                        dynamic_range_db)
+    real = env.dtype
+    if not env.flags.c_contiguous:  # the kernel reads frames as flat runs of frame_size
+        env = cupy.ascontiguousarray(env)
+    if peaks.dtype != real or not peaks.flags.c_contiguous:
+        peaks = cupy.ascontiguousarray(peaks, dtype=real)
+    _, frame_size = _frames(env.shape)
+    table = np.empty(len(frames), dtype=[("frame", np.int64), ("scale", np.float64)])
+    table["frame"] = frames
+    table["scale"] = [20.0 * 255.0 / dr for dr in dynamic_ranges_db]
+    out = cupy.empty((len(frames), frame_size), dtype=np.uint8)
+    get_kernel("bmode.cu", f"compress_envelope_u8<{_CTYPES[real]}>")(
+        (_blocks(frame_size, _THREADS), max(1, min(len(frames), _MAX_GRID_YZ))),
+        (_THREADS,),
+        (env, peaks, np.int64(frame_size), cupy.asarray(table.view(np.int64)),
+         np.int64(len(frames)), out),
+    )
+    return out
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ def bmode(rf, dynamic_range_db, axis: int = 0):
     return compress_envelope(*envelope_peaks(rf, axis), dynamic_range)
 
 
-def envelope_peaks(rf, axis: int = 0):
+def envelope_peaks(rf, axis: int = 0, check: bool = True):
     """The part of :func:`bmode` that does not depend on the dynamic range: the envelope and each
     frame's maximum ``A_max``, checked as :func:`bmode` checks them.
 
@@ -280,6 +280,11 @@ def envelope_peaks(rf, axis: int = 0):
         Raw RF; leading axes are frames (see :func:`envelope`).
     axis : {0, 1}, optional
         Time axis within the frame (0: rows are depth samples).
+    check : bool, optional
+        False skips the check of the peaks, and on CuPy the device-to-host copy it needs, so the
+        call makes no host sync: the caller checks later with ``peaks_error(peaks.get())``,
+        which gives the message this call would have raised. NaN/Inf RF on NumPy still raises
+        (from :func:`envelope`).
 
     Returns
     -------
@@ -291,14 +296,16 @@ def envelope_peaks(rf, axis: int = 0):
     Raises
     ------
     ConfigError, InputError
-        As :func:`bmode`: NaN/Inf RF, an all-zero frame ("envelope is all zeros (Amax = 0)").
+        As :func:`bmode`: NaN/Inf RF, an all-zero frame ("envelope is all zeros (Amax = 0)"),
+        the message of :func:`peaks_error`.
 
     Notes
     -----
     Several dynamic ranges of one frame (the 40, 50 and 60 dB of seed 001) share this result:
     ``compress_envelope(env, peaks, DR)`` for each is ``bmode(rf, DR)`` byte for byte, and on
-    a GPU costs one log and one mapping launch instead of the FFTs again. On CuPy the all-zero
-    check reads the peaks back (one small device-to-host copy, the only one).
+    a GPU costs one mapping launch instead of the FFTs again (:func:`compress_envelope_batch`:
+    one launch for all of them). On CuPy the check reads the peaks back (one small
+    device-to-host copy, the only one; none with ``check=False``).
 
     Examples
     --------
@@ -314,15 +321,67 @@ def envelope_peaks(rf, axis: int = 0):
     if is_cupy(rf):
         from augengine.ops._reconstruction_cuda import envelope_peaks_cuda
 
-        return envelope_peaks_cuda(rf, time_axis)
+        env, peaks = envelope_peaks_cuda(rf, time_axis)
+        message = peaks_error(peaks.get()) if check else None  # the only sync
+        if message is not None:
+            raise InputError(message)
+        return env, peaks
     env = envelope(rf, axis)
     frame_axes = tuple(range(-min(env.ndim, 2), 0))
     a_max = env.max(axis=frame_axes, keepdims=True)
-    if not np.isfinite(a_max).all():  # finite RF whose square overflows float32
-        where = frame_label(tuple(np.argwhere(~np.isfinite(a_max))[0]), env.ndim)
-        raise InputError(f"envelope contains NaN or Inf{where}")
-    _check_not_all_zero(a_max, env.ndim)
+    if check:
+        # envelope() has rejected NaN/Inf RF, so a non-finite peak here is finite RF whose square
+        # overflows: NumPy can tell the two apart, which the device path cannot without a sync.
+        if not np.isfinite(a_max).all():
+            where = frame_label(tuple(np.argwhere(~np.isfinite(a_max))[0]), env.ndim)
+            raise InputError(f"envelope contains NaN or Inf{where}")
+        message = peaks_error(a_max)  # only the all-zero case is left
+        if message is not None:
+            raise InputError(message)
     return env, a_max
+
+
+def peaks_error(peaks) -> str | None:
+    """The message :func:`envelope_peaks` with ``check=True`` raises on the device for these
+    peaks, or None when they are fine: the deferred check of ``envelope_peaks(check=False)``.
+
+    Parameters
+    ----------
+    peaks : numpy.ndarray (host) or float
+        ``A_max`` per frame as :func:`envelope_peaks` returns them (after ``.get()`` on CuPy):
+        shape ``lead + (1, 1)`` for frames stacked on the ``lead`` axes, ``(1, 1)`` for a single
+        frame (``peaks[i]`` of a stack), ``(1,)`` for a single line.
+
+    Returns
+    -------
+    str or None
+        The first problem, non-finite peaks over all frames first, then all-zero frames:
+
+        * ``"RF contains NaN or Inf samples"``: a NaN or Inf peak. On the device the envelope's
+          maximum is the only trace of a NaN/Inf RF sample (the kernel's max orders NaN above
+          Inf), so this is what a device check can say; the one other cause, float RF so large
+          that ``x**2`` overflows (``|x|`` above about 1e19 in float32), reads the same. NumPy's
+          :func:`envelope_peaks` rejects NaN/Inf RF first (same message) and reports the
+          overflow as "envelope contains NaN or Inf".
+        * ``"envelope is all zeros (Amax = 0)"``: a frame whose envelope is zero everywhere
+          (NumPy and device alike).
+
+        For stacked frames the first offending frame follows, ``" in frame 3"`` (``" in frame
+        (1, 2)"`` with several lead axes); a single frame has no label.
+
+    Examples
+    --------
+    >>> peaks_error(np.array([[[2.0]], [[0.0]]]))
+    'envelope is all zeros (Amax = 0) in frame 1'
+    >>> peaks_error(np.array([[np.nan]])) , peaks_error(np.array([[2.0]]))
+    ('RF contains NaN or Inf samples', None)
+    """
+    peaks = np.asarray(peaks)
+    for bad, what in ((~np.isfinite(peaks), "RF contains NaN or Inf samples"),
+                      (peaks == 0, "envelope is all zeros (Amax = 0)")):
+        if bad.any():
+            return what + frame_label(tuple(int(i) for i in np.argwhere(bad)[0]), peaks.ndim)
+    return None
 
 
 def compress_envelope(envelope, peaks, dynamic_range_db):
@@ -340,6 +399,11 @@ def compress_envelope(envelope, peaks, dynamic_range_db):
     -------
     ndarray of uint8, same shape as ``envelope``
 
+    Notes
+    -----
+    On CuPy one launch of the kernel of :func:`compress_envelope_batch`, with every frame at
+    ``dynamic_range_db``: the single and the batched call are the same code.
+
     Examples
     --------
     >>> env, peaks = envelope_peaks(np.array([[4.0, -4.0], [0.0, 1.0]]))
@@ -350,5 +414,86 @@ def compress_envelope(envelope, peaks, dynamic_range_db):
     if is_cupy(envelope):
         from augengine.ops._reconstruction_cuda import compress_envelope_cuda
 
-        return compress_envelope_cuda(envelope, peaks, dynamic_range)
+        frames = math.prod(envelope.shape[:-2])  # 1 for a single frame or line
+        out = compress_envelope_cuda(envelope, peaks, range(frames), [dynamic_range] * frames)
+        return out.reshape(envelope.shape)
     return _grey_levels(envelope, np.log(peaks), dynamic_range, envelope.dtype)
+
+
+def compress_envelope_batch(envelope, peaks, frames, dynamic_ranges):
+    """uint8 grey levels of P (frame, dynamic range) pairs of one :func:`envelope_peaks` result:
+    ``out[p] == compress_envelope(envelope[frames[p]], peaks[frames[p]], dynamic_ranges[p])``.
+
+    Parameters
+    ----------
+    envelope : ndarray (F, depth, lines), float32 or float64
+        Envelope of F stacked frames, as :func:`envelope_peaks` returns it.
+    peaks : ndarray (F, 1, 1), same dtype
+        Their peaks, as :func:`envelope_peaks` returns them (not checked again).
+    frames : sequence of int (P,)
+        Frame of each output, ``0 <= frames[p] < F``; a frame may appear several times.
+    dynamic_ranges : sequence of float (P,)
+        Threshold ``DR`` of each output in dB (> 0).
+
+    Returns
+    -------
+    ndarray of uint8 (P, depth, lines)
+        Byte for byte the single :func:`compress_envelope` of each pair.
+
+    Raises
+    ------
+    InputError
+        Shapes other than the above, or ``frames`` and ``dynamic_ranges`` of different lengths.
+    ConfigError
+        A frame index outside ``[0, F)``, a dynamic range that is not a finite number > 0.
+
+    Notes
+    -----
+    A loop over the pairs on NumPy; on CuPy ONE kernel launch for all P outputs
+    (``compress_envelope_u8``: each output's frame and ``20*255/DR`` from a small table copied
+    once, ``log10 A_max`` taken in the kernel), and no host sync: the demo job's 40, 50 and 60 dB
+    of every frame of a shard in one launch.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> rf = (rng.standard_normal((2, 256, 16)) * 1000).astype(np.int16)
+    >>> env, peaks = envelope_peaks(rf)
+    >>> out = compress_envelope_batch(env, peaks, [0, 0, 1], [40, 60, 50])
+    >>> out.shape, bool((out[2] == bmode(rf[1], 50)).all())
+    ((3, 256, 16), True)
+    """
+    frames, dynamic_ranges = _check_batch(envelope, peaks, frames, dynamic_ranges)
+    if is_cupy(envelope):
+        from augengine.ops._reconstruction_cuda import compress_envelope_cuda
+
+        out = compress_envelope_cuda(envelope, peaks, frames, dynamic_ranges)
+        return out.reshape((len(frames),) + envelope.shape[1:])
+    out = np.empty((len(frames),) + envelope.shape[1:], dtype=np.uint8)
+    for p, (frame, dynamic_range) in enumerate(zip(frames, dynamic_ranges)):
+        out[p] = compress_envelope(envelope[frame], peaks[frame], dynamic_range)
+    return out
+
+
+def _check_batch(envelope, peaks, frames, dynamic_ranges) -> tuple[list[int], list[float]]:
+    """:func:`compress_envelope_batch`'s arguments checked: (frame indices, dynamic ranges)."""
+    shape = tuple(envelope.shape)
+    if len(shape) != 3 or np.dtype(envelope.dtype) not in (np.float32, np.float64):
+        raise InputError("compress_envelope_batch: envelope must be (frames, depth, lines) "
+                         f"float32 or float64, got {envelope.dtype}{shape}")
+    if tuple(peaks.shape) != (shape[0], 1, 1):
+        raise InputError(f"compress_envelope_batch: peaks must be ({shape[0]}, 1, 1) for an "
+                         f"envelope of {shape[0]} frames, got {tuple(peaks.shape)}")
+    frames, dynamic_ranges = np.asarray(frames), np.asarray(dynamic_ranges, dtype=object)
+    if frames.ndim != 1 or dynamic_ranges.ndim != 1 or len(frames) != len(dynamic_ranges):
+        raise InputError("compress_envelope_batch: frames and dynamic_ranges must be 1-D of one "
+                         f"length, got shapes {frames.shape} and {dynamic_ranges.shape}")
+    if frames.dtype.kind not in "iu" and len(frames):
+        raise ConfigError(f"compress_envelope_batch: frames must be integers, got {frames.dtype}")
+    outside = (frames < 0) | (frames >= shape[0])
+    if outside.any():
+        p = int(np.argmax(outside))
+        raise ConfigError(f"compress_envelope_batch: frames[{p}] = {frames[p]} is outside "
+                          f"[0, {shape[0]}) for an envelope of {shape[0]} frames")
+    return ([int(f) for f in frames],
+            [check_dynamic_range(dynamic_range) for dynamic_range in dynamic_ranges])

@@ -25,8 +25,8 @@ import pytest
 from augengine.errors import InputError
 from augengine.ops.despeckle import (srad, srad_bmode, srad_series, srad_series_bmode,
                                      srad_series_bmode_pick)
-from augengine.ops.reconstruction import (bmode, compress_envelope, envelope, envelope_peaks,
-                                          log_compress)
+from augengine.ops.reconstruction import (bmode, compress_envelope, compress_envelope_batch,
+                                          envelope, envelope_peaks, log_compress, peaks_error)
 from tests.conftest import CUDA, requires_gpu
 from tests.cuda_emulator import counting, emulated_cupy
 
@@ -305,7 +305,7 @@ def test_shared_envelope_is_bmode(cp, rng):
 
 def test_shared_envelope_costs_one_sync(rng):
     """The three dynamic ranges of one frame cost one FFT pair and one host sync (the peaks'
-    all-zero check); each range then only its log and its mapping launch."""
+    check); each range then only its mapping launch, log10 of the peak taken inside it."""
     rf = simulated_rf(rng, 1, 128, 8)
     with emulated_cupy() as cp:
         device_rf = cp.asarray(rf)
@@ -315,8 +315,101 @@ def test_shared_envelope_costs_one_sync(rng):
                 compress_envelope(env, peaks, dr)
     assert counts.n_syncs == 1, f"expected 1 host sync, got {dict(counts.syncs)}"
     launches = dict(counts.launches)
-    assert launches.get("cupy.rfft") == 1 and launches.get("log_compress_u8<float>") == 3, (
-        f"expected one rfft and three log_compress_u8 launches, got {launches}")
+    assert (launches.get("cupy.rfft") == 1 and launches.get("compress_envelope_u8<float>") == 3
+            and "cupy.log10" not in launches), (
+        f"expected one rfft, three compress_envelope_u8 launches and no log10, got {launches}")
+
+
+# (frame, dynamic range) pairs: every frame at 40/50/60 dB, out of order, a frame repeated and a
+# non-paper range (as in tests/ops/test_reconstruction.py).
+BATCH_FRAMES = [0, 0, 0, 2, 1, 2, 1, 2, 1, 0]
+BATCH_RANGES = [40, 50, 60, 60, 40, 40, 50, 50, 60, 24.5]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64])
+def test_compress_envelope_batch_is_compress_envelope(cp, rng, dtype):
+    """Each output of the one-launch batch is the device's single compress_envelope of its
+    frame bit for bit, and NumPy's within the bmode tolerance."""
+    rf = simulated_rf(rng, 3, 128, 16, dtype)
+    env, peaks = envelope_peaks(cp.asarray(rf))
+    out = compress_envelope_batch(env, peaks, BATCH_FRAMES, BATCH_RANGES)
+    assert isinstance(out, cp.ndarray) and out.dtype == np.uint8 and out.shape == (10, 128, 16)
+    host = out.get()
+    cpu = compress_envelope_batch(*envelope_peaks(rf), BATCH_FRAMES, BATCH_RANGES)
+    for p, (frame, dr) in enumerate(zip(BATCH_FRAMES, BATCH_RANGES)):
+        single = compress_envelope(env[frame], peaks[frame], dr).get()
+        np.testing.assert_array_equal(
+            host[p], single, err_msg=f"{dtype.__name__} output {p} (frame {frame}, {dr} dB): "
+                                     "batch differs from single compress_envelope")
+        assert_grey_close(host[p], cpu[p], f"{dtype.__name__} output {p} (frame {frame}, {dr} dB)"
+                                           " against NumPy")
+    strided = compress_envelope_batch(env[::2], peaks[::2], [1, 0], [60, 40]).get()
+    np.testing.assert_array_equal(strided, host[[3, 0]],
+                                  err_msg=f"{dtype.__name__}: frames 2 and 0 of a strided view")
+
+
+def test_compress_envelope_batch_is_one_launch(rng):
+    """All P outputs of a shard: one kernel launch, one small table copied, no host sync."""
+    rf = simulated_rf(rng, 3, 64, 8)
+    with emulated_cupy() as cp:
+        env, peaks = envelope_peaks(cp.asarray(rf))
+        with counting() as counts:
+            compress_envelope_batch(env, peaks, BATCH_FRAMES, BATCH_RANGES)
+    assert dict(counts.launches) == {"compress_envelope_u8<float>": 1}, counts.launches
+    assert counts.n_syncs == 0, f"expected no host sync, got {dict(counts.syncs)}"
+    assert counts.n_h2d == 1, f"expected one table copy, got {dict(counts.h2d)}"
+
+
+def test_unchecked_envelope_peaks_makes_no_sync(rng):
+    """check=False: the envelope and its peaks without any device-to-host copy."""
+    rf = simulated_rf(rng, 3, 64, 8)
+    with emulated_cupy() as cp:
+        device_rf = cp.asarray(rf)
+        with counting() as counts:
+            envelope_peaks(device_rf, check=False)
+        with counting() as checked:
+            envelope_peaks(device_rf)
+    assert counts.n_syncs == 0 and not counts.d2h_async, (
+        f"expected no host sync, got {dict(counts.syncs)} {dict(counts.d2h_async)}")
+    assert checked.n_syncs == 1, f"check=True: expected 1 sync, got {dict(checked.syncs)}"
+
+
+@pytest.mark.parametrize("bad", ["zero", "nan"])
+def test_peaks_error_is_the_raise(cp, rng, bad):
+    """peaks_error of the unchecked peaks is the text the checked call raises."""
+    rf = (rng.standard_normal((64, 8)) * 100).astype(np.float32)
+    if bad == "zero":
+        rf[:] = 0
+    else:
+        rf[5, 3] = np.nan
+    device_rf = cp.asarray(rf)
+    with pytest.raises(InputError) as error:
+        envelope_peaks(device_rf)
+    _, peaks = envelope_peaks(device_rf, check=False)
+    expected = {"zero": "envelope is all zeros (Amax = 0)",
+                "nan": "RF contains NaN or Inf samples"}[bad]
+    assert str(error.value) == peaks_error(peaks.get()) == expected, (
+        f"{bad}: raised {str(error.value)!r}, peaks_error {peaks_error(peaks.get())!r}, "
+        f"expected {expected!r}")
+
+
+def test_deferred_check_per_frame_is_each_frame_alone(cp, rng):
+    """A stack's unchecked peaks, checked frame by frame, give each frame's own raise (no label)
+    or None; the whole stack's peaks name the first bad frame."""
+    rf = (rng.standard_normal((4, 64, 8)) * 100).astype(np.float32)
+    rf[1] = 0
+    rf[3, 7, 2] = np.inf
+    _, peaks = envelope_peaks(cp.asarray(rf), check=False)
+    host = peaks.get()
+    for frame in range(4):
+        try:
+            envelope_peaks(cp.asarray(rf[frame]))
+            alone = None
+        except InputError as error:
+            alone = str(error)
+        assert peaks_error(host[frame]) == alone, (
+            f"frame {frame}: peaks_error {peaks_error(host[frame])!r}, alone raised {alone!r}")
+    assert peaks_error(host) == "RF contains NaN or Inf samples in frame 3"
 
 
 def test_bmode_errors_match(cp, rng):

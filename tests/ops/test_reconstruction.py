@@ -6,7 +6,8 @@ import pytest
 import scipy.signal
 
 from augengine.errors import ConfigError, InputError
-from augengine.ops import bmode, compress_envelope, envelope, envelope_peaks, log_compress
+from augengine.ops import (bmode, compress_envelope, compress_envelope_batch, envelope,
+                           envelope_peaks, log_compress, peaks_error)
 from tests.conftest import BACKENDS
 
 FS_HZ = 40e6  # OASBUD sampling frequency
@@ -217,6 +218,101 @@ def test_shared_envelope_checks_as_bmode():
     with pytest.raises(InputError) as error:
         envelope_peaks(values)
     assert _one_line(error) == "RF contains NaN or Inf samples"
+
+
+# (frame, dynamic range) pairs of the demo job's shape: every frame at 40/50/60 dB, out of order,
+# a frame repeated and a non-paper range; the NumPy and emulated-CuPy batch tests share them.
+BATCH_FRAMES = [0, 0, 0, 2, 1, 2, 1, 2, 1, 0]
+BATCH_RANGES = [40, 50, 60, 60, 40, 40, 50, 50, 60, 24.5]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64])
+def test_compress_envelope_batch_is_compress_envelope(rng, dtype):
+    frames = np.stack([random_rf(rng, (128, 8)) * s for s in (1, 3, 7)]).astype(dtype)
+    env, peaks = envelope_peaks(frames)
+    out = compress_envelope_batch(env, peaks, BATCH_FRAMES, BATCH_RANGES)
+    assert out.shape == (10, 128, 8) and out.dtype == np.uint8, f"got {out.dtype}{out.shape}"
+    for p, (frame, dr) in enumerate(zip(BATCH_FRAMES, BATCH_RANGES)):
+        np.testing.assert_array_equal(
+            out[p], compress_envelope(env[frame], peaks[frame], dr),
+            err_msg=f"output {p} (frame {frame}, {dr} dB) differs from compress_envelope")
+
+
+def test_compress_envelope_batch_empty():
+    env, peaks = envelope_peaks(np.ones((2, 8, 4), np.int16))
+    assert compress_envelope_batch(env, peaks, [], []).shape == (0, 8, 4)
+
+
+@pytest.mark.parametrize(
+    "case, error, message",
+    [("2-D envelope", InputError, "envelope must be (frames, depth, lines) float32 or float64, "
+      "got float32(8, 4)"),
+     ("peaks of another stack", InputError, "peaks must be (2, 1, 1) for an envelope of 2 frames,"
+      " got (3, 1, 1)"),
+     ("lengths differ", InputError, "frames and dynamic_ranges must be 1-D of one length, got "
+      "shapes (2,) and (1,)"),
+     ("frame out of range", ConfigError, "frames[1] = 2 is outside [0, 2) for an envelope of 2 "
+      "frames"),
+     ("float frames", ConfigError, "frames must be integers, got float64"),
+     ("zero dB", ConfigError, "dynamic_range_db must be a finite number > 0 (dB), got 0")],
+)
+def test_compress_envelope_batch_errors(case, error, message):
+    env, peaks = envelope_peaks(np.ones((2, 8, 4), np.int16))
+    args = {"2-D envelope": (env[0], peaks, [0], [40]),
+            "peaks of another stack": (env, np.ones((3, 1, 1), np.float32), [0], [40]),
+            "lengths differ": (env, peaks, [0, 1], [40]),
+            "frame out of range": (env, peaks, [0, 2], [40, 50]),
+            "float frames": (env, peaks, [0.0], [40]),
+            "zero dB": (env, peaks, [0, 1], [40, 0])}[case]
+    with pytest.raises(error) as raised:
+        compress_envelope_batch(*args)
+    assert _one_line(raised).endswith(message), f"{case}: {_one_line(raised)!r}"
+
+
+def test_envelope_peaks_unchecked_returns_the_same():
+    """check=False returns what check=True returns and leaves a bad frame to peaks_error."""
+    frames = np.ones((3, 8, 4), np.int16)
+    frames[1] = 0
+    env, peaks = envelope_peaks(frames, check=False)
+    assert peaks_error(peaks) == "envelope is all zeros (Amax = 0) in frame 1"
+    good_env, good_peaks = envelope_peaks(frames[::2])
+    np.testing.assert_array_equal(env[::2], good_env, err_msg="check=False envelope differs")
+    np.testing.assert_array_equal(peaks[::2], good_peaks, err_msg="check=False peaks differ")
+    values = np.ones((8, 4))
+    values[3, 2] = np.nan
+    with pytest.raises(InputError) as error:  # NaN RF still raises on NumPy, from envelope()
+        envelope_peaks(values, check=False)
+    assert _one_line(error) == "RF contains NaN or Inf samples"
+
+
+@pytest.mark.parametrize(
+    "peaks, expected",
+    [(np.array([[3.0]]), None),
+     (np.array([[0.0]]), "envelope is all zeros (Amax = 0)"),
+     (np.array([np.nan]), "RF contains NaN or Inf samples"),
+     (np.array([[[1.0]], [[np.inf]], [[0.0]]]), "RF contains NaN or Inf samples in frame 1"),
+     (np.array([[[1.0]], [[2.0]], [[0.0]]]), "envelope is all zeros (Amax = 0) in frame 2"),
+     (np.ones((2, 3, 1, 1)) * np.array([1, 1, 1, 1, 0, 1]).reshape(2, 3, 1, 1),
+      "envelope is all zeros (Amax = 0) in frame (1, 1)")],
+    ids=["fine", "zero", "nan-line", "inf-stack", "zero-stack", "zero-2-lead-axes"],
+)
+def test_peaks_error(peaks, expected):
+    assert peaks_error(peaks) == expected
+
+
+def test_peaks_error_is_the_numpy_zero_raise():
+    frame = np.zeros((8, 4), np.int16)
+    with pytest.raises(InputError) as error:
+        envelope_peaks(frame)
+    assert _one_line(error) == peaks_error(envelope_peaks(frame, check=False)[1])
+
+
+def test_peaks_error_overflow_on_numpy_says_envelope():
+    """Finite float32 RF whose square overflows: NumPy names the envelope, not the RF."""
+    rf = np.full((8, 4), 3e19, np.float32)  # (3e19)**2 = 9e38 > float32's 3.4e38
+    with pytest.raises(InputError) as error, np.errstate(over="ignore"):
+        envelope_peaks(rf)
+    assert _one_line(error) == "envelope contains NaN or Inf"
 
 
 def test_bmode_int16(rng):
