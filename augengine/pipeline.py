@@ -912,6 +912,8 @@ def _run_batch(starts: list[ChainStart]) -> list[Frame]:
     """Every op of the shared tail once on the stacked frames of ``starts``. The masks are
     stacked only for an op that moves pixels; until then each sample keeps its own."""
     frames = [s.frame for s in starts]
+    if all(op == "identity" for op, _ in starts[0].tail):
+        return frames  # nothing to run, so nothing to stack
     xp = get_array_module(frames[0].data)
     data = xp.stack([f.data for f in frames])
     mask = None  # the stacked masks, once an op moved pixels

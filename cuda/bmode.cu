@@ -133,11 +133,16 @@ __global__ void rf_to_lines(const TIn* __restrict__ rf, T* __restrict__ lines,
 
 // In place on the one-sided spectra (lines, nfreq = n/2 + 1): X <- -j X / n, with the DC and
 // (even n) Nyquist bins set to zero, so that the C2R transform yields the Hilbert transform.
+// Also zeroes frame_max[0 .. frames) for analytic_magnitude_*'s atomicMax, which runs after it
+// on the stream: one launch fewer than a separate memset.
 template <typename T>
 __global__ void hilbert_spectrum(typename Complex<T>::type* __restrict__ spectrum,
-                                 long long total, int nfreq, int n, T inv_n)
+                                 long long total, int nfreq, int n, T inv_n,
+                                 typename Bits<T>::type* __restrict__ frame_max, long long frames)
 {
     const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < frames; i += stride)
+        frame_max[i] = 0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         const int k = (int)(i % nfreq);
         typename Complex<T>::type v = spectrum[i];

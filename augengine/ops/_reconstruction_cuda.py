@@ -282,18 +282,20 @@ def _analytic_envelope(rf, axis: int, with_max: bool):
 
     spectrum = cufft.rfft(lines, axis=-1)  # unscaled
     nfreq = spectrum.shape[-1]
+    _, frame_size = _frames(shape)
+    # Zeroed by hilbert_spectrum, before the magnitude kernel's atomicMax reads it.
+    frame_max = cupy.empty(math.prod(shape) // frame_size if with_max else 1, dtype=_BITS[real])
     get_kernel("bmode.cu", f"hilbert_spectrum<{ctype}>")(
-        (_blocks(spectrum.size, _THREADS),),
+        (_blocks(max(spectrum.size, frame_max.size), _THREADS),),
         (_THREADS,),
-        (spectrum, np.int64(spectrum.size), np.int32(nfreq), np.int32(n), real.type(1.0 / n)),
+        (spectrum, np.int64(spectrum.size), np.int32(nfreq), np.int32(n), real.type(1.0 / n),
+         frame_max, np.int64(frame_max.size)),
     )
     # norm="forward" leaves the inverse unscaled: the 1/n is already in the spectrum.
     quadrature = cufft.irfft(spectrum, n=n, axis=-1, norm="forward", overwrite_x=True)
     del spectrum
 
     env = cupy.empty(shape, dtype=real)
-    _, frame_size = _frames(shape)
-    frame_max = cupy.zeros(math.prod(shape) // frame_size if with_max else 1, dtype=_BITS[real])
     flags = (np.int64(frame_size), np.int32(with_max), frame_max)
     if inner == 1:
         get_kernel("bmode.cu", f"analytic_magnitude_lines<{ctype}>")(
