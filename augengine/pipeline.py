@@ -651,10 +651,10 @@ def _batched_srad_series(data, mask, params: list[SradSeriesParams], metas, twin
 
 
 #: The ops a batch runs on stacks (B, H, W) in :func:`finish_chains`, each giving the per-sample
-#: bytes (tests/test_batched_chains.py, tests/ops/test_batch.py). On CuPy: rotate, translate and
-#: scale one ``map_coordinates`` launch per batch (per chunk of ``AFFINE_CHUNK_PIXELS``), masks
-#: nearest; SRAD two launches per iteration for the batch, the SRAD series of small images one
-#: launch for all iterations (``ops.srad_series_bmode_pick``); flip and rotate90 one copy; blur
+#: bytes (tests/test_batched_chains.py, tests/ops/test_batch.py). On CuPy: rotate, translate,
+#: scale and flip one ``warp_affine`` launch per batch for the images and their masks (nearest);
+#: SRAD two launches per iteration for the batch, the SRAD series of small images one
+#: launch for all iterations (``ops.srad_series_bmode_pick``); rotate90 one copy; blur
 #: one filter call per distinct sigma; JPEG one host round trip per batch (PIL encodes on the host).
 #: On NumPy, where a call costs no launch, the batch forms are chosen for CPU speed: rotate,
 #: translate, scale and JPEG go image by image, SRAD in chunks of ``SRAD_CPU_CHUNK_PIXELS``.
