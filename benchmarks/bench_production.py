@@ -284,7 +284,8 @@ def _report(summary: dict) -> None:
         batch = part["images"] // counters["batches"]
         print(f"{name}: {counters['launches_per_image']:.2f} launches/image (target <= "
               f"{TARGET_LAUNCHES_PER_IMAGE}), {counters['syncs_per_image']:.2f} syncs/image = "
-              f"{counters['syncs_per_batch']:.1f} per batch of {batch} (target <= "
+              f"{counters['syncs_per_batch']:.1f} per batch ({counters['batches']} of {batch} "
+              f"images on average; target <= "
               f"{TARGET_SYNCS_PER_BATCH}), {counters['h2d_per_image']:.2f} host->device "
               f"copies/image; {'meets' if counters['meets_targets'] else 'misses'} the targets")
         top = list(counters["launches_by_name"].items())[:6]
