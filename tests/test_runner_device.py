@@ -23,14 +23,20 @@ STEPS = [
 ]
 
 
-def test_device_path_makes_the_cpu_samples(phantom_dir, tmp_path):
+def phantom_job(phantom_dir, tmp_path, steps, seed: int, size: int, shard_size: int):
+    """The job of ``steps`` on the phantoms, its plan and every work item of it."""
     config = parse_job({
-        "name": "device", "seed": 3, "steps": STEPS,
+        "name": "device", "seed": seed, "steps": steps,
         "sources": [{"reader": "oasbud", "path": str(phantom_dir / "phantoms.mat")}],
-        "output": {"path": str(tmp_path / "unused.zarr"), "size": [48, 48], "shard_size": 64},
+        "output": {"path": str(tmp_path / "unused.zarr"), "size": [size, size],
+                   "shard_size": shard_size},
     })
     plan = make_plan(config)
-    items = [plan.work_item(i) for i in range(plan.n_samples)]
+    return config, plan, [plan.work_item(i) for i in range(plan.n_samples)]
+
+
+def test_device_path_makes_the_cpu_samples(phantom_dir, tmp_path):
+    config, plan, items = phantom_job(phantom_dir, tmp_path, STEPS, 3, 48, 64)
     cpu = build_shard(items, plan.chains, config.seed, (48, 48), 64, device="cpu")
     cuda_emulator.LAUNCHES.clear()
     with cuda_emulator.emulated_cupy():
@@ -69,13 +75,7 @@ def test_an_all_zero_frame_is_quarantined_after_the_one_copy_back(phantom_dir, t
     CPU path's message while the others are made."""
     from augengine.runner import _load_input
 
-    config = parse_job({
-        "name": "device-demo", "seed": 5, "steps": DEMO_STEPS,
-        "sources": [{"reader": "oasbud", "path": str(phantom_dir / "phantoms.mat")}],
-        "output": {"path": str(tmp_path / "unused.zarr"), "size": [32, 32], "shard_size": 144},
-    })
-    plan = make_plan(config)
-    items = [plan.work_item(i) for i in range(plan.n_samples)]
+    config, plan, items = phantom_job(phantom_dir, tmp_path, DEMO_STEPS, 5, 32, 144)
     zeroed = items[40].input_key
 
     def load(item):

@@ -319,13 +319,14 @@ def test_scan_convert_many_equals_scan_convert_per_image(xp, rng):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("order", [3, 1, 0])
-def test_resize_and_scan_convert_batch_equal_each_image_alone(xp, on_gpu, rng, shape, order):
+def test_resize_and_scan_convert_of_a_stack_equal_each_image_alone(xp, on_gpu, rng, shape,
+                                                                  order):
     """Batch and per-image op on one backend: the same bytes; each against NumPy's op as
     :func:`assert_resized_close` allows (exact on NumPy)."""
     images, masks = stacks(rng, shape)
     for stack in (images, masks, images.astype(np.float32)):
         for size in [(23, 40), shape[::-1]]:
-            out = ops.resize_batch(xp.asarray(stack), size, order=order)
+            out = ops.resize_many(list(xp.asarray(stack)), size, order=order, stack=True)
             what = f"resize to {size} order {order} {stack.dtype} {shape}"
             alone = [host(ops.resize(xp.asarray(image), size, order=order)) for image in stack]
             assert_same_per_image(out, alone, what)
@@ -336,13 +337,13 @@ def test_resize_and_scan_convert_batch_equal_each_image_alone(xp, on_gpu, rng, s
                 else:
                     assert_resized_close(out[b], expected, f"{what} image {b}")
         spacing = (0.05, 0.3)
-        out = ops.scan_convert_batch(xp.asarray(stack), spacing, 0.1, order=order)
+        out = xp.stack(ops.scan_convert_many(list(xp.asarray(stack)), spacing, 0.1, order=order))
         what = f"scan_convert order {order} {stack.dtype} {shape}"
         alone = [host(ops.scan_convert(xp.asarray(image), spacing, 0.1, order=order))
                  for image in stack]
         assert_same_per_image(out, alone, what)
 
 
-def test_resize_batch_refuses_a_bad_size(xp):
+def test_resize_many_refuses_a_bad_size(xp):
     with pytest.raises(ConfigError, match=r"size must be a pair \(H, W\) of integers >= 1"):
-        ops.resize_batch(xp.zeros((2, 8, 8), np.uint8), (0, 8))
+        ops.resize_many(list(xp.zeros((2, 8, 8), np.uint8)), (0, 8))
