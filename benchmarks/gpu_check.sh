@@ -6,7 +6,8 @@
 #
 # Steps, each time-boxed and reported on one STEP line (OK, FAIL, TIMEOUT or SKIP with why):
 #   env         nvidia-smi, versions, which Python modules are importable
-#   parity      the CUDA parity tests (pytest tests/ops/test_cuda_parity.py, GPU half)
+#   parity      the CUDA parity tests (pytest tests/ops/test_cuda_parity.py and the batch ops'
+#               tests/ops/test_batch.py: the ragged resize, warp_affine; GPU and NumPy halves)
 #   srad        benchmarks/bench_srad.py --gpu-only (bandwidth against a device copy)
 #   bmode       benchmarks/bench_bmode_gpu.py (frames/s, grey levels against the CPU)
 #   decoder     benchmarks/bench_decoder.py: fp32 and bf16 images/s and TFLOP/s against a bf16
@@ -102,7 +103,7 @@ for name in ('numpy', 'scipy', 'torch', 'cupy', 'pytest', 'pydantic', 'yaml', 'P
         print('missing', name, type(error).__name__)
 EOF"
 step parity 120 gpu "pytest scipy cupy" $PY -m pytest -q -p no:cacheprovider -o addopts="" \
-    tests/ops/test_cuda_parity.py -k "not emulated"
+    tests/ops/test_cuda_parity.py tests/ops/test_batch.py -k "not emulated"
 step srad 45 gpu "cupy" $PY benchmarks/bench_srad.py --gpu-only
 step bmode 45 gpu "cupy scipy" $PY benchmarks/bench_bmode_gpu.py
 step decoder 60 gpu "torch" $PY benchmarks/bench_decoder.py --device cuda --out "$OUT/decoder.json"
