@@ -116,8 +116,10 @@ class Distributed:
     def average_buffers(self, model: torch.nn.Module) -> None:
         """Average the floating-point buffers (BatchNorm running statistics) over the ranks."""
 
-    def close(self) -> None:
-        """Leave the process group (no-op for one process)."""
+    def close(self, finished: bool = True) -> None:
+        """Leave the process group (no-op for one process). ``finished``: every rank got here
+        the normal way, so they can wait for each other first; False when leaving on an error,
+        where a peer may never come."""
 
 
 class HorovodDistributed(Distributed):
@@ -170,7 +172,7 @@ class HorovodDistributed(Distributed):
                 buffer.copy_(self.hvd.allreduce(buffer.detach(), op=self.hvd.Average,
                                                 name=self._name(f"buffer.{name}")))
 
-    def close(self):
+    def close(self, finished: bool = True):
         self.hvd.shutdown()
 
 
@@ -273,7 +275,12 @@ class TorchDistributed(Distributed):
                 self.dist.all_reduce(total, op=self.dist.ReduceOp.SUM)
                 buffer.copy_(total.to(buffer.device) / self.size)
 
-    def close(self):
+    def close(self, finished: bool = True):
+        if finished:
+            # Each rank reaches the barrier only after its own last collective returned: gloo
+            # aborts a process ("terminate called without an active exception") that tears its
+            # group down while a peer is still sending to it, as a loaded CI machine showed.
+            self.dist.barrier()
         self.dist.destroy_process_group()
 
 
@@ -325,7 +332,7 @@ class RayTrainDistributed(TorchDistributed):
         self.dist = dist
         self.local_rank = self.device.index if self.device.type == "cuda" else local_rank
 
-    def close(self):
+    def close(self, finished: bool = True):
         """Leave the process group to Ray Train, which made it and tears it down."""
 
 

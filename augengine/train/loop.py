@@ -515,6 +515,7 @@ def train(config: TrainConfig, backend: str | None = None) -> TrainResult:
     task = TASKS[config.task].configured(config)
     device_type = _device(config)
     dist = init_distributed(backend, device_type)
+    finished = False
     try:
         device = torch.device(f"cuda:{dist.local_rank}" if device_type == "cuda" else "cpu")
         if device.type == "cuda":
@@ -522,9 +523,11 @@ def train(config: TrainConfig, backend: str | None = None) -> TrainResult:
         cores = _threads(dist)
         torch.set_num_threads(cores)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _train(config, task, dist, device, config.loader_threads or cores)
+            result = _train(config, task, dist, device, config.loader_threads or cores)
+        finished = True
+        return result
     finally:
-        dist.close()
+        dist.close(finished)
 
 
 def _train(config: TrainConfig, task: Task, dist: Distributed, device: torch.device,

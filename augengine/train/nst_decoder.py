@@ -372,6 +372,7 @@ def train_decoder(config: DecoderTrainConfig) -> DecoderTrainResult:
         weights_sha256(config.classifier_weights) if config.lrp else None)
     cuda = torch.cuda.is_available()
     dist = init_distributed("horovod" if config.horovod else None, "cuda" if cuda else "cpu")
+    finished = False
     try:
         device = torch.device(config.device if config.device is not None
                               else f"cuda:{dist.local_rank}" if cuda else "cpu")
@@ -380,9 +381,11 @@ def train_decoder(config: DecoderTrainConfig) -> DecoderTrainResult:
         if dist.name != "single" and device.type == "cpu":
             # Ranks sharing a host would otherwise each start one thread per core.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_size))
-        return _train(config, settings, dist, device)
+        result = _train(config, settings, dist, device)
+        finished = True
+        return result
     finally:
-        dist.close()
+        dist.close(finished)
 
 
 def _train(config: DecoderTrainConfig, settings: dict, dist: Distributed,

@@ -204,3 +204,16 @@ def test_collectives_on_two_launched_ranks(backend, tmp_path):
         assert record["sum"] == [3.0], f"{backend} rank {record['rank']}: 1 + 2 = {record['sum']}"
         assert record["gathered"] == ["r0", "r1"], f"{backend}: gathered {record['gathered']}"
         assert record["broadcast"] == "from0", f"{backend}: broadcast {record['broadcast']}"
+
+
+def test_ranks_wait_for_each_other_before_leaving_unless_on_an_error():
+    """A rank that tears its gloo group down while a peer still sends to it aborts the process;
+    a clean close waits at a barrier first, a close on an error does not (a peer may be gone)."""
+    calls = []
+    torch_dist = object.__new__(TorchDistributed)
+    torch_dist.dist = type("FakeDist", (), {
+        "barrier": staticmethod(lambda: calls.append("barrier")),
+        "destroy_process_group": staticmethod(lambda: calls.append("destroy"))})
+    torch_dist.close()
+    torch_dist.close(finished=False)
+    assert calls == ["barrier", "destroy", "destroy"], calls
