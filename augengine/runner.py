@@ -47,14 +47,32 @@ def _on_device(frame: Frame, device: str) -> Frame:
     return replace(frame, data=cupy.asarray(frame.data))
 
 
-def _all_to_host(arrays: list, extras: list = ()) -> tuple[list, list]:
-    """The finished (H, W) images and masks of a shard on the host, and ``extras`` (device
-    arrays, e.g. the values of :class:`~augengine.pipeline.DeferredCheck` s) likewise. The
-    arrays on the device are stacked there (one launch) and copied back asynchronously into
-    pinned memory, the extras beside them, and the host waits once: one sync per shard."""
+@dataclass
+class _CopyBack:
+    """A shard's arrays on their way to the host (:func:`_queue_to_host`): ``arrays`` and
+    ``extras`` are host arrays, the device ones pinned buffers being filled; :meth:`wait` blocks
+    until they are (the shard's one host sync) and returns them."""
+
+    arrays: list
+    extras: list
+    event: object | None = None
+
+    def wait(self) -> tuple[list, list]:
+        if self.event is not None:
+            self.event.synchronize()
+            self.event = None  # done: a second wait has nothing to wait for
+        return self.arrays, self.extras
+
+
+def _queue_to_host(arrays: list, extras: list = ()) -> _CopyBack:
+    """Queue the copy to the host of a shard's finished (H, W) images and masks and of
+    ``extras`` (device arrays, e.g. the values of :class:`~augengine.pipeline.DeferredCheck` s):
+    the arrays on the device stacked there (one launch) and copied asynchronously into pinned
+    memory, the extras beside them, and an event recorded after the copies. Nothing waits here,
+    so an actor can go on to its next shard while its writer thread waits for this one."""
     on_device = [i for i, array in enumerate(arrays) if is_cupy(array)]
     if not on_device and not extras:
-        return arrays, []
+        return _CopyBack(arrays, [])
     import cupy
     import cupyx
 
@@ -66,11 +84,13 @@ def _all_to_host(arrays: list, extras: list = ()) -> tuple[list, list]:
     stacked = queued(cupy.stack([arrays[i] for i in on_device])) if on_device else []
     extras = [queued(array if array.flags.c_contiguous else cupy.ascontiguousarray(array))
               for array in extras]
-    cupy.cuda.get_current_stream().synchronize()
+    # A blocking event: the waiting thread sleeps instead of spinning on a CPU core.
+    event = cupy.cuda.Event(block=True, disable_timing=True)
+    event.record()
     arrays = list(arrays)
     for i, array in zip(on_device, stacked):
         arrays[i] = array
-    return arrays, extras
+    return _CopyBack(arrays, extras, event)
 
 
 def _failed_checks(frames: list[Frame]) -> tuple[list, Callable[[list], list]]:
@@ -94,32 +114,29 @@ def _load_input(item: WorkItem) -> tuple[Frame, list[dict]]:
     return input_frame(item.ref)
 
 
-def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
-                shard_size: int, device: str = "cpu",
-                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input,
-                checksums: bool = True):
-    """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
+@dataclass
+class PendingShard:
+    """A shard built on its device whose outputs are still on their way to the host
+    (:func:`start_shard`); :func:`finish_shard` waits for them and makes the shard's arrays and
+    rows."""
 
-    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's
-    chain starts from plus the ops that made it (none for a plain input; the style transfer for
-    NST). Each
-    input is loaded once and the per-input head of every chain runs on it with the variants
-    sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the heads'
-    reconstruction and resampling ops run across the shard's inputs and the tails in batches,
-    one call per op per group of same-structured chains
-    (:func:`~augengine.pipeline.finish_chains`). The outputs, seeds and rows are those of
-    :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
-    input, or any error inside an op) is quarantined with its reason; the others are still made.
-    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back,
-    with the values of the ops' deferred checks (a sample whose check fails is quarantined with
-    the op's message), in one asynchronous copy and one wait per shard.
-    ``checksums=False`` leaves the rows' ``sha256`` and ``mask_sha256`` None, for the writer
-    to fill in (:func:`write_checksummed_shard`).
-    """
-    h, w = output_size
-    images = np.zeros((len(items), h, w), np.uint8)
-    masks = np.zeros((len(items), h, w), np.uint8)
-    labels = np.full(len(items), -1, np.int8)
+    items: list[WorkItem]
+    chains: list
+    shard_size: int
+    output_size: tuple[int, int]
+    seeds: dict[int, int]
+    made_by: dict[int, list[dict]]
+    outcomes: dict[int, object]
+    copy_back: _CopyBack
+    check_errors: Callable[[list], list]
+
+
+def start_shard(items: list[WorkItem], chains: list, job_seed: int,
+                output_size: tuple[int, int], shard_size: int, device: str = "cpu",
+                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input
+                ) -> PendingShard:
+    """The first half of :func:`build_shard`: load, run every chain and queue the copy back;
+    no wait for the device."""
     seeds, outcomes, made_by_of, starts, started = {}, {}, {}, [], []
     loaded_key, frame, made_by, load_error, cache = None, None, [], None, {}
     for slot, item in enumerate(items):
@@ -144,13 +161,28 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
     for slot, result in zip(started, finish_chains(starts, output_size)):
         outcomes[slot] = one_line(result) if isinstance(result, Exception) else result
     made = [slot for slot in range(len(items)) if not isinstance(outcomes[slot], str)]
-    targets = [(images, slot) for slot in made] + [
-        (masks, slot) for slot in made if outcomes[slot][0].mask is not None]
     arrays = [outcomes[slot][0].data for slot in made] + [
         outcomes[slot][0].mask for slot in made if outcomes[slot][0].mask is not None]
     check_values, check_errors = _failed_checks([outcomes[slot][0] for slot in made])
-    arrays, check_copies = _all_to_host(arrays, check_values)
-    failed = {slot: one_line(error) for slot, error in zip(made, check_errors(check_copies))
+    return PendingShard(items, chains, shard_size, tuple(output_size), seeds, made_by_of,
+                        outcomes, _queue_to_host(arrays, check_values), check_errors)
+
+
+def finish_shard(pending: PendingShard, checksums: bool = True):
+    """The second half of :func:`build_shard`: wait for the copy back (the shard's one host
+    sync on a GPU), quarantine the samples whose deferred checks fail, and return ``(images,
+    masks, labels, rows, quarantined)``."""
+    items, outcomes, shard_size = pending.items, dict(pending.outcomes), pending.shard_size
+    h, w = pending.output_size
+    images = np.zeros((len(items), h, w), np.uint8)
+    masks = np.zeros((len(items), h, w), np.uint8)
+    labels = np.full(len(items), -1, np.int8)
+    made = [slot for slot in range(len(items)) if not isinstance(outcomes[slot], str)]
+    targets = [(images, slot) for slot in made] + [
+        (masks, slot) for slot in made if outcomes[slot][0].mask is not None]
+    arrays, check_copies = pending.copy_back.wait()
+    failed = {slot: one_line(error)
+              for slot, error in zip(made, pending.check_errors(check_copies))
               if error is not None}
     for (target, slot), array in zip(targets, arrays):
         if slot not in failed:
@@ -170,15 +202,42 @@ def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size:
             index=item.index, sample_id=f"{item.input_key}:{variant}",
             input_id=ref.sample_id, source_id=ref.source_id, source_path=ref.path,
             reader=ref.reader, label=ref.label, variant=variant,
-            chain=describe_chain(chains[variant]),
-            ops=json.dumps(made_by_of[slot] + [{"op": op, **params} for op, params in applied],
+            chain=describe_chain(pending.chains[variant]),
+            ops=json.dumps(pending.made_by[slot] + [{"op": op, **params}
+                                                    for op, params in applied],
                            sort_keys=True),
-            seed=seeds[slot], shard=item.index // shard_size,
+            seed=pending.seeds[slot], shard=item.index // shard_size,
             has_mask=out.mask is not None, sha256=None, mask_sha256=None,
         ).as_dict())
     if checksums and items:
         add_checksums(rows, items[0].index, images, masks)
     return images, masks, labels, rows, quarantined
+
+
+def build_shard(items: list[WorkItem], chains: list, job_seed: int, output_size: tuple[int, int],
+                shard_size: int, device: str = "cpu",
+                load_input: Callable[[WorkItem], tuple[Frame, list[dict]]] = _load_input,
+                checksums: bool = True):
+    """Make the samples of one shard. Returns ``(images, masks, labels, rows, quarantined)``.
+
+    ``items`` are consecutive, in index order. ``load_input(item)`` gives the frame the item's
+    chain starts from plus the ops that made it (none for a plain input; the style transfer for
+    NST). Each
+    input is loaded once and the per-input head of every chain runs on it with the variants
+    sharing their common prefix (:func:`~augengine.pipeline.start_chain`); then the heads'
+    reconstruction and resampling ops run across the shard's inputs and the tails in batches,
+    one call per op per group of same-structured chains
+    (:func:`~augengine.pipeline.finish_chains`). The outputs, seeds and rows are those of
+    :func:`~augengine.pipeline.apply_chain` run sample by sample. A sample that fails (bad
+    input, or any error inside an op) is quarantined with its reason; the others are still made.
+    ``device="cuda"`` runs the chains on the GPU (CuPy), copying only finished images back,
+    with the values of the ops' deferred checks (a sample whose check fails is quarantined with
+    the op's message), in one asynchronous copy and one wait per shard.
+    ``checksums=False`` leaves the rows' ``sha256`` and ``mask_sha256`` None, for the writer
+    to fill in (:func:`write_checksummed_shard`).
+    """
+    return finish_shard(start_shard(items, chains, job_seed, output_size, shard_size, device,
+                                    load_input), checksums)
 
 
 def add_checksums(rows: list[dict], start: int, images: np.ndarray, masks: np.ndarray
@@ -218,13 +277,16 @@ def _actor_device() -> str:
 class ShardWorker:
     """A Ray actor (wrapped with ``ray.remote`` at run time) that owns the shards it is given.
 
-    Each shard is checksummed and written by the actor's one writer thread while the actor
-    builds the next one (hashing, compression and file writes release the GIL):
-    ``process_shard`` returns once the shard is built and handed to the writer,
-    ``wait_written`` once it is on disk, with the rows and their checksums. At most one shard waits
-    for the writer while the next is built, so an actor holds at most two shards' buffers. The
-    actor must run with ``max_concurrency >= 2`` so that ``wait_written`` can answer while the
-    next shard is being built.
+    Each shard is finished and written by the actor's one writer thread while the actor
+    builds the next one (waiting for the device, hashing, compression and file writes release
+    the GIL): ``process_shard`` returns once the shard's chains have run and its copy back is
+    queued (:func:`start_shard`), ``wait_written`` once the writer has waited for that copy,
+    quarantined the samples whose deferred checks failed (:func:`finish_shard`) and written the
+    shard, with its rows, their checksums and its quarantined samples. On a GPU the device so
+    finishes a shard while the actor already queues the next one's work. At most one shard
+    waits for the writer while the next is built, so an actor holds at most two shards'
+    buffers. The actor must run with ``max_concurrency >= 2`` so that ``wait_written`` can
+    answer while the next shard is being built.
     """
 
     def __init__(self, store_path: str, chains: list, job_seed: int, output_size, shard_size: int,
@@ -250,29 +312,33 @@ class ShardWorker:
     def device_name(self) -> str:
         return self.device
 
-    def process_shard(self, shard: int, start: int, items: list):
-        """Build a shard and queue its checksums and write; returns ``(shard, quarantined)``
-        before the write is done (the driver asks :meth:`wait_written` for the rows before
-        journaling it)."""
+    def process_shard(self, shard: int, start: int, items: list) -> int:
+        """Run a shard's chains and queue its copy back, checks, checksums and write; returns
+        the shard before the write is done (the driver asks :meth:`wait_written` for the rows
+        before journaling it)."""
         load_input = _load_input
         if self._inputs is not None:
             if self._loader is None:
                 self._loader = self._inputs.open(self.device)
             self._loader.prepare(items)
             load_input = self._loader.load
-        images, masks, labels, rows, quarantined = build_shard(
-            items, self.chains, self.job_seed, self.output_size, self.shard_size, self.device,
-            load_input, checksums=False)
+        pending = start_shard(items, self.chains, self.job_seed, self.output_size,
+                              self.shard_size, self.device, load_input)
         if self._last_write is not None:
             wait([self._last_write])  # the bound; its error is reported by its own wait_written
         self._last_write = self._writes[shard] = self._writer.submit(
-            write_checksummed_shard, self.store_path, start, images, labels, masks, rows)
-        return shard, quarantined
+            self._finish_and_write, pending, start)
+        return shard
 
-    def wait_written(self, shard: int) -> list[dict] | None:
-        """The shard's rows, with their checksums, once its write has returned (a failed write
-        raises here); None when this actor never built it: it was restarted since, losing the
-        queued write, so the driver must build the shard again."""
+    def _finish_and_write(self, pending: PendingShard, start: int) -> tuple[list, list]:
+        images, masks, labels, rows, quarantined = finish_shard(pending, checksums=False)
+        rows = write_checksummed_shard(self.store_path, start, images, labels, masks, rows)
+        return rows, quarantined
+
+    def wait_written(self, shard: int) -> tuple[list[dict], list[dict]] | None:
+        """The shard's rows, with their checksums, and its quarantined samples, once its write
+        has returned (a failed write raises here); None when this actor never built it: it was
+        restarted since, losing the queued write, so the driver must build the shard again."""
         write = self._writes.pop(shard, None)
         if write is None:
             return None
@@ -465,7 +531,7 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
     queue = list(todo)
     # running: a task -> (shard, actor, stage), stage "build" or "write". An actor is idle again
     # once its shard is built; the shard is journaled only once its write has returned.
-    idle, running, built = list(actors), {}, {}
+    idle, running = list(actors), {}
     bar = progress_bar(plan.n_samples, plan.n_samples - sum(len(plan.shard_indices(s))
                                                             for s in todo), config.name, progress)
     try:
@@ -481,14 +547,13 @@ def _build_shards(plan: Plan, todo: list[int], done: dict, memory: int, progress
             shard, actor, stage = running.pop(ready)
             result = _shard_result(ready, shard, out.path, len(done))
             if stage == "build":
-                built[shard] = result[1]
                 running[actor.wait_written.remote(shard)] = shard, actor, "write"
                 idle.append(actor)
                 continue
-            quarantined, rows = built.pop(shard), result
-            if rows is None:  # its actor was restarted before writing it: build it again
+            if result is None:  # its actor was restarted before writing it: build it again
                 queue.insert(0, shard)
                 continue
+            rows, quarantined = result
             digest = plan.shard_digest(shard)
             store.write_journal(out.path, shard, rows, quarantined, digest)
             done[shard] = store.Journal(rows, quarantined, digest)

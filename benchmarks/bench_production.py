@@ -6,7 +6,7 @@ The job is built and run by the runner's own pieces, so the figures follow whate
 ``make_plan`` on a BUSI-layout folder of N synthetic speckle images (half benign, half
 malignant, each with a lesion mask), ``StyleTransferInputs`` (setup: load, encoder statistics;
 ``prepare``: style a shard's pairs), ``build_shard`` (the chain; its device->host copy, the
-runner's ``_all_to_host``, timed apart) and the actor's writer (``runner.write_checksummed_shard``:
+runner's ``_queue_to_host`` and its wait, timed apart) and the actor's writer (``runner.write_checksummed_shard``:
 checksums, then ``store.write_shard``) into a temporary store (without zarr: the floor of the
 same work, labelled, see ``_bare.py``). Stages are timed shard by shard after
 ``--warmup`` untimed shards (NVRTC compiles, cuDNN heuristics). On ``cuda`` each stage ends
@@ -104,24 +104,26 @@ def _synchronize(device: str) -> None:
 
 @contextlib.contextmanager
 def _timed_copies(device: str, seconds: dict):
-    """Time the runner's device->host copy (``runner._all_to_host``) into ``seconds``; on a GPU
-    after a synchronisation, so the chain's queued kernels are not billed to the copy."""
+    """Time the runner's device->host copy (``runner._queue_to_host`` and its wait) into
+    ``seconds``; on a GPU after a synchronisation, so the chain's queued kernels are not billed
+    to the copy."""
     from augengine import runner
 
-    original = runner._all_to_host
+    original = runner._queue_to_host
 
     def copy_back(arrays, extras=()):
         _synchronize(device)
         start = time.perf_counter()
-        out = original(arrays, extras)
+        queued = original(arrays, extras)
+        queued.wait()
         seconds["device_to_host"] += time.perf_counter() - start
-        return out
+        return queued
 
-    runner._all_to_host = copy_back
+    runner._queue_to_host = copy_back
     try:
         yield
     finally:
-        runner._all_to_host = original
+        runner._queue_to_host = original
 
 
 def _counted(device: str):

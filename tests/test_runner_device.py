@@ -101,3 +101,26 @@ def test_an_all_zero_frame_is_quarantined_after_the_one_copy_back(phantom_dir, t
         assert diff.max() <= 1, f"sample {index}: up to {diff.max()} grey levels from the CPU's"
     for q in device[4]:
         assert not device[0][q["index"]].any(), f"quarantined sample {q['index']} has pixels"
+
+
+def test_a_shard_is_queued_without_a_wait_and_finished_with_one(phantom_dir, tmp_path):
+    """start_shard runs the chains and queues the copy back without waiting for the device, so
+    an actor can queue its next shard; finish_shard (the writer thread's) waits once."""
+    from augengine.runner import finish_shard, start_shard
+
+    config, plan, items = phantom_job(phantom_dir, tmp_path, DEMO_STEPS, 5, 32, 72)
+    items = items[:72]
+    expected = build_shard(items, plan.chains, config.seed, (32, 32), 72, "cpu")
+    with cuda_emulator.emulated_cupy():
+        with cuda_emulator.counting() as started:
+            pending = start_shard(items, plan.chains, config.seed, (32, 32), 72, "cuda")
+        with cuda_emulator.counting() as finished:
+            images, _, labels, rows, quarantined = finish_shard(pending)
+    assert started.n_syncs == 0 and started.n_launches > 0, (
+        f"start_shard waited for the device: {dict(started.syncs)}")
+    assert finished.syncs == {"Event.synchronize": 1} and finished.n_launches == 0, (
+        f"finish_shard: {dict(finished.syncs)}, launches {dict(finished.launches)}")
+    assert quarantined == expected[4] == [] and len(rows) == 72
+    np.testing.assert_array_equal(labels, expected[2])
+    diff = np.abs(images.astype(int) - expected[0].astype(int))
+    assert diff.max() <= 1, f"up to {diff.max()} grey levels from the CPU's samples"

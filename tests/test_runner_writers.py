@@ -99,7 +99,8 @@ def test_an_actor_killed_with_a_write_queued_loses_it_and_the_rebuild_is_identic
         assert ray_session.get(actor.wait_written.remote(shard)) is None
         assert actor_pid(ray_session, actor) != pid, "the actor was not restarted"
         ray_session.get(actor.process_shard.remote(shard, indices.start, items))
-        rows = ray_session.get(actor.wait_written.remote(shard))
+        rows, quarantined = ray_session.get(actor.wait_written.remote(shard))
+        assert quarantined == store.read_journal(out, shard).quarantined
         recorded = {row["index"]: row["sha256"] for row in store.read_journal(out, shard).rows}
         assert {row["index"]: row["sha256"] for row in rows} == recorded, (
             f"shard {shard}: the writer's checksums differ from the journaled ones")

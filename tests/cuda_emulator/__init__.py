@@ -95,7 +95,7 @@ class Counts:
     device array (each named apart), ``Device().synchronize()``, ``Event.synchronize()``.
     ``h2d``: host-to-device copies (``cupy.asarray`` of host data), counted apart: one transfer
     each, not a wait for the kernels before it. ``d2h_async``: device-to-host copies queued
-    without waiting (``get(blocking=False)``); the wait is the stream's ``synchronize()``, a sync.
+    without waiting (``get(blocking=False)``); the wait is an event's ``synchronize()``, a sync.
     """
 
     launches: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -189,8 +189,7 @@ API: tuple[str, ...] = (*SIGNATURES, "cupy.asarray", "cupy.from_dlpack", "cupy.n
                         "cupy.RawModule.get_function", "cupy.RawKernel.__call__",
                         "cupy.cuda.Device", "cupy.cuda.Device.synchronize", "cupy.cuda.Event",
                         "cupy.cuda.Event.record", "cupy.cuda.Event.synchronize",
-                        "cupy.cuda.get_elapsed_time", "cupy.cuda.get_current_stream",
-                        "cupy.cuda.Stream.synchronize", "cupyx.empty_pinned",
+                        "cupy.cuda.get_elapsed_time", "cupyx.empty_pinned",
                         "cupy.cuda.runtime.getDeviceCount",
                         "cupy.cuda.runtime.getDeviceProperties", "cupy.random.default_rng")
 
@@ -352,7 +351,7 @@ class ndarray(NDArrayOperatorsMixin):  # lower case: the name CuPy uses
     def get(self, stream=None, order="C", out=None, blocking=True):
         if not blocking:
             # Emulated kernels have already run, so the copy is made now; a fault surfaces at
-            # the stream's synchronize(), as the real copy's would.
+            # the next synchronisation, as the real copy's would.
             _count("d2h_async", "ndarray.get")
             if out is None:
                 return np.array(self._a, order=order)
@@ -658,22 +657,6 @@ class _Event:
         _synchronize()
 
 
-class _Stream:
-    """``cupy.cuda.Stream``: the emulator runs kernels and copies at their call, so waiting for
-    a stream only reports a fault, as the real wait would."""
-
-    def synchronize(self):
-        _count("syncs", "Stream.synchronize")
-        _synchronize()
-
-
-_STREAM = _Stream()
-
-
-def get_current_stream(device_id=-1):
-    return _STREAM
-
-
 def empty_pinned(shape, dtype=float, order="C"):
     """``cupyx.empty_pinned``: page-locked host memory is host memory here."""
     return np.empty(shape, dtype=dtype, order=order)
@@ -737,9 +720,8 @@ def modules() -> dict[str, types.ModuleType]:
     """``sys.modules`` entries that make ``import cupy`` (and the cupyx parts used) emulated."""
     runtime = types.SimpleNamespace(getDeviceCount=getDeviceCount,
                                     getDeviceProperties=getDeviceProperties)
-    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event, Stream=_Stream,
-                                 get_elapsed_time=get_elapsed_time,
-                                 get_current_stream=get_current_stream)
+    cuda = types.SimpleNamespace(Device=_Device, runtime=runtime, Event=_Event,
+                                 get_elapsed_time=get_elapsed_time)
     random = types.SimpleNamespace(default_rng=default_rng, Generator=_Generator)
     cupy = _mirror("cupy", np, ndarray=ndarray, asarray=asarray, from_dlpack=from_dlpack,
                    RawModule=RawModule, RawKernel=RawKernel, cuda=cuda, random=random)

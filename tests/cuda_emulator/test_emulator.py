@@ -349,19 +349,21 @@ def test_counting_names_every_launch_sync_and_copy():
     assert outer.n_launches == sum(outer.launches.values()) > counts.n_launches == 2
 
 
-def test_an_async_copy_waits_at_the_streams_synchronize():
-    """get(blocking=False) into pinned memory queues the copy; the one wait is the stream's
-    synchronize(), counted as the sync."""
+def test_an_async_copy_waits_at_an_events_synchronize():
+    """get(blocking=False) into pinned memory queues the copy; the one wait is an event's
+    synchronize() after it, counted as the sync."""
     with emulated_cupy() as cupy, cuda_emulator.counting() as counts:
         import cupyx
 
         image = cupy.asarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
         pinned = cupyx.empty_pinned(image.shape, np.uint8)
         image.get(out=pinned, blocking=False)
-        cupy.cuda.get_current_stream().synchronize()
+        done = cupy.cuda.Event(block=True, disable_timing=True)
+        done.record()
+        done.synchronize()
     np.testing.assert_array_equal(pinned, np.arange(6).reshape(2, 3))
     assert counts.d2h_async == {"ndarray.get": 1}, counts.d2h_async
-    assert counts.syncs == {"Stream.synchronize": 1}, counts.syncs
+    assert counts.syncs == {"Event.synchronize": 1}, counts.syncs
 
 
 def test_a_kernel_reads_through_a_table_of_pointers(cp):
