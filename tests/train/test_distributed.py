@@ -176,6 +176,7 @@ RANK_SCRIPT = textwrap.dedent("""
         "gathered": dist.gather_objects(f"r{dist.rank}"),
         "broadcast": dist.broadcast_object(f"from{dist.rank}"),
     }
+    del trained, optimizer  # as the training loop drops its DDP wrapper before closing
     dist.close()
     with open(f"{out}/rank{record['rank']}.json", "w") as f:
         json.dump(record, f)
