@@ -64,18 +64,27 @@ class DeferredCheck:
         return None if text is None else InputError(text)
 
 
-def settle(checks: tuple[DeferredCheck, ...]) -> InputError | None:
-    """The first failing check's error, reading the values back now (a host sync per distinct
-    array: for a sample that failed anyway, or outside a shard's copy back)."""
-    copies: dict[int, np.ndarray] = {}
+def first_failure(checks: tuple[DeferredCheck, ...],
+                  host: Callable[[Any], np.ndarray]) -> InputError | None:
+    """The first failing check's error, ``host(values)`` giving a check's values on the host."""
     for check in checks:
-        if id(check.values) not in copies:
-            values = check.values
-            copies[id(values)] = values.get() if is_cupy(values) else np.asarray(values)
-        error = check.error(copies[id(check.values)])
+        error = check.error(host(check.values))
         if error is not None:
             return error
     return None
+
+
+def settle(checks: tuple[DeferredCheck, ...]) -> InputError | None:
+    """:func:`first_failure`, reading the values back now (a host sync per distinct array: for
+    a sample that failed anyway, or outside a shard's copy back)."""
+    copies: dict[int, np.ndarray] = {}
+
+    def host(values) -> np.ndarray:
+        if id(values) not in copies:
+            copies[id(values)] = values.get() if is_cupy(values) else np.asarray(values)
+        return copies[id(values)]
+
+    return first_failure(checks, host)
 
 
 @dataclass
@@ -845,7 +854,7 @@ def _reported(frame: Frame, error: Exception) -> Exception:
     """The error a sample reports when an op raised on ``frame``: a failing deferred check of
     an earlier op wins, as that op raises first on the per-sample path (read back now: a sync,
     on this error path only)."""
-    return settle(frame.checks) or error if frame.checks else error
+    return settle(frame.checks) or error
 
 
 def _finish_heads(starts: list[ChainStart], output_size: tuple[int, int]

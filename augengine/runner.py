@@ -26,8 +26,8 @@ from augengine._xp import is_cupy
 from augengine.config import JobConfig
 from augengine.errors import ConfigError, RunError, one_line
 from augengine.manifest import ManifestRow
-from augengine.pipeline import (Frame, describe_chain, finish_chains, realise_chain, sample_seed,
-                                start_chain)
+from augengine.pipeline import (Frame, describe_chain, finish_chains, first_failure, realise_chain,
+                                sample_seed, start_chain)
 from augengine.plan import Plan, WorkItem, check_model_files, input_frame, make_plan
 
 ACTOR_MAX_RESTARTS = 3
@@ -101,11 +101,8 @@ def _failed_checks(frames: list[Frame]) -> tuple[list, Callable[[list], list]]:
     position = {id(array): i for i, array in enumerate(values)}
 
     def errors(copies: list) -> list:
-        found = []
-        for frame in frames:
-            failing = (c.error(copies[position[id(c.values)]]) for c in frame.checks)
-            found.append(next((e for e in failing if e is not None), None))
-        return found
+        return [first_failure(frame.checks, lambda values: copies[position[id(values)]])
+                for frame in frames]
 
     return values, errors
 
